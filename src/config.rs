@@ -1,0 +1,241 @@
+//! Layered settings: `config/base.toml`, then `config/<env>.toml` (env from
+//! `TRIPGATE_ENV`, default `local`), then `TRIPGATE__SECTION__KEY` variables.
+//!
+//! Settings are validated as a whole at start-up; a missing or wrong value
+//! stops the process with a message naming the key, never later at 3 a.m.
+//! when the first request touches it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key}: {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error(
+        "configuration: TRIPGATE_ENV={0:?} is not an environment; use `local` or `production`"
+    )]
+    UnknownEnvironment(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Local,
+    Production,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Local => "local",
+            Environment::Production => "production",
+        }
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        match std::env::var("TRIPGATE_ENV").as_deref() {
+            Err(_) | Ok("local") => Ok(Environment::Local),
+            Ok("production") => Ok(Environment::Production),
+            Ok(other) => Err(ConfigError::UnknownEnvironment(other.to_owned())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub cache: CacheSettings,
+    pub provider: ProviderSettings,
+    pub policy: PolicySettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    Redis,
+    Memory,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    pub backend: CacheBackend,
+    pub redis_url: String,
+    /// First part of every Redis key, so several deployments can share a Redis.
+    pub namespace: String,
+    pub ttl_secs: u64,
+    pub negative_ttl_secs: u64,
+    pub command_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    /// Bound of the in-process cache (the `memory` backend).
+    pub memory_max_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub base_url: String,
+    pub timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Relative paths are resolved against the configuration directory.
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter directive (`info`, `tripgate=debug,warn` ...).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// The configuration directory: `TRIPGATE_CONFIG_DIR`, else `./config`.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("TRIPGATE_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"))
+}
+
+impl Settings {
+    /// Settings for the environment named by `TRIPGATE_ENV`.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::load_from(&config_dir(), Environment::from_env()?)
+    }
+
+    pub fn load_from(dir: &Path, environment: Environment) -> Result<Self, ConfigError> {
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from(dir.join("base.toml")).required(true))
+            .add_source(
+                config::File::from(dir.join(format!("{}.toml", environment.as_str())))
+                    .required(true),
+            )
+            .add_source(
+                config::Environment::with_prefix("TRIPGATE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        let mut settings = settings;
+        if settings.policy.path.is_relative() {
+            settings.policy.path = dir.join(&settings.policy.path);
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what the types alone cannot; call again after changing fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.provider_url()?;
+        if self.cache.backend == CacheBackend::Redis {
+            redis::Client::open(self.cache.redis_url.as_str()).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "cache.redis_url",
+                    problem: format!("not a usable Redis URL: {e}"),
+                }
+            })?;
+        }
+        let positive = [
+            ("cache.ttl_secs", self.cache.ttl_secs),
+            ("cache.negative_ttl_secs", self.cache.negative_ttl_secs),
+            ("cache.command_timeout_ms", self.cache.command_timeout_ms),
+            ("cache.connect_timeout_ms", self.cache.connect_timeout_ms),
+            ("cache.memory_max_entries", self.cache.memory_max_entries),
+            ("provider.timeout_ms", self.provider.timeout_ms),
+            (
+                "provider.connect_timeout_ms",
+                self.provider.connect_timeout_ms,
+            ),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be greater than 0".into(),
+                });
+            }
+        }
+        if self.cache.namespace.is_empty() || self.cache.namespace.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid {
+                key: "cache.namespace",
+                problem: "must be a non-empty word without spaces".into(),
+            });
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError::Invalid {
+                key: "log.level",
+                problem: format!("not a log filter: {e}"),
+            }
+        })?;
+        Ok(())
+    }
+
+    pub fn provider_url(&self) -> Result<Url, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "provider.base_url",
+            problem,
+        };
+        let url =
+            Url::parse(&self.provider.base_url).map_err(|e| invalid(format!("not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "scheme must be http or https, not {}",
+                url.scheme()
+            )));
+        }
+        Ok(url)
+    }
+}
+
+impl CacheSettings {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+    pub fn negative_ttl(&self) -> Duration {
+        Duration::from_secs(self.negative_ttl_secs)
+    }
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.command_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl ProviderSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}

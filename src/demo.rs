@@ -1,0 +1,325 @@
+//! `tripgate demo`: the whole system on one machine, with no server to
+//! install. It starts the provider simulator on loopback, the service with
+//! the embedded defaults (in-process cache) talking to it over real HTTP,
+//! drives trip checks through real HTTP, turns some drivers red mid-run, and
+//! prints what was decided and why.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::config::{CacheBackend, Settings};
+use crate::simulator::{Population, PopulationSpec, Simulator, SimulatorState};
+use crate::startup::{Application, StartupError};
+use crate::telemetry;
+
+pub struct DemoOptions {
+    pub exit: bool,
+    pub checks: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error("cannot start the simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error("demo request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the demo expected {0}")]
+    Unexpected(String),
+}
+
+const DRIVERS: u64 = 300;
+const PASSENGERS: u64 = 3_000;
+/// Short enough that a code changed at the provider shows within the demo.
+const DEMO_CACHE_TTL_SECS: u64 = 2;
+const CONCURRENCY: usize = 16;
+const TURNED_RED: usize = 5;
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
+    let spec = PopulationSpec {
+        drivers: DRIVERS,
+        passengers: PASSENGERS,
+        seed: 2020,
+    };
+    let simulator = Simulator::build("127.0.0.1:0".parse().expect("literal address"), spec, 2)
+        .map_err(DemoError::Simulator)?;
+    let provider_url = simulator.base_url();
+    let population = simulator.state();
+    let simulator_handle = simulator.handle();
+    tokio::spawn(simulator.run_until_stopped());
+
+    let mut settings = Settings::load()?;
+    settings.cache.backend = CacheBackend::Memory;
+    settings.cache.ttl_secs = DEMO_CACHE_TTL_SECS;
+    settings.cache.negative_ttl_secs = DEMO_CACHE_TTL_SECS;
+    settings.provider.base_url = provider_url.clone();
+    settings.log.level = "warn".into();
+    telemetry::init(&settings.log);
+
+    let app = match Application::build(settings.clone()).await {
+        Ok(app) => app,
+        Err(StartupError::Bind { addr, .. }) => {
+            println!("{addr} is taken; using a free port instead");
+            settings.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            Application::build(settings).await?
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let address = app.address();
+    let app_handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+
+    println!("tripgate demo");
+    println!("  provider simulator  {provider_url}  ({DRIVERS} drivers, {PASSENGERS} passengers)");
+    println!(
+        "  tripgate            http://{address}  (in-process cache, TTL {DEMO_CACHE_TTL_SECS} s)"
+    );
+    println!();
+
+    let http = reqwest::Client::new();
+    let hook = format!("http://{address}/v1/checks/trip");
+    let mut tally = Tally::default();
+    let started = Instant::now();
+
+    let first_half = options.checks / 2;
+    let trips: Vec<Value> = (0..first_half).map(|i| random_trip(i, None)).collect();
+    let answers = drive(&http, &hook, trips, options.checks, 0).await?;
+    tally.add(&answers);
+
+    // Turn drivers that were just allowed red at the provider: once their
+    // cached status expires, their next trips must be refused.
+    let allowed_drivers: Vec<String> = answers
+        .iter()
+        .filter(|(_, answer)| answer["decision"] == "allow")
+        .filter_map(|(trip, _)| trip["driver"]["id"].as_str().map(str::to_owned))
+        .take(TURNED_RED)
+        .collect();
+    let admin = format!("{provider_url}/admin/health-codes");
+    for driver in &allowed_drivers {
+        http.put(format!("{admin}/{driver}"))
+            .json(&serde_json::json!({"color": "red", "issuer": "hangzhou"}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    eprintln!();
+    println!(
+        "  {} drivers allowed a moment ago turned red at the provider; waiting {DEMO_CACHE_TTL_SECS} s for their cached status to expire",
+        allowed_drivers.len()
+    );
+    tokio::time::sleep(Duration::from_secs(DEMO_CACHE_TTL_SECS) + Duration::from_millis(200)).await;
+
+    let mut trips: Vec<Value> = allowed_drivers
+        .iter()
+        .enumerate()
+        .map(|(i, driver)| random_trip(first_half + i, Some(driver)))
+        .collect();
+    let rest = options.checks.saturating_sub(first_half + trips.len());
+    trips.extend((0..rest).map(|i| random_trip(first_half + allowed_drivers.len() + i, None)));
+    let answers = drive(&http, &hook, trips, options.checks, first_half).await?;
+    eprintln!();
+    for (trip, answer) in answers.iter().take(allowed_drivers.len()) {
+        let refused_red = answer["decision"] == "reject"
+            && answer["reasons"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|r| r["party"] == "driver" && r["code"] == "HEALTH_CODE_RED")
+            });
+        if !refused_red {
+            return Err(DemoError::Unexpected(format!(
+                "trip {} of a driver turned red to be refused with HEALTH_CODE_RED, got {answer}",
+                trip["trip_id"]
+            )));
+        }
+    }
+    println!(
+        "  all {} trips of the drivers turned red were refused with HEALTH_CODE_RED",
+        allowed_drivers.len()
+    );
+    tally.add(&answers);
+
+    tally.print(started.elapsed());
+    print_examples(address, &population);
+
+    if !options.exit {
+        println!("\nServing until Ctrl-C.");
+        terminated().await;
+    }
+    app_handle.stop(true).await;
+    simulator_handle.stop(true).await;
+    Ok(())
+}
+
+/// A trip with a driver and one to three passengers; deterministic per `n`.
+fn random_trip(n: usize, driver: Option<&str>) -> Value {
+    let mut rng = fastrand::Rng::with_seed(n as u64 * 7919 + 1);
+    let driver = driver
+        .map(str::to_owned)
+        .unwrap_or_else(|| Population::driver_id(rng.u64(0..DRIVERS)));
+    let count = rng.usize(1..=3);
+    let mut passengers: Vec<String> = Vec::new();
+    while passengers.len() < count {
+        let id = Population::passenger_id(rng.u64(0..PASSENGERS));
+        if !passengers.contains(&id) {
+            passengers.push(id);
+        }
+    }
+    serde_json::json!({
+        "trip_id": format!("T-{:05}", n + 1),
+        "city": "hangzhou",
+        "driver": {"id": driver},
+        "passengers": passengers.iter().map(|id| serde_json::json!({"id": id})).collect::<Vec<_>>(),
+    })
+}
+
+/// Sends the trips with bounded concurrency, drawing a progress bar;
+/// answers come back in the order of `trips`.
+async fn drive(
+    http: &reqwest::Client,
+    hook: &str,
+    trips: Vec<Value>,
+    total: usize,
+    done_before: usize,
+) -> Result<Vec<(Value, Value)>, DemoError> {
+    let trips = Arc::new(trips);
+    let mut answers = Vec::with_capacity(trips.len());
+    for chunk_start in (0..trips.len()).step_by(CONCURRENCY) {
+        let chunk_end = (chunk_start + CONCURRENCY).min(trips.len());
+        let mut tasks = Vec::new();
+        for i in chunk_start..chunk_end {
+            let http = http.clone();
+            let hook = hook.to_owned();
+            let trips = Arc::clone(&trips);
+            tasks.push(tokio::spawn(async move {
+                let response = http.post(&hook).json(&trips[i]).send().await?;
+                let status = response.status();
+                let body: Value = response.json().await?;
+                Ok::<_, reqwest::Error>((status, body))
+            }));
+        }
+        for (offset, task) in tasks.into_iter().enumerate() {
+            let (status, body) = task
+                .await
+                .map_err(|e| DemoError::Unexpected(format!("a request task to finish: {e}")))??;
+            if !status.is_success() {
+                return Err(DemoError::Unexpected(format!(
+                    "HTTP 200, got {status}: {body}"
+                )));
+            }
+            answers.push((trips[chunk_start + offset].clone(), body));
+        }
+        progress(done_before + answers.len(), total);
+    }
+    Ok(answers)
+}
+
+fn progress(done: usize, total: usize) {
+    const WIDTH: usize = 40;
+    let filled = WIDTH * done / total.max(1);
+    eprint!(
+        "\r  checks [{}{}] {done}/{total}",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    );
+    let _ = std::io::stderr().flush();
+}
+
+#[derive(Default)]
+struct Tally {
+    decisions: BTreeMap<String, usize>,
+    reasons: BTreeMap<String, usize>,
+    sources: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    fn add(&mut self, answers: &[(Value, Value)]) {
+        for (_, answer) in answers {
+            let decision = answer["decision"].as_str().unwrap_or("?").to_owned();
+            *self.decisions.entry(decision).or_default() += 1;
+            for reason in answer["reasons"].as_array().into_iter().flatten() {
+                let code = reason["code"].as_str().unwrap_or("?").to_owned();
+                *self.reasons.entry(code).or_default() += 1;
+            }
+            for party in answer["parties"].as_array().into_iter().flatten() {
+                let source = party["source"].as_str().unwrap_or("none").to_owned();
+                *self.sources.entry(source).or_default() += 1;
+            }
+        }
+    }
+
+    fn print(&self, elapsed: Duration) {
+        let total: usize = self.decisions.values().sum();
+        println!(
+            "\n  {total} trip checks in {:.1} s\n",
+            elapsed.as_secs_f64()
+        );
+        println!("  {:<26} {:>7}", "decision", "trips");
+        for (decision, count) in &self.decisions {
+            println!("  {decision:<26} {count:>7}");
+        }
+        println!("\n  {:<26} {:>7}", "reason code", "reasons");
+        for (code, count) in &self.reasons {
+            println!("  {code:<26} {count:>7}");
+        }
+        println!("\n  {:<26} {:>7}", "status source", "parties");
+        for (source, count) in &self.sources {
+            println!("  {source:<26} {count:>7}");
+        }
+    }
+}
+
+/// Ready-to-paste requests against the running demo.
+fn print_examples(address: SocketAddr, population: &SimulatorState) {
+    let find = |want: &str| {
+        (0..PASSENGERS)
+            .map(Population::passenger_id)
+            .find(|id| population.code_of(id).is_some_and(|c| c.color == want))
+    };
+    let green_driver = (0..DRIVERS)
+        .map(Population::driver_id)
+        .find(|id| {
+            population
+                .code_of(id)
+                .is_some_and(|c| c.color == "green" && c.issuer == "hangzhou")
+        })
+        .unwrap_or_else(|| Population::driver_id(0));
+    let green = find("green").unwrap_or_else(|| Population::passenger_id(0));
+    let red = find("red").unwrap_or_else(|| Population::passenger_id(1));
+    println!("\nTry it (another terminal):\n");
+    for (label, passenger) in [
+        ("all green: allow", &green),
+        ("a red passenger: reject", &red),
+    ] {
+        println!("  # {label}");
+        println!(
+            "  curl -s http://{address}/v1/checks/trip -H 'content-type: application/json' \\\n    -d '{{\"trip_id\":\"T-1001\",\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}},\"passengers\":[{{\"id\":\"{passenger}\"}}]}}'\n"
+        );
+    }
+    println!("  # bad input: 400 with a JSON error");
+    println!(
+        "  curl -s http://{address}/v1/checks/trip -H 'content-type: application/json' \\\n    -d '{{\"trip_id\":\"T-1002\",\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}},\"passengers\":[]}}'\n"
+    );
+}

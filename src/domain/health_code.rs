@@ -1,0 +1,67 @@
+//! A health code as the issuer states it, and the canonical levels policy
+//! maps it to.
+//!
+//! The colour is kept as the issuer's own word (`orange`, `grey`, ...):
+//! turning it into a `Level` is the policy document's job, so an issuer with
+//! a new palette needs a policy change, not a code change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The issuer's colour word, trimmed and lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Colour(String);
+
+impl Colour {
+    pub fn new(raw: &str) -> Self {
+        Self(raw.trim().to_ascii_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The authority that issued a code (`hangzhou`, `xiamen`, `national` ...),
+/// trimmed and lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IssuerId(String);
+
+impl IssuerId {
+    pub fn new(raw: &str) -> Self {
+        Self(raw.trim().to_ascii_lowercase())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCode {
+    pub colour: Colour,
+    pub issuer: IssuerId,
+    /// When the issuer last set or renewed the code.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The canonical levels every palette maps onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Green,
+    Yellow,
+    Red,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Green => "green",
+            Level::Yellow => "yellow",
+            Level::Red => "red",
+        }
+    }
+}

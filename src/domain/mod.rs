@@ -1,0 +1,18 @@
+//! The vocabulary of tripgate as types that can only hold valid values.
+//!
+//! Requests are parsed into these types at the edge (routes); everything past
+//! the edge may assume validity. Identifiers of people (`SubjectId`) redact
+//! themselves in `Debug` output so that a stray `?value` in a log line cannot
+//! leak a phone number.
+
+mod decision;
+mod health_code;
+mod identifiers;
+mod party;
+mod trip_check;
+
+pub use decision::{Decision, Outcome, Reason, ReasonCode};
+pub use health_code::{Colour, HealthCode, IssuerId, Level};
+pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};
+pub use party::Party;
+pub use trip_check::{InvalidRequest, TripCheck, TripCheckBody, MAX_PASSENGERS};

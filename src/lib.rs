@@ -1,0 +1,17 @@
+//! tripgate: the pre-trip health-code gate for ride-hailing dispatch.
+//!
+//! See DESIGN.md for the flow of one decision. Module map:
+//! `routes` (HTTP in/out) → `gate` (the decision path) → `status` (cache and
+//! provider I/O) and `policy` (pure evaluation), over `domain` types.
+
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod gate;
+pub mod policy;
+pub mod provider_api;
+pub mod routes;
+pub mod simulator;
+pub mod startup;
+pub mod status;
+pub mod telemetry;

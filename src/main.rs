@@ -1,0 +1,138 @@
+//! The `tripgate` command line: `serve`, `simulate`, `demo`, `policy check`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use tripgate::config::Settings;
+use tripgate::demo::{self, DemoOptions};
+use tripgate::policy::Policy;
+use tripgate::simulator::{PopulationSpec, Simulator};
+use tripgate::startup::Application;
+use tripgate::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "tripgate",
+    version,
+    about = "Pre-trip health-code gate for ride-hailing dispatch"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (settings: config/, TRIPGATE_ENV, TRIPGATE__* variables).
+    Serve,
+    /// Run the health-code provider simulator.
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: SocketAddr,
+        /// Seeded drivers, ids D-000000, D-000001, ...
+        #[arg(long, default_value_t = 1_000)]
+        drivers: u64,
+        /// Seeded passengers, ids P-0000000, P-0000001, ...
+        #[arg(long, default_value_t = 10_000)]
+        passengers: u64,
+        #[arg(long, default_value_t = 2020)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Start the simulator and the service, drive trip checks, print a summary.
+    Demo {
+        /// Exit after the summary instead of serving on.
+        #[arg(long)]
+        exit: bool,
+        /// How many trip checks to drive.
+        #[arg(long, default_value_t = 400)]
+        checks: usize,
+    },
+    /// Policy document tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy document; non-zero exit on error.
+    Check { file: PathBuf },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve => serve().await,
+        Command::Simulate {
+            listen,
+            drivers,
+            passengers,
+            seed,
+            workers,
+        } => {
+            simulate(
+                listen,
+                PopulationSpec {
+                    drivers,
+                    passengers,
+                    seed,
+                },
+                workers,
+            )
+            .await
+        }
+        Command::Demo { exit, checks } => demo::run(DemoOptions { exit, checks })
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Policy {
+            command: PolicyCommand::Check { file },
+        } => Policy::load(&file)
+            .map(|policy| println!("{}: valid, version {}", file.display(), policy.version()))
+            .map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve() -> Result<(), String> {
+    let settings = Settings::load().map_err(|e| e.to_string())?;
+    telemetry::init(&settings.log);
+    let app = Application::build(settings)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(address = %app.address(), "tripgate listening");
+    app.run_until_stopped().await.map_err(|e| e.to_string())
+}
+
+async fn simulate(listen: SocketAddr, spec: PopulationSpec, workers: usize) -> Result<(), String> {
+    let simulator = Simulator::build(listen, spec, workers)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!(
+        "provider simulator on {} ({} drivers, {} passengers, seed {})",
+        simulator.base_url(),
+        spec.drivers,
+        spec.passengers,
+        spec.seed
+    );
+    let handle = simulator.handle();
+    tokio::spawn(async move {
+        demo::terminated().await;
+        handle.stop(true).await;
+    });
+    simulator
+        .run_until_stopped()
+        .await
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,318 @@
+//! The policy document (config/policy.toml) and its validation.
+//!
+//! The file is deserialised into loose `Raw*` structs, then checked as a whole
+//! into `Policy`. Every error names the file, the key path and what is wrong,
+//! because the person reading it is an operator editing TOML under pressure.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+
+use crate::domain::{CityCode, Colour, IssuerId, Level};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: not a valid policy document: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        file: String,
+        key: String,
+        problem: String,
+    },
+}
+
+/// What to do when a party's status cannot be determined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnavailable {
+    /// Fail closed: the trip is refused.
+    Reject,
+    /// Fail open: allowed, flagged `degraded`, the reason still reported.
+    AllowDegraded,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    version: String,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    issuers: BTreeMap<String, RawIssuer>,
+    #[serde(default)]
+    cities: BTreeMap<String, RawCity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    max_status_age_secs: Option<i64>,
+    on_unavailable: Option<OnUnavailable>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    palette: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCity {
+    recognised_issuers: Vec<String>,
+    max_status_age_secs: Option<i64>,
+    on_unavailable: Option<OnUnavailable>,
+}
+
+const DEFAULT_MAX_STATUS_AGE_SECS: i64 = 24 * 3600;
+
+/// An issuer's colour words mapped onto canonical levels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Palette(HashMap<Colour, Level>);
+
+impl Palette {
+    pub fn level_of(&self, colour: &Colour) -> Option<Level> {
+        self.0.get(colour).copied()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CityPolicy {
+    recognised: HashSet<IssuerId>,
+    pub max_status_age: TimeDelta,
+    pub on_unavailable: OnUnavailable,
+}
+
+impl CityPolicy {
+    pub fn recognises(&self, issuer: &IssuerId) -> bool {
+        self.recognised.contains(issuer)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    version: String,
+    palettes: HashMap<IssuerId, Palette>,
+    cities: HashMap<CityCode, CityPolicy>,
+}
+
+impl Policy {
+    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// `file` only labels error messages.
+    pub fn parse(file: &str, text: &str) -> Result<Self, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let invalid = |key: String, problem: String| PolicyError::Invalid {
+            file: file.to_owned(),
+            key,
+            problem,
+        };
+
+        let version = raw.version.trim().to_owned();
+        if version.is_empty() {
+            return Err(invalid("version".into(), "must not be empty".into()));
+        }
+        let default_age = match raw.defaults.max_status_age_secs {
+            Some(secs) => positive_age("defaults.max_status_age_secs", secs, &invalid)?,
+            None => TimeDelta::seconds(DEFAULT_MAX_STATUS_AGE_SECS),
+        };
+        let default_on_unavailable = raw.defaults.on_unavailable.unwrap_or(OnUnavailable::Reject);
+
+        let mut palettes = HashMap::new();
+        for (name, issuer) in &raw.issuers {
+            let issuer_id = IssuerId::new(name);
+            let mut palette = HashMap::new();
+            for (colour, level) in &issuer.palette {
+                let key = format!("issuers.{name}.palette.{colour}");
+                let level = match level.as_str() {
+                    "green" => Level::Green,
+                    "yellow" => Level::Yellow,
+                    "red" => Level::Red,
+                    other => {
+                        return Err(invalid(
+                            key,
+                            format!("'{other}' is not a level; use green, yellow or red"),
+                        ))
+                    }
+                };
+                if palette.insert(Colour::new(colour), level).is_some() {
+                    return Err(invalid(
+                        key,
+                        "colour is listed twice (names are case-insensitive)".into(),
+                    ));
+                }
+            }
+            if !palette.values().any(|l| *l == Level::Green) {
+                return Err(invalid(
+                    format!("issuers.{name}.palette"),
+                    "maps no colour to green; nobody holding this issuer's code could ever pass"
+                        .into(),
+                ));
+            }
+            if palettes.insert(issuer_id, Palette(palette)).is_some() {
+                return Err(invalid(
+                    format!("issuers.{name}"),
+                    "issuer is defined twice (names are case-insensitive)".into(),
+                ));
+            }
+        }
+
+        if raw.cities.is_empty() {
+            return Err(invalid(
+                "cities".into(),
+                "no city is configured; every check would be refused".into(),
+            ));
+        }
+        let mut cities = HashMap::new();
+        for (name, city) in &raw.cities {
+            let key = format!("cities.{name}");
+            let code = CityCode::parse(name)
+                .map_err(|e| invalid(key.clone(), format!("city name {e}")))?;
+            if city.recognised_issuers.is_empty() {
+                return Err(invalid(
+                    format!("{key}.recognised_issuers"),
+                    "must name at least one issuer".into(),
+                ));
+            }
+            let mut recognised = HashSet::new();
+            for (i, issuer) in city.recognised_issuers.iter().enumerate() {
+                let issuer_key = format!("{key}.recognised_issuers[{i}]");
+                let issuer_id = IssuerId::new(issuer);
+                if !palettes.contains_key(&issuer_id) {
+                    return Err(invalid(
+                        issuer_key,
+                        format!("issuer '{issuer}' has no palette under [issuers.{issuer}]"),
+                    ));
+                }
+                if !recognised.insert(issuer_id) {
+                    return Err(invalid(
+                        issuer_key,
+                        format!("issuer '{issuer}' is listed twice"),
+                    ));
+                }
+            }
+            let max_status_age = match city.max_status_age_secs {
+                Some(secs) => positive_age(&format!("{key}.max_status_age_secs"), secs, &invalid)?,
+                None => default_age,
+            };
+            let policy = CityPolicy {
+                recognised,
+                max_status_age,
+                on_unavailable: city.on_unavailable.unwrap_or(default_on_unavailable),
+            };
+            if cities.insert(code, policy).is_some() {
+                return Err(invalid(
+                    key,
+                    "city is defined twice (names are case-insensitive)".into(),
+                ));
+            }
+        }
+
+        Ok(Self {
+            version,
+            palettes,
+            cities,
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn city(&self, city: &CityCode) -> Option<&CityPolicy> {
+        self.cities.get(city)
+    }
+
+    pub fn palette(&self, issuer: &IssuerId) -> Option<&Palette> {
+        self.palettes.get(issuer)
+    }
+}
+
+fn positive_age(
+    key: &str,
+    secs: i64,
+    invalid: &impl Fn(String, String) -> PolicyError,
+) -> Result<TimeDelta, PolicyError> {
+    if secs <= 0 {
+        return Err(invalid(
+            key.to_owned(),
+            format!("must be a positive number of seconds, not {secs}"),
+        ));
+    }
+    TimeDelta::try_seconds(secs)
+        .ok_or_else(|| invalid(key.to_owned(), format!("{secs} seconds is out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        version = "t1"
+        [issuers.hangzhou.palette]
+        green = "green"
+        [cities.hangzhou]
+        recognised_issuers = ["hangzhou"]
+    "#;
+
+    fn error_of(text: &str) -> String {
+        Policy::parse("policy.toml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_shipped_document_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policy.toml");
+        let policy = Policy::load(&path).unwrap();
+        assert!(policy.city(&CityCode::parse("hangzhou").unwrap()).is_some());
+    }
+
+    #[test]
+    fn defaults_apply_to_cities() {
+        let policy = Policy::parse("p", MINIMAL).unwrap();
+        let city = policy.city(&CityCode::parse("hangzhou").unwrap()).unwrap();
+        assert_eq!(city.max_status_age, TimeDelta::hours(24));
+        assert_eq!(city.on_unavailable, OnUnavailable::Reject);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let unknown_issuer = MINIMAL.replace(r#"["hangzhou"]"#, r#"["hangzhou", "mars"]"#);
+        assert_eq!(
+            error_of(&unknown_issuer),
+            "policy.toml: cities.hangzhou.recognised_issuers[1]: issuer 'mars' has no palette under [issuers.mars]"
+        );
+        let bad_level = MINIMAL.replace(r#"green = "green""#, "green = \"green\"\nblue = \"teal\"");
+        assert!(error_of(&bad_level)
+            .starts_with("policy.toml: issuers.hangzhou.palette.blue: 'teal' is not a level"));
+        let empty_version = MINIMAL.replace(r#""t1""#, r#""  ""#);
+        assert_eq!(
+            error_of(&empty_version),
+            "policy.toml: version: must not be empty"
+        );
+        let no_green = MINIMAL.replace(r#"green = "green""#, r#"green = "red""#);
+        assert!(error_of(&no_green).contains("issuers.hangzhou.palette: maps no colour to green"));
+        let twice = MINIMAL.replace(r#"["hangzhou"]"#, r#"["hangzhou", "HangZhou"]"#);
+        assert!(
+            error_of(&twice).contains("recognised_issuers[1]: issuer 'HangZhou' is listed twice")
+        );
+        assert!(error_of("version = 1").starts_with("policy.toml: not a valid policy document"));
+    }
+}

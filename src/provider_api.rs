@@ -1,0 +1,76 @@
+//! The wire contract of the health-code provider API.
+//!
+//! tripgate's upstream client and the bundled simulator both speak through
+//! these types, so the two cannot drift apart. The contract is documented in
+//! the README ("Provider API").
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The most subject ids one batch request may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// `GET /v1/health-codes/{subject_id}` → 200 with this body, or 404.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthCodeRecord {
+    pub subject_id: String,
+    pub color: String,
+    pub issuer: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `POST /v1/health-codes/batch` request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchLookup {
+    pub subject_ids: Vec<String>,
+}
+
+/// `POST /v1/health-codes/batch` response: every requested id is in exactly
+/// one of the two lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    pub codes: Vec<HealthCodeRecord>,
+    pub not_found: Vec<String>,
+}
+
+/// `PUT /admin/health-codes/{subject_id}` (simulator only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetHealthCode {
+    pub color: String,
+    pub issuer: String,
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// `PUT /admin/faults` (simulator only). All zero / false clears them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Faults {
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// Share of provider requests answered with 503, from 0.0 to 1.0.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Every provider request is answered with 503.
+    #[serde(default)]
+    pub outage: bool,
+}
+
+/// `GET /admin/stats` (simulator only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimulatorStats {
+    /// Provider requests served so far (single and batch lookups).
+    pub requests: u64,
+    /// Subject ids looked up so far, over all requests.
+    pub subjects_looked_up: u64,
+    /// Requests answered with an injected error or outage.
+    pub injected_errors: u64,
+    pub faults: Faults,
+    pub population: u64,
+    pub overrides: u64,
+}
+
+/// The provider's error body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProviderError {
+    pub error: String,
+}

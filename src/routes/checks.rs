@@ -1,0 +1,99 @@
+//! `POST /v1/checks/trip`: the trip-match hook.
+//!
+//! Every decision, allow or reject, is HTTP 200; 4xx means the request itself
+//! was wrong and no decision was made.
+
+use actix_web::{web, HttpResponse};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::ApiError;
+use crate::domain::{Outcome, Party, Reason, TripCheck, TripCheckBody};
+use crate::gate::{Gate, PartyReport, TripDecision};
+
+#[derive(Serialize)]
+struct TripCheckResponse<'a> {
+    decision: Outcome,
+    decision_id: String,
+    trip_id: &'a str,
+    city: &'a str,
+    policy_version: &'a str,
+    degraded: bool,
+    reasons: &'a [Reason],
+    parties: Vec<PartyBody<'a>>,
+    decided_at: String,
+}
+
+#[derive(Serialize)]
+struct PartyBody<'a> {
+    #[serde(flatten)]
+    party: Party,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    color: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    as_of: Option<String>,
+    /// Seconds between `as_of` and the decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    age_seconds: Option<i64>,
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl<'a> PartyBody<'a> {
+    fn new(report: &'a PartyReport, decided_at: DateTime<Utc>) -> Self {
+        Self {
+            party: report.party,
+            status: report.standing.as_str(),
+            color: report.colour.as_ref().map(|c| c.as_str()),
+            issuer: report.issuer.as_ref().map(|i| i.as_str()),
+            source: report.source.map(|s| s.as_str()),
+            as_of: report.as_of.map(rfc3339),
+            age_seconds: report
+                .as_of
+                .map(|at| (decided_at - at).num_seconds().max(0)),
+        }
+    }
+}
+
+impl<'a> TripCheckResponse<'a> {
+    fn new(decided: &'a TripDecision) -> Self {
+        Self {
+            decision: decided.decision.outcome,
+            decision_id: decided.decision_id.to_string(),
+            trip_id: decided.trip_id.as_str(),
+            city: decided.city.as_str(),
+            policy_version: &decided.policy_version,
+            degraded: decided.decision.degraded,
+            reasons: &decided.decision.reasons,
+            parties: decided
+                .parties
+                .iter()
+                .map(|p| PartyBody::new(p, decided.decided_at))
+                .collect(),
+            decided_at: rfc3339(decided.decided_at),
+        }
+    }
+}
+
+pub async fn trip(
+    gate: web::Data<Gate>,
+    body: web::Json<TripCheckBody>,
+) -> Result<HttpResponse, ApiError> {
+    let check = TripCheck::try_from(body.into_inner())?;
+    let decided = gate.check_trip(check).await?;
+    tracing::Span::current().record("decision_id", tracing::field::display(decided.decision_id));
+    tracing::debug!(
+        decision = ?decided.decision.outcome,
+        reasons = ?decided.decision.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+        degraded = decided.decision.degraded,
+        "trip check decided"
+    );
+    Ok(HttpResponse::Ok().json(TripCheckResponse::new(&decided)))
+}

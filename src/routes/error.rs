@@ -1,0 +1,127 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error body has the same shape, `{"error": {"code", "message"}}`
+//! (plus `field` when one field is at fault), so clients can branch on
+//! `code` and people can read `message`. Client mistakes are 4xx; a 5xx means
+//! tripgate itself failed.
+
+use actix_web::error::{JsonPayloadError, ResponseError};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::MAX_BODY_BYTES;
+use crate::domain::InvalidRequest;
+use crate::gate::GateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("request body does not match the expected shape: {0}")]
+    InvalidShape(String),
+    #[error("{0}")]
+    InvalidField(#[from] InvalidRequest),
+    #[error("request body is larger than the {limit} bytes allowed")]
+    BodyTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("could not read the request body: {0}")]
+    UnreadableBody(String),
+    #[error(transparent)]
+    Gate(#[from] GateError),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "MALFORMED_JSON",
+            ApiError::InvalidShape(_) => "INVALID_REQUEST",
+            ApiError::InvalidField(_) => "INVALID_FIELD",
+            ApiError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
+            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::UnreadableBody(_) => "UNREADABLE_BODY",
+            ApiError::Gate(GateError::UnknownCity { .. }) => "UNKNOWN_CITY",
+            ApiError::NotFound => "NOT_FOUND",
+            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidShape(_)
+            | ApiError::InvalidField(_)
+            | ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Gate(GateError::UnknownCity { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let field = match self {
+            ApiError::InvalidField(invalid) => Some(invalid.field.as_str()),
+            _ => None,
+        };
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                field,
+            },
+        })
+    }
+}
+
+impl From<JsonPayloadError> for ApiError {
+    fn from(error: JsonPayloadError) -> Self {
+        match error {
+            JsonPayloadError::OverflowKnownLength { limit, .. }
+            | JsonPayloadError::Overflow { limit } => ApiError::BodyTooLarge { limit },
+            JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) if e.is_data() => {
+                ApiError::InvalidShape(e.to_string())
+            }
+            JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(e.to_string()),
+            other => ApiError::UnreadableBody(other.to_string()),
+        }
+    }
+}
+
+/// JSON extraction with the body limit and our error shape.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .content_type_required(true)
+        .error_handler(|error, _req: &HttpRequest| ApiError::from(error).into())
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

@@ -1,0 +1,103 @@
+//! The upstream adapter: tripgate's only way to ask the health-code provider.
+//!
+//! One shared reqwest client (connection pool, timeouts from config). Lookups
+//! always use the batch endpoint, split into chunks of `MAX_BATCH`, so a
+//! request with several misses costs one provider call. Errors never carry a
+//! subject id: the batch URL has none, and the ids travel in the body.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+
+use super::Status;
+use crate::domain::{Colour, HealthCode, IssuerId, SubjectId};
+use crate::provider_api::{BatchAnswer, BatchLookup, MAX_BATCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("provider answered HTTP {0}")]
+    Status(StatusCode),
+    #[error("provider answer is not valid JSON of the contract: {0}")]
+    Body(#[source] reqwest::Error),
+    #[error("provider answer omits {0} of the requested subjects")]
+    Incomplete(usize),
+}
+
+#[derive(Clone)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    batch_url: Url,
+}
+
+impl ProviderClient {
+    pub fn new(
+        base_url: &Url,
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("tripgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        // A base URL with or without a trailing slash means the same thing.
+        let mut base = base_url.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let batch_url = base
+            .join("v1/health-codes/batch")
+            .unwrap_or_else(|_| base.clone());
+        Ok(Self { http, batch_url })
+    }
+
+    /// The status of each subject, keyed by raw id. Either every subject is
+    /// answered or the call fails: a partial answer would be indistinguishable
+    /// from "not registered".
+    pub async fn lookup(
+        &self,
+        subjects: &[&SubjectId],
+    ) -> Result<HashMap<String, Status>, ProviderError> {
+        let mut statuses = HashMap::with_capacity(subjects.len());
+        for chunk in subjects.chunks(MAX_BATCH) {
+            let request = BatchLookup {
+                subject_ids: chunk.iter().map(|s| s.expose().to_owned()).collect(),
+            };
+            let response = self
+                .http
+                .post(self.batch_url.clone())
+                .json(&request)
+                .send()
+                .await
+                .map_err(ProviderError::Transport)?;
+            if !response.status().is_success() {
+                return Err(ProviderError::Status(response.status()));
+            }
+            let answer: BatchAnswer = response.json().await.map_err(ProviderError::Body)?;
+            for record in answer.codes {
+                let code = HealthCode {
+                    colour: Colour::new(&record.color),
+                    issuer: IssuerId::new(&record.issuer),
+                    updated_at: record.updated_at,
+                };
+                statuses.insert(record.subject_id, Status::Registered(code));
+            }
+            for subject_id in answer.not_found {
+                statuses.entry(subject_id).or_insert(Status::NotRegistered);
+            }
+        }
+        let missing = subjects
+            .iter()
+            .filter(|s| !statuses.contains_key(s.expose()))
+            .count();
+        if missing > 0 {
+            return Err(ProviderError::Incomplete(missing));
+        }
+        Ok(statuses)
+    }
+}
