@@ -1,0 +1,276 @@
+//! Spawns everything a test needs: its own `redis-server` on a free loopback
+//! port (never a Redis it did not start), the provider simulator on port 0,
+//! and tripgate itself on port 0.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tripgate::config::{CacheBackend, Environment, Settings};
+use tripgate::simulator::{PopulationSpec, Simulator};
+use tripgate::startup::Application;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+/// A `redis-server` owned by one test, killed when dropped.
+pub struct TestRedis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for redis");
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        redis.restart();
+        redis
+    }
+
+    /// Starts (again) on the same port.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}). The tests need a real Redis: \
+                     install it with `apt-get install redis-server` \
+                     (scripts/test installs it for you)"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(Instant::now() < deadline, "redis-server did not answer PING within 10 s on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub simulator_url: String,
+    pub http: reqwest::Client,
+    pub redis: Option<TestRedis>,
+    _policy_dir: Option<tempfile::TempDir>,
+}
+
+pub struct Options {
+    pub backend: CacheBackend,
+    /// Replaces config/policy.toml.
+    pub policy: Option<String>,
+    pub customise: Box<dyn FnOnce(&mut Settings)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backend: CacheBackend::Redis,
+            policy: None,
+            customise: Box::new(|_| {}),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let simulator = Simulator::build(
+            "127.0.0.1:0".parse().unwrap(),
+            PopulationSpec { drivers: 0, passengers: 0, seed: 1 },
+            1,
+        )
+        .expect("start the simulator");
+        let simulator_url = simulator.base_url();
+        tokio::spawn(simulator.run_until_stopped());
+
+        let mut settings =
+            Settings::load_from(&config_dir(), Environment::Local).expect("load config/");
+        settings.server.listen = "127.0.0.1:0".parse().unwrap();
+        settings.server.workers = 2;
+        settings.provider.base_url = simulator_url.clone();
+        settings.cache.backend = options.backend;
+        let redis = match options.backend {
+            CacheBackend::Redis => {
+                let redis = TestRedis::start();
+                settings.cache.redis_url = redis.url();
+                Some(redis)
+            }
+            CacheBackend::Memory => None,
+        };
+        let policy_dir = options.policy.map(|text| {
+            let dir = tempfile::tempdir().expect("temp dir for policy");
+            let path = dir.path().join("policy.toml");
+            std::fs::write(&path, text).expect("write policy");
+            settings.policy.path = path;
+            dir
+        });
+        (options.customise)(&mut settings);
+
+        let app = Application::build(settings).await.expect("build the app");
+        let address = app.address();
+        tokio::spawn(app.run_until_stopped());
+        Self {
+            address,
+            simulator_url,
+            http: reqwest::Client::new(),
+            redis,
+            _policy_dir: policy_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn check_trip(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/checks/trip"))
+            .json(body)
+            .send()
+            .await
+            .expect("send trip check")
+    }
+
+    /// A trip check that must be decided (HTTP 200); returns the body.
+    pub async fn decide(&self, body: &Value) -> Value {
+        let response = self.check_trip(body).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("JSON body");
+        assert_eq!(status, 200, "expected a decision, got {status}: {body}");
+        body
+    }
+
+    pub async fn set_code(&self, subject: &str, color: &str, issuer: &str) {
+        self.set_code_at(subject, color, issuer, None).await
+    }
+
+    pub async fn set_code_at(
+        &self,
+        subject: &str,
+        color: &str,
+        issuer: &str,
+        updated_at: Option<DateTime<Utc>>,
+    ) {
+        let mut body = json!({"color": color, "issuer": issuer});
+        if let Some(at) = updated_at {
+            body["updated_at"] = json!(at);
+        }
+        let response = self
+            .http
+            .put(format!("{}/admin/health-codes/{subject}", self.simulator_url))
+            .json(&body)
+            .send()
+            .await
+            .expect("simulator admin");
+        assert!(response.status().is_success(), "set code: {}", response.status());
+    }
+
+    pub async fn set_faults(&self, faults: Value) {
+        let response = self
+            .http
+            .put(format!("{}/admin/faults", self.simulator_url))
+            .json(&faults)
+            .send()
+            .await
+            .expect("simulator admin");
+        assert!(response.status().is_success(), "set faults: {}", response.status());
+    }
+
+    /// Provider requests the simulator has served so far.
+    pub async fn provider_requests(&self) -> u64 {
+        let stats: Value = self
+            .http
+            .get(format!("{}/admin/stats", self.simulator_url))
+            .send()
+            .await
+            .expect("simulator stats")
+            .json()
+            .await
+            .expect("stats JSON");
+        stats["requests"].as_u64().expect("requests counter")
+    }
+}
+
+pub fn trip(driver: &str, passengers: &[&str]) -> Value {
+    trip_in("hangzhou", driver, passengers)
+}
+
+pub fn trip_in(city: &str, driver: &str, passengers: &[&str]) -> Value {
+    json!({
+        "trip_id": "T-1001",
+        "city": city,
+        "driver": {"id": driver},
+        "passengers": passengers.iter().map(|p| json!({"id": p})).collect::<Vec<_>>(),
+    })
+}
+
+/// The reason codes of a decision, in order.
+pub fn codes(decision: &Value) -> Vec<String> {
+    decision["reasons"]
+        .as_array()
+        .expect("reasons array")
+        .iter()
+        .map(|r| r["code"].as_str().expect("reason code").to_owned())
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! Black-box tests: the whole service over HTTP, against a real
+//! `redis-server` and the provider simulator, each started per test.
+
+mod bad_input;
+mod cache;
+mod configuration;
+mod helpers;
+mod trip_check;
