@@ -236,8 +236,17 @@ async fn drive(
     Ok(answers)
 }
 
+/// A redrawn bar on a terminal; a line per quarter when output is a log.
 fn progress(done: usize, total: usize) {
+    use std::io::IsTerminal;
     const WIDTH: usize = 40;
+    if !std::io::stderr().is_terminal() {
+        let quarter = (total / 4).max(1);
+        if done % quarter < CONCURRENCY || done == total {
+            eprintln!("  checks {done}/{total}");
+        }
+        return;
+    }
     let filled = WIDTH * done / total.max(1);
     eprint!(
         "\r  checks [{}{}] {done}/{total}",
