@@ -54,6 +54,7 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub provider: ProviderSettings,
     pub policy: PolicySettings,
+    pub audit: AuditSettings,
     pub log: LogSettings,
 }
 
@@ -100,6 +101,46 @@ pub struct ProviderSettings {
 pub struct PolicySettings {
     /// Relative paths are resolved against the configuration directory.
     pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditKeySettings {
+    pub id: String,
+    /// The secret itself, or
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// a file holding it (a mounted Kubernetes secret).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    pub backend: AuditBackend,
+    /// Relative paths are relative to the working directory.
+    pub sqlite_path: PathBuf,
+    pub sqlite_busy_timeout_ms: u64,
+    pub postgres_url: String,
+    pub postgres_pool_size: usize,
+    /// Names this instance's chain; empty means `<hostname>-<pid>`.
+    pub instance_id: String,
+    pub retention_days: u32,
+    pub purge_interval_secs: u64,
+    /// Most records committed in one transaction.
+    pub max_batch: usize,
+    /// Decisions waiting for the writer before callers wait to enqueue.
+    pub queue_capacity: usize,
+    pub active_key: String,
+    pub keys: Vec<AuditKeySettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -176,7 +217,21 @@ impl Settings {
                 self.provider.connect_timeout_ms,
             ),
         ];
-        for (key, value) in positive {
+        let audit_positive = [
+            (
+                "audit.sqlite_busy_timeout_ms",
+                self.audit.sqlite_busy_timeout_ms,
+            ),
+            (
+                "audit.postgres_pool_size",
+                self.audit.postgres_pool_size as u64,
+            ),
+            ("audit.retention_days", u64::from(self.audit.retention_days)),
+            ("audit.purge_interval_secs", self.audit.purge_interval_secs),
+            ("audit.max_batch", self.audit.max_batch as u64),
+            ("audit.queue_capacity", self.audit.queue_capacity as u64),
+        ];
+        for (key, value) in positive.into_iter().chain(audit_positive) {
             if value == 0 {
                 return Err(ConfigError::Invalid {
                     key,
@@ -190,6 +245,16 @@ impl Settings {
                 problem: "must be a non-empty word without spaces".into(),
             });
         }
+        if self.audit.backend == AuditBackend::Postgres {
+            self.audit
+                .postgres_url
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| ConfigError::Invalid {
+                    key: "audit.postgres_url",
+                    problem: format!("not a PostgreSQL URL: {e}"),
+                })?;
+        }
+        self.audit_keys()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log.level",
@@ -213,6 +278,71 @@ impl Settings {
             )));
         }
         Ok(url)
+    }
+}
+
+impl Settings {
+    /// The audit keys, secrets read from their files where configured.
+    pub fn audit_keys(&self) -> Result<crate::audit::AuditKeys, ConfigError> {
+        let mut pairs = Vec::with_capacity(self.audit.keys.len());
+        for (i, key) in self.audit.keys.iter().enumerate() {
+            let secret = match (&key.secret, &key.secret_file) {
+                (Some(secret), None) => secret.clone(),
+                (None, Some(file)) => std::fs::read_to_string(file)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "audit.keys",
+                        problem: format!(
+                            "key {i} ({}): cannot read {}: {e}",
+                            key.id,
+                            file.display()
+                        ),
+                    })?,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "audit.keys",
+                        problem: format!(
+                            "key {i} ({}): set exactly one of `secret` and `secret_file`",
+                            key.id
+                        ),
+                    })
+                }
+            };
+            pairs.push((key.id.clone(), secret));
+        }
+        crate::audit::AuditKeys::new(&pairs, &self.audit.active_key).map_err(|e| {
+            ConfigError::Invalid {
+                key: "audit.keys",
+                problem: e.to_string(),
+            }
+        })
+    }
+
+    /// This instance's chain id.
+    pub fn audit_instance_id(&self) -> String {
+        if !self.audit.instance_id.is_empty() {
+            return self.audit.instance_id.clone();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "tripgate".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+
+    pub fn audit_store(&self) -> crate::audit::StoreConfig {
+        match self.audit.backend {
+            AuditBackend::Sqlite => crate::audit::StoreConfig::Sqlite {
+                path: self.audit.sqlite_path.clone(),
+                busy_timeout_ms: self.audit.sqlite_busy_timeout_ms,
+            },
+            AuditBackend::Postgres => crate::audit::StoreConfig::Postgres {
+                url: self.audit.postgres_url.clone(),
+                pool_size: self.audit.postgres_pool_size,
+            },
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! The decision path of one check, top to bottom: pick the city's policy,
-//! resolve every party's status, evaluate, stamp the decision.
+//! resolve every party's status, evaluate, stamp the decision, and record it
+//! in the audit trail; the decision is returned only once its record is
+//! durable.
 //!
 //! This is the only place that sequences the parts; routes hand it parsed
 //! requests and turn its results into HTTP, the resolver does the I/O, and
@@ -10,7 +12,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{CityCode, Colour, Decision, IssuerId, Party, TripCheck, TripId};
+use crate::audit::{AuditParty, AuditReason, AuditRecord, AuditWriter, Hook, WriteError};
+use crate::domain::{CityCode, Colour, Decision, IssuerId, Party, SubjectId, TripCheck, TripId};
 use crate::policy::{evaluate, Policy, Standing};
 use crate::status::{Resolver, Source, Status, StatusLookup};
 
@@ -21,6 +24,8 @@ pub enum GateError {
         city: CityCode,
         policy_version: String,
     },
+    #[error("the decision could not be recorded in the audit trail, so it is not given: {0}")]
+    AuditUnavailable(#[from] WriteError),
 }
 
 /// What the caller is told about one party.
@@ -50,13 +55,15 @@ pub struct TripDecision {
 pub struct Gate {
     resolver: Resolver,
     policy: Arc<Policy>,
+    audit: AuditWriter,
 }
 
 impl Gate {
-    pub fn new(resolver: Resolver, policy: Policy) -> Self {
+    pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter) -> Self {
         Self {
             resolver,
             policy: Arc::new(policy),
+            audit,
         }
     }
 
@@ -88,15 +95,72 @@ impl Gate {
             .zip(&evaluation.standings)
             .map(|((party, lookup), standing)| report(*party, lookup, *standing))
             .collect();
-        Ok(TripDecision {
+        let decided = TripDecision {
             decision_id: Uuid::now_v7(),
-            trip_id: check.trip_id,
-            city: check.city,
+            trip_id: check.trip_id.clone(),
+            city: check.city.clone(),
             policy_version: policy.version().to_owned(),
             decision: evaluation.decision,
             parties: reports,
             decided_at,
-        })
+        };
+
+        let subjects: Vec<&SubjectId> = check.parties().map(|(_, subject)| subject).collect();
+        self.audit
+            .append(self.audit_record(Hook::Trip, &decided, &subjects))
+            .await?;
+        Ok(decided)
+    }
+
+    /// The decision as the audit trail keeps it: subjects pseudonymised.
+    fn audit_record(
+        &self,
+        hook: Hook,
+        decided: &TripDecision,
+        subjects: &[&SubjectId],
+    ) -> AuditRecord {
+        let keys = self.audit.keys();
+        let index = |party: Party| party.index().map(|i| i as u32);
+        AuditRecord {
+            format: crate::audit::FORMAT,
+            decision_id: decided.decision_id.to_string(),
+            decided_at_us: decided.decided_at.timestamp_micros(),
+            hook,
+            trip_id: decided.trip_id.as_str().to_owned(),
+            city: decided.city.as_str().to_owned(),
+            decision: decided.decision.outcome.as_str().to_owned(),
+            degraded: decided.decision.degraded,
+            policy_version: decided.policy_version.clone(),
+            instance_id: self.audit.instance_id().to_owned(),
+            key_id: keys.active_id().to_owned(),
+            reasons: decided
+                .decision
+                .reasons
+                .iter()
+                .map(|r| AuditReason {
+                    party: r.party.map_or("all", Party::role).to_owned(),
+                    index: r.party.and_then(index),
+                    code: r.code.as_str().to_owned(),
+                })
+                .collect(),
+            parties: decided
+                .parties
+                .iter()
+                .zip(subjects)
+                .map(|(p, subject)| AuditParty {
+                    party: p.party.role().to_owned(),
+                    index: index(p.party),
+                    subject_ref: keys.subject_ref(subject),
+                    status: p.standing.as_str().to_owned(),
+                    color: p.colour.as_ref().map(|c| c.as_str().to_owned()),
+                    issuer: p.issuer.as_ref().map(|i| i.as_str().to_owned()),
+                    source: p.source.map(|s| s.as_str().to_owned()),
+                    status_age_secs: p
+                        .as_of
+                        .map(|at| (decided.decided_at - at).num_seconds().max(0)),
+                })
+                .collect(),
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! `routes` (HTTP in/out) → `gate` (the decision path) → `status` (cache and
 //! provider I/O) and `policy` (pure evaluation), over `domain` types.
 
+pub mod audit;
+pub mod audit_commands;
 pub mod config;
 pub mod demo;
 pub mod domain;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use tripgate::audit_commands::{self, ExportFlags, StoreFlags};
 use tripgate::config::Settings;
 use tripgate::demo::{self, DemoOptions};
 use tripgate::policy::Policy;
@@ -52,11 +53,28 @@ enum Command {
         #[arg(long, default_value_t = 400)]
         checks: usize,
     },
+    /// The audit trail: verify its chains, export records.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Policy document tools.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every chain; report the first modified, deleted, inserted or
+    /// reordered record of each; exit 1 if any.
+    Verify {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Write matching records as NDJSON or CSV, newest first.
+    Export(ExportFlags),
 }
 
 #[derive(Subcommand)]
@@ -91,6 +109,16 @@ async fn main() -> ExitCode {
         Command::Demo { exit, checks } => demo::run(DemoOptions { exit, checks })
             .await
             .map_err(|e| e.to_string()),
+        Command::Audit {
+            command: AuditCommand::Verify { store },
+        } => match audit_commands::verify(store).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Audit {
+            command: AuditCommand::Export(flags),
+        } => audit_commands::export(flags).await,
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => Policy::load(&file)

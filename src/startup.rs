@@ -13,6 +13,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
+use crate::audit::{spawn_retention, AuditReader, AuditStore, AuditWriter, StoreError};
 use crate::config::{CacheBackend, ConfigError, Settings};
 use crate::gate::Gate;
 use crate::policy::{Policy, PolicyError};
@@ -34,6 +35,11 @@ pub enum StartupError {
     Redis(#[from] redis::RedisError),
     #[error("cannot build the provider HTTP client: {0}")]
     ProviderClient(#[from] reqwest::Error),
+    #[error("audit store ({backend}): {source}")]
+    AuditStore {
+        backend: &'static str,
+        source: StoreError,
+    },
     #[error("server.listen: cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -44,13 +50,38 @@ pub enum StartupError {
 pub struct Application {
     address: SocketAddr,
     server: Server,
+    audit_writer: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
         let policy = Policy::load(&settings.policy.path)?;
-        let gate = web::Data::new(Gate::new(build_resolver(&settings)?, policy));
+        let resolver = build_resolver(&settings)?;
+        let backend = match settings.audit.backend {
+            crate::config::AuditBackend::Sqlite => "audit.sqlite_path",
+            crate::config::AuditBackend::Postgres => "audit.postgres_url",
+        };
+        let store = AuditStore::open(&settings.audit_store())
+            .await
+            .map_err(|source| StartupError::AuditStore { backend, source })?;
+        let (audit, audit_writer) = AuditWriter::start(
+            store.clone(),
+            settings.audit_keys()?,
+            settings.audit_instance_id(),
+            settings.audit.max_batch,
+            settings.audit.queue_capacity,
+        )
+        .await
+        .map_err(|source| StartupError::AuditStore { backend, source })?;
+        let retention = spawn_retention(
+            store.clone(),
+            settings.audit.retention_days,
+            std::time::Duration::from_secs(settings.audit.purge_interval_secs),
+        );
+        let reader = web::Data::new(AuditReader::new(store, audit.keys().clone()));
+        let gate = web::Data::new(Gate::new(resolver, policy, audit));
 
         let listener =
             TcpListener::bind(settings.server.listen).map_err(|source| StartupError::Bind {
@@ -66,6 +97,7 @@ impl Application {
             App::new()
                 .wrap(TracingLogger::<RedactedRootSpan>::new())
                 .app_data(gate.clone())
+                .app_data(reader.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -80,7 +112,12 @@ impl Application {
                 source,
             })?
             .run();
-        Ok(Self { address, server })
+        Ok(Self {
+            address,
+            server,
+            audit_writer,
+            retention,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -96,8 +133,13 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until stopped, then waits for the audit writer to commit
+    /// whatever the last requests queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.retention.abort();
+        let _ = self.audit_writer.await;
+        served
     }
 }
 

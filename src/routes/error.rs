@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::MAX_BODY_BYTES;
+use crate::audit::{FilterError, StoreError};
 use crate::domain::InvalidRequest;
 use crate::gate::GateError;
 
@@ -30,6 +31,12 @@ pub enum ApiError {
     UnreadableBody(String),
     #[error(transparent)]
     Gate(#[from] GateError),
+    #[error("{0}")]
+    InvalidParameter(#[from] FilterError),
+    #[error("no decision with this id is in the audit trail")]
+    DecisionNotFound,
+    #[error("the audit store is unavailable: {0}")]
+    AuditStore(#[from] StoreError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -46,6 +53,10 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::UnreadableBody(_) => "UNREADABLE_BODY",
             ApiError::Gate(GateError::UnknownCity { .. }) => "UNKNOWN_CITY",
+            ApiError::Gate(GateError::AuditUnavailable(_)) => "AUDIT_UNAVAILABLE",
+            ApiError::InvalidParameter(_) => "INVALID_PARAMETER",
+            ApiError::DecisionNotFound => "DECISION_NOT_FOUND",
+            ApiError::AuditStore(_) => "AUDIT_UNAVAILABLE",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
@@ -71,10 +82,14 @@ impl ResponseError for ApiError {
             ApiError::MalformedJson(_)
             | ApiError::InvalidShape(_)
             | ApiError::InvalidField(_)
-            | ApiError::UnreadableBody(_) => StatusCode::BAD_REQUEST,
+            | ApiError::UnreadableBody(_)
+            | ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::DecisionNotFound => StatusCode::NOT_FOUND,
+            ApiError::AuditStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Gate(GateError::UnknownCity { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Gate(GateError::AuditUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -83,6 +98,7 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let field = match self {
             ApiError::InvalidField(invalid) => Some(invalid.field.as_str()),
+            ApiError::InvalidParameter(invalid) => Some(invalid.param),
             _ => None,
         };
         HttpResponse::build(self.status_code()).json(ErrorBody {
@@ -108,6 +124,17 @@ impl From<JsonPayloadError> for ApiError {
             other => ApiError::UnreadableBody(other.to_string()),
         }
     }
+}
+
+/// Query strings that do not parse get our error shape too.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _req: &HttpRequest| {
+        ApiError::InvalidParameter(FilterError {
+            param: "query",
+            problem: error.to_string(),
+        })
+        .into()
+    })
 }
 
 /// JSON extraction with the body limit and our error shape.

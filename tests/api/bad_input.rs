@@ -49,21 +49,111 @@ fn cases() -> Vec<Case> {
     huge["padding"] = json!("x".repeat(70 * 1024));
 
     vec![
-        json_case("empty passenger list", trip("D-1", &[]), "INVALID_FIELD", &["at least one passenger"], Some("passengers")),
-        json_case("nine passengers", nine, "INVALID_FIELD", &["9 passengers", "at most 8"], Some("passengers")),
-        json_case("driver as passenger", trip("D-1", &["P-1", "D-1"]), "INVALID_FIELD", &["same subject as driver.id"], Some("passengers[1].id")),
-        json_case("passenger twice", trip("D-1", &["P-1", "P-2", "P-1"]), "INVALID_FIELD", &["repeats passengers[0].id"], Some("passengers[2].id")),
-        json_case("empty driver id", trip("", &["P-1"]), "INVALID_FIELD", &["must not be empty"], Some("driver.id")),
-        json_case("empty passenger id", trip("D-1", &[""]), "INVALID_FIELD", &["must not be empty"], Some("passengers[0].id")),
-        json_case("id of 129 characters", trip(&"D".repeat(129), &["P-1"]), "INVALID_FIELD", &["129 characters", "at most 128"], Some("driver.id")),
-        json_case("id with a space", trip("D-1", &["13800 138000"]), "INVALID_FIELD", &["[A-Za-z0-9._:-]", "position 5"], Some("passengers[0].id")),
-        json_case("id with a plus sign", trip("+8613800138000", &["P-1"]), "INVALID_FIELD", &["[A-Za-z0-9._:-]"], Some("driver.id")),
-        json_case("id with non-ASCII", trip("D-1", &["乘客"]), "INVALID_FIELD", &["[A-Za-z0-9._:-]"], Some("passengers[0].id")),
-        json_case("empty trip id", bad_trip_id, "INVALID_FIELD", &["must not be empty"], Some("trip_id")),
-        json_case("missing driver", missing_driver, "INVALID_REQUEST", &["missing field `driver`"], None),
-        json_case("missing trip_id", missing_trip_id, "INVALID_REQUEST", &["missing field `trip_id`"], None),
-        json_case("passengers not a list", wrong_type, "INVALID_REQUEST", &["invalid type"], None),
-        json_case("a JSON array", json!([1, 2]), "INVALID_REQUEST", &["invalid type"], None),
+        json_case(
+            "empty passenger list",
+            trip("D-1", &[]),
+            "INVALID_FIELD",
+            &["at least one passenger"],
+            Some("passengers"),
+        ),
+        json_case(
+            "nine passengers",
+            nine,
+            "INVALID_FIELD",
+            &["9 passengers", "at most 8"],
+            Some("passengers"),
+        ),
+        json_case(
+            "driver as passenger",
+            trip("D-1", &["P-1", "D-1"]),
+            "INVALID_FIELD",
+            &["same subject as driver.id"],
+            Some("passengers[1].id"),
+        ),
+        json_case(
+            "passenger twice",
+            trip("D-1", &["P-1", "P-2", "P-1"]),
+            "INVALID_FIELD",
+            &["repeats passengers[0].id"],
+            Some("passengers[2].id"),
+        ),
+        json_case(
+            "empty driver id",
+            trip("", &["P-1"]),
+            "INVALID_FIELD",
+            &["must not be empty"],
+            Some("driver.id"),
+        ),
+        json_case(
+            "empty passenger id",
+            trip("D-1", &[""]),
+            "INVALID_FIELD",
+            &["must not be empty"],
+            Some("passengers[0].id"),
+        ),
+        json_case(
+            "id of 129 characters",
+            trip(&"D".repeat(129), &["P-1"]),
+            "INVALID_FIELD",
+            &["129 characters", "at most 128"],
+            Some("driver.id"),
+        ),
+        json_case(
+            "id with a space",
+            trip("D-1", &["13800 138000"]),
+            "INVALID_FIELD",
+            &["[A-Za-z0-9._:-]", "position 5"],
+            Some("passengers[0].id"),
+        ),
+        json_case(
+            "id with a plus sign",
+            trip("+8613800138000", &["P-1"]),
+            "INVALID_FIELD",
+            &["[A-Za-z0-9._:-]"],
+            Some("driver.id"),
+        ),
+        json_case(
+            "id with non-ASCII",
+            trip("D-1", &["乘客"]),
+            "INVALID_FIELD",
+            &["[A-Za-z0-9._:-]"],
+            Some("passengers[0].id"),
+        ),
+        json_case(
+            "empty trip id",
+            bad_trip_id,
+            "INVALID_FIELD",
+            &["must not be empty"],
+            Some("trip_id"),
+        ),
+        json_case(
+            "missing driver",
+            missing_driver,
+            "INVALID_REQUEST",
+            &["missing field `driver`"],
+            None,
+        ),
+        json_case(
+            "missing trip_id",
+            missing_trip_id,
+            "INVALID_REQUEST",
+            &["missing field `trip_id`"],
+            None,
+        ),
+        json_case(
+            "passengers not a list",
+            wrong_type,
+            "INVALID_REQUEST",
+            &["invalid type"],
+            None,
+        ),
+        json_case(
+            "a JSON array",
+            json!([1, 2]),
+            "INVALID_REQUEST",
+            &["invalid type"],
+            None,
+        ),
         Case {
             name: "malformed JSON",
             body: br#"{"trip_id": "T-1", "city": "hangzhou", "driver": {"#.to_vec(),
@@ -131,26 +221,54 @@ async fn bad_requests_get_a_4xx_json_error_saying_what_is_wrong() {
         assert_eq!(body["error"]["code"], case.code, "{}: {body}", case.name);
         let message = body["error"]["message"].as_str().unwrap_or_default();
         for fragment in case.says {
-            assert!(message.contains(fragment), "{}: message {message:?} lacks {fragment:?}", case.name);
+            assert!(
+                message.contains(fragment),
+                "{}: message {message:?} lacks {fragment:?}",
+                case.name
+            );
         }
-        assert_eq!(body["error"]["field"].as_str(), case.field, "{}: {body}", case.name);
+        assert_eq!(
+            body["error"]["field"].as_str(),
+            case.field,
+            "{}: {body}",
+            case.name
+        );
         for raw_id in ["13800", "8613800138000", "乘客"] {
-            assert!(!message.contains(raw_id), "{}: message repeats a subject id: {message}", case.name);
+            assert!(
+                !message.contains(raw_id),
+                "{}: message repeats a subject id: {message}",
+                case.name
+            );
         }
     }
-    assert_eq!(app.provider_requests().await, requests_before, "bad input reached the provider");
+    assert_eq!(
+        app.provider_requests().await,
+        requests_before,
+        "bad input reached the provider"
+    );
 }
 
 #[tokio::test]
 async fn wrong_methods_and_paths_get_json_errors() {
     let app = TestApp::spawn().await;
 
-    let response = app.http.get(app.url("/v1/checks/trip")).send().await.unwrap();
+    let response = app
+        .http
+        .get(app.url("/v1/checks/trip"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
 
-    let response = app.http.post(app.url("/v1/checks/nope")).json(&json!({})).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/v1/checks/nope"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "NOT_FOUND");

@@ -19,7 +19,11 @@ async fn the_second_identical_check_is_served_from_redis() {
 
     let second = app.decide(&trip("D-1", &["P-1"])).await;
 
-    assert_eq!(app.provider_requests().await, requests, "the provider was asked again");
+    assert_eq!(
+        app.provider_requests().await,
+        requests,
+        "the provider was asked again"
+    );
     assert_eq!(second["decision"], "allow");
     assert_eq!(second["parties"][0]["source"], "redis");
     assert_eq!(second["parties"][1]["source"], "redis");
@@ -35,9 +39,15 @@ async fn statuses_are_written_back_under_versioned_keys_with_their_ttls() {
 
     let mut redis = app.redis.as_ref().unwrap().connection();
     let registered_ttl: i64 = redis.ttl("tripgate:v1:hc:D-1").unwrap();
-    assert!((290..=300).contains(&registered_ttl), "ttl {registered_ttl}");
+    assert!(
+        (290..=300).contains(&registered_ttl),
+        "ttl {registered_ttl}"
+    );
     let not_registered_ttl: i64 = redis.ttl("tripgate:v1:hc:P-none").unwrap();
-    assert!((20..=30).contains(&not_registered_ttl), "ttl {not_registered_ttl}");
+    assert!(
+        (20..=30).contains(&not_registered_ttl),
+        "ttl {not_registered_ttl}"
+    );
 }
 
 #[tokio::test]
@@ -48,7 +58,9 @@ async fn all_misses_of_one_request_cost_one_provider_call() {
     }
     let before = app.provider_requests().await;
 
-    let body = app.decide(&trip("D-1", &["P-1", "P-2", "P-3", "P-4"])).await;
+    let body = app
+        .decide(&trip("D-1", &["P-1", "P-2", "P-3", "P-4"]))
+        .await;
 
     assert_eq!(app.provider_requests().await, before + 1);
     assert_eq!(codes(&body), vec!["NO_HEALTH_CODE"]);
@@ -72,7 +84,11 @@ async fn a_value_redis_cannot_decode_is_a_miss_and_gets_replaced() {
 
 #[tokio::test]
 async fn the_memory_backend_caches_in_process() {
-    let app = TestApp::spawn_with(Options { backend: CacheBackend::Memory, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        backend: CacheBackend::Memory,
+        ..Default::default()
+    })
+    .await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "yellow", "hangzhou").await;
 
@@ -111,5 +127,8 @@ async fn checks_are_answered_while_redis_is_down_and_redis_is_used_again_after()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(source, "redis", "statuses are cached in redis again after it restarts");
+    assert_eq!(
+        source, "redis",
+        "statuses are cached in redis again after it restarts"
+    );
 }

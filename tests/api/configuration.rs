@@ -28,20 +28,35 @@ fn serve_with(env: &[(&str, &str)]) -> (bool, String) {
 #[test]
 fn a_wrong_setting_stops_start_up_naming_the_key() {
     let cases = [
-        ("TRIPGATE__PROVIDER__BASE_URL", "ftp://provider", "provider.base_url"),
-        ("TRIPGATE__PROVIDER__BASE_URL", "not a url", "provider.base_url"),
+        (
+            "TRIPGATE__PROVIDER__BASE_URL",
+            "ftp://provider",
+            "provider.base_url",
+        ),
+        (
+            "TRIPGATE__PROVIDER__BASE_URL",
+            "not a url",
+            "provider.base_url",
+        ),
         ("TRIPGATE__SERVER__LISTEN", "nowhere", "server.listen"),
         ("TRIPGATE__CACHE__BACKEND", "memcached", "cache.backend"),
         ("TRIPGATE__CACHE__TTL_SECS", "0", "cache.ttl_secs"),
         ("TRIPGATE__CACHE__TTL_SECS", "five", "cache.ttl_secs"),
-        ("TRIPGATE__POLICY__PATH", "/nonexistent/policy.toml", "/nonexistent/policy.toml"),
+        (
+            "TRIPGATE__POLICY__PATH",
+            "/nonexistent/policy.toml",
+            "/nonexistent/policy.toml",
+        ),
         ("TRIPGATE__LOG__FORMAT", "xml", "log.format"),
         ("TRIPGATE_ENV", "staging", "TRIPGATE_ENV"),
     ];
     for (key, value, named) in cases {
         let (ok, stderr) = serve_with(&[(key, value)]);
         assert!(!ok, "{key}={value} was accepted");
-        assert!(stderr.contains(named), "{key}={value}: stderr does not name {named}: {stderr}");
+        assert!(
+            stderr.contains(named),
+            "{key}={value}: stderr does not name {named}: {stderr}"
+        );
     }
 }
 
@@ -52,7 +67,11 @@ fn a_missing_setting_stops_start_up_naming_the_key() {
         std::fs::copy(config_dir().join(file), dir.path().join(file)).unwrap();
     }
     let base = std::fs::read_to_string(config_dir().join("base.toml")).unwrap();
-    std::fs::write(dir.path().join("base.toml"), base.replace("redis_url = ", "# redis_url = ")).unwrap();
+    std::fs::write(
+        dir.path().join("base.toml"),
+        base.replace("redis_url = ", "# redis_url = "),
+    )
+    .unwrap();
 
     let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
         .arg("serve")
@@ -75,13 +94,24 @@ fn policy_check_validates_a_document() {
             .unwrap()
     };
     let good = run(&config_dir().join("policy.toml"));
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("policy.toml");
-    std::fs::write(&bad, "version = \"x\"\n[cities.hangzhou]\nrecognised_issuers = [\"mars\"]\n").unwrap();
+    std::fs::write(
+        &bad,
+        "version = \"x\"\n[cities.hangzhou]\nrecognised_issuers = [\"mars\"]\n",
+    )
+    .unwrap();
     let output = run(&bad);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cities.hangzhou.recognised_issuers[0]"), "{stderr}");
+    assert!(
+        stderr.contains("cities.hangzhou.recognised_issuers[0]"),
+        "{stderr}"
+    );
 }

@@ -2,8 +2,8 @@
 //! port (never a Redis it did not start), the provider simulator on port 0,
 //! and tripgate itself on port 0.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,7 +60,11 @@ impl TestRedis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING within 10 s on port {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer PING within 10 s on port {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -109,6 +113,9 @@ pub struct TestApp {
     pub simulator_url: String,
     pub http: reqwest::Client,
     pub redis: Option<TestRedis>,
+    /// Holds the SQLite audit file (unless the test chose PostgreSQL).
+    pub data_dir: tempfile::TempDir,
+    pub settings: Settings,
     _policy_dir: Option<tempfile::TempDir>,
 }
 
@@ -137,7 +144,11 @@ impl TestApp {
     pub async fn spawn_with(options: Options) -> Self {
         let simulator = Simulator::build(
             "127.0.0.1:0".parse().unwrap(),
-            PopulationSpec { drivers: 0, passengers: 0, seed: 1 },
+            PopulationSpec {
+                drivers: 0,
+                passengers: 0,
+                seed: 1,
+            },
             1,
         )
         .expect("start the simulator");
@@ -165,9 +176,14 @@ impl TestApp {
             settings.policy.path = path;
             dir
         });
+        let data_dir = tempfile::tempdir().expect("temp dir for the audit file");
+        settings.audit.sqlite_path = data_dir.path().join("audit.sqlite3");
+        settings.audit.sqlite_busy_timeout_ms = 300;
         (options.customise)(&mut settings);
 
-        let app = Application::build(settings).await.expect("build the app");
+        let app = Application::build(settings.clone())
+            .await
+            .expect("build the app");
         let address = app.address();
         tokio::spawn(app.run_until_stopped());
         Self {
@@ -175,6 +191,8 @@ impl TestApp {
             simulator_url,
             http: reqwest::Client::new(),
             redis,
+            data_dir,
+            settings,
             _policy_dir: policy_dir,
         }
     }
@@ -218,12 +236,19 @@ impl TestApp {
         }
         let response = self
             .http
-            .put(format!("{}/admin/health-codes/{subject}", self.simulator_url))
+            .put(format!(
+                "{}/admin/health-codes/{subject}",
+                self.simulator_url
+            ))
             .json(&body)
             .send()
             .await
             .expect("simulator admin");
-        assert!(response.status().is_success(), "set code: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "set code: {}",
+            response.status()
+        );
     }
 
     pub async fn set_faults(&self, faults: Value) {
@@ -234,7 +259,11 @@ impl TestApp {
             .send()
             .await
             .expect("simulator admin");
-        assert!(response.status().is_success(), "set faults: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "set faults: {}",
+            response.status()
+        );
     }
 
     /// Provider requests the simulator has served so far.

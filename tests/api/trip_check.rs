@@ -22,12 +22,21 @@ async fn all_green_is_allowed_with_the_contract_fields() {
         json!([{"party": "all", "code": "ALL_GREEN", "message": body["reasons"][0]["message"]}])
     );
     assert!(!body["reasons"][0]["message"].as_str().unwrap().is_empty());
-    let expected_version = Policy::load(&config_dir().join("policy.toml")).unwrap().version().to_owned();
+    let expected_version = Policy::load(&config_dir().join("policy.toml"))
+        .unwrap()
+        .version()
+        .to_owned();
     assert_eq!(body["policy_version"], expected_version.as_str());
 
-    let id = uuid::Uuid::parse_str(body["decision_id"].as_str().unwrap()).expect("decision_id is a UUID");
-    assert_eq!(id.get_version_num(), 7, "decision ids are time-ordered UUIDv7");
-    chrono::DateTime::parse_from_rfc3339(body["decided_at"].as_str().unwrap()).expect("decided_at is RFC 3339");
+    let id = uuid::Uuid::parse_str(body["decision_id"].as_str().unwrap())
+        .expect("decision_id is a UUID");
+    assert_eq!(
+        id.get_version_num(),
+        7,
+        "decision ids are time-ordered UUIDv7"
+    );
+    chrono::DateTime::parse_from_rfc3339(body["decided_at"].as_str().unwrap())
+        .expect("decided_at is RFC 3339");
 
     let parties = body["parties"].as_array().unwrap();
     assert_eq!(parties.len(), 2);
@@ -36,7 +45,8 @@ async fn all_green_is_allowed_with_the_contract_fields() {
     assert_eq!(parties[0]["status"], "green");
     assert_eq!(parties[0]["issuer"], "hangzhou");
     assert_eq!(parties[0]["source"], "upstream");
-    chrono::DateTime::parse_from_rfc3339(parties[0]["as_of"].as_str().unwrap()).expect("as_of is RFC 3339");
+    chrono::DateTime::parse_from_rfc3339(parties[0]["as_of"].as_str().unwrap())
+        .expect("as_of is RFC 3339");
     assert_eq!(parties[1]["party"], "passenger");
     assert_eq!(parties[1]["index"], 0);
     assert_eq!(parties[1]["issuer"], "national");
@@ -59,7 +69,9 @@ async fn yellow_and_red_reject_for_the_driver_and_for_a_passenger() {
         assert_eq!(body["reasons"][0]["party"], "driver");
         assert_eq!(body["parties"][0]["status"], colour);
 
-        let body = app.decide(&trip(&green_driver, &[&green_passenger, &passenger])).await;
+        let body = app
+            .decide(&trip(&green_driver, &[&green_passenger, &passenger]))
+            .await;
         assert_eq!(body["decision"], "reject", "{body}");
         assert_eq!(codes(&body), vec![code]);
         assert_eq!(body["reasons"][0]["party"], "passenger");
@@ -112,8 +124,20 @@ async fn a_subject_without_a_code_is_rejected() {
 #[tokio::test]
 async fn a_code_not_renewed_within_the_maximum_age_is_stale() {
     let app = TestApp::spawn().await;
-    app.set_code_at("D-1", "green", "hangzhou", Some(Utc::now() - TimeDelta::hours(25))).await;
-    app.set_code_at("P-1", "green", "hangzhou", Some(Utc::now() - TimeDelta::hours(23))).await;
+    app.set_code_at(
+        "D-1",
+        "green",
+        "hangzhou",
+        Some(Utc::now() - TimeDelta::hours(25)),
+    )
+    .await;
+    app.set_code_at(
+        "P-1",
+        "green",
+        "hangzhou",
+        Some(Utc::now() - TimeDelta::hours(23)),
+    )
+    .await;
 
     let body = app.decide(&trip("D-1", &["P-1"])).await;
 
@@ -144,12 +168,20 @@ async fn every_failing_party_gets_its_own_reason() {
 
     let body = app.decide(&trip("D-1", &["P-1", "P-2", "P-3"])).await;
 
-    assert_eq!(codes(&body), vec!["HEALTH_CODE_RED", "HEALTH_CODE_YELLOW", "NO_HEALTH_CODE"]);
+    assert_eq!(
+        codes(&body),
+        vec!["HEALTH_CODE_RED", "HEALTH_CODE_YELLOW", "NO_HEALTH_CODE"]
+    );
     let parties: Vec<(Value, Value)> = body["reasons"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["party"].clone(), r.get("index").cloned().unwrap_or(Value::Null)))
+        .map(|r| {
+            (
+                r["party"].clone(),
+                r.get("index").cloned().unwrap_or(Value::Null),
+            )
+        })
         .collect();
     assert_eq!(
         parties,
@@ -171,7 +203,10 @@ async fn provider_down_and_nothing_cached_fails_closed() {
     let body = app.decide(&trip("D-1", &["P-1"])).await;
 
     assert_eq!(body["decision"], "reject");
-    assert_eq!(codes(&body), vec!["STATUS_UNAVAILABLE", "STATUS_UNAVAILABLE"]);
+    assert_eq!(
+        codes(&body),
+        vec!["STATUS_UNAVAILABLE", "STATUS_UNAVAILABLE"]
+    );
     assert_eq!(body["degraded"], false);
     assert_eq!(body["parties"][0]["status"], "unavailable");
     assert!(body["parties"][0].get("source").is_none());
@@ -197,8 +232,15 @@ async fn provider_down_with_a_cached_copy_decides_from_the_cache() {
 async fn a_policy_may_allow_degraded_when_status_is_unavailable() {
     let policy = std::fs::read_to_string(config_dir().join("policy.toml"))
         .unwrap()
-        .replace(r#"on_unavailable = "reject""#, r#"on_unavailable = "allow_degraded""#);
-    let app = TestApp::spawn_with(Options { policy: Some(policy), ..Default::default() }).await;
+        .replace(
+            r#"on_unavailable = "reject""#,
+            r#"on_unavailable = "allow_degraded""#,
+        );
+    let app = TestApp::spawn_with(Options {
+        policy: Some(policy),
+        ..Default::default()
+    })
+    .await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.decide(&trip("D-1", &["P-0"])).await; // the driver is now cached
     app.set_faults(json!({"outage": true})).await;
@@ -227,5 +269,8 @@ async fn an_unconfigured_city_is_refused_with_422() {
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UNKNOWN_CITY");
-    assert!(body["error"]["message"].as_str().unwrap().contains("atlantis"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("atlantis"));
 }

@@ -1,0 +1,197 @@
+//! How records leave the store: the JSON shape of the regulator's API, NDJSON
+//! and CSV lines for exports, and whole-store verification. Shared by the
+//! HTTP routes and the `tripgate audit` commands so both say the same thing.
+
+use serde::Serialize;
+
+use super::chain::ChainVerifier;
+use super::{
+    AuditKeys, AuditParty, AuditReason, AuditStore, ChainReport, SealedRecord, StoreError,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    Ndjson,
+    Csv,
+}
+
+impl ExportFormat {
+    pub fn parse(raw: Option<&str>) -> Option<Self> {
+        match raw {
+            None | Some("ndjson") => Some(ExportFormat::Ndjson),
+            Some("csv") => Some(ExportFormat::Csv),
+            Some(_) => None,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Ndjson => "application/x-ndjson",
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    /// The first line of an export, if the format has one.
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            ExportFormat::Ndjson => None,
+            ExportFormat::Csv => Some(
+                "decision_id,decided_at,hook,trip_id,city,decision,degraded,policy_version,\
+                 reasons,parties,instance_id,seq,hash\n",
+            ),
+        }
+    }
+
+    pub fn line(self, sealed: &SealedRecord) -> String {
+        match self {
+            ExportFormat::Ndjson => {
+                let mut line = serde_json::to_string(&RecordView::new(sealed)).unwrap_or_default();
+                line.push('\n');
+                line
+            }
+            ExportFormat::Csv => csv_line(sealed),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ChainView<'a> {
+    pub instance_id: &'a str,
+    pub seq: i64,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+/// A record as the regulator's API shows it.
+#[derive(Serialize)]
+pub struct RecordView<'a> {
+    pub decision_id: &'a str,
+    pub decided_at: String,
+    pub hook: &'static str,
+    pub trip_id: &'a str,
+    pub city: &'a str,
+    pub decision: &'a str,
+    pub degraded: bool,
+    pub policy_version: &'a str,
+    pub key_id: &'a str,
+    pub reasons: &'a [AuditReason],
+    pub parties: &'a [AuditParty],
+    pub chain: ChainView<'a>,
+}
+
+pub fn rfc3339_micros(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+impl<'a> RecordView<'a> {
+    pub fn new(sealed: &'a SealedRecord) -> Self {
+        let r = &sealed.record;
+        Self {
+            decision_id: &r.decision_id,
+            decided_at: rfc3339_micros(r.decided_at_us),
+            hook: r.hook.as_str(),
+            trip_id: &r.trip_id,
+            city: &r.city,
+            decision: &r.decision,
+            degraded: r.degraded,
+            policy_version: &r.policy_version,
+            key_id: &r.key_id,
+            reasons: &r.reasons,
+            parties: &r.parties,
+            chain: ChainView {
+                instance_id: &r.instance_id,
+                seq: sealed.seq,
+                prev_hash: &sealed.prev_hash,
+                hash: &sealed.hash,
+            },
+        }
+    }
+}
+
+fn party_label(party: &str, index: Option<u32>) -> String {
+    match index {
+        Some(i) => format!("{party}[{i}]"),
+        None => party.to_owned(),
+    }
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+fn csv_line(sealed: &SealedRecord) -> String {
+    let r = &sealed.record;
+    let reasons: Vec<String> = r
+        .reasons
+        .iter()
+        .map(|x| format!("{}:{}", party_label(&x.party, x.index), x.code))
+        .collect();
+    let parties: Vec<String> = r
+        .parties
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}:{}",
+                party_label(&p.party, p.index),
+                p.subject_ref,
+                p.status
+            )
+        })
+        .collect();
+    let fields = [
+        r.decision_id.clone(),
+        rfc3339_micros(r.decided_at_us),
+        r.hook.as_str().to_owned(),
+        r.trip_id.clone(),
+        r.city.clone(),
+        r.decision.clone(),
+        r.degraded.to_string(),
+        r.policy_version.clone(),
+        reasons.join(";"),
+        parties.join(";"),
+        r.instance_id.clone(),
+        sealed.seq.to_string(),
+        sealed.hash.clone(),
+    ];
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
+/// Checks every chain in the store, page by page; `progress` is called
+/// with the number of records checked so far.
+pub async fn verify_store(
+    store: &AuditStore,
+    keys: &AuditKeys,
+    mut progress: impl FnMut(u64),
+) -> Result<ChainReport, StoreError> {
+    const PAGE: u32 = 5_000;
+    let mut verifier = ChainVerifier::new(keys, store.checkpoints().await?);
+    let mut after: Option<(String, i64)> = None;
+    let mut checked = 0;
+    loop {
+        let links = store.links_after(after.clone(), PAGE).await?;
+        let Some(last) = links.last() else { break };
+        after = Some((last.instance_id.clone(), last.seq));
+        let fetched = links.len();
+        for link in links {
+            verifier.push(link);
+        }
+        checked += fetched as u64;
+        progress(checked);
+        if fetched < PAGE as usize {
+            break;
+        }
+    }
+    Ok(verifier.finish())
+}

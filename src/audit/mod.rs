@@ -1,0 +1,36 @@
+//! The audit trail: every decision, durable before it is answered,
+//! pseudonymised, hash-chained and queryable.
+//!
+//! - `record`: what one decision's record holds, and its canonical encoding.
+//! - `keys`: the secret keys that pseudonymise subjects and seal chains.
+//! - `chain`: sealing records into per-instance HMAC chains, and verifying them.
+//! - `writer`: group commit; many decisions share one transaction.
+//! - `store`: SQLite (embedded) and PostgreSQL (shared) behind one interface.
+//! - `query`: filters, cursors and summaries of the regulator's API.
+//! - `retention`: purging old records without breaking verification.
+
+mod chain;
+mod export;
+mod keys;
+mod query;
+mod reader;
+mod record;
+mod retention;
+mod store;
+mod writer;
+
+pub use chain::{
+    seal, verify_chains, ChainHead, ChainProblem, ChainReport, ChainVerifier, ProblemKind,
+    StoredLink, GENESIS_HASH,
+};
+pub use export::{rfc3339_micros, verify_store, ExportFormat, RecordView};
+pub use keys::{AuditKeys, KeyError};
+pub use query::{
+    parse_limit, Cursor, DecisionFilter, FilterError, GroupBy, Page, RawFilter, SqlValue,
+    SummaryRow, MAX_PAGE_LIMIT,
+};
+pub use reader::{export_stream, AuditReader};
+pub use record::{AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, FORMAT};
+pub use retention::spawn_retention;
+pub use store::{AuditStore, StoreConfig, StoreError};
+pub use writer::{AuditWriter, WriteError};

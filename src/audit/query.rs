@@ -1,0 +1,369 @@
+//! The regulator's queries: filters, keyset cursors, summaries, and the SQL
+//! they become.
+//!
+//! Raw query parameters are parsed here into a `DecisionFilter` that can only
+//! hold valid values; a bad parameter is a `FilterError` naming it. A raw
+//! subject id is turned into its refs under every configured key at once and
+//! goes no further. The SQL is the same for SQLite and PostgreSQL but for the
+//! placeholder syntax.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{AuditKeys, Hook, SealedRecord};
+use crate::domain::{ReasonCode, SubjectId};
+
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+pub const DEFAULT_PAGE_LIMIT: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{param}: {problem}")]
+pub struct FilterError {
+    pub param: &'static str,
+    pub problem: String,
+}
+
+fn bad(param: &'static str, problem: impl Into<String>) -> FilterError {
+    FilterError {
+        param,
+        problem: problem.into(),
+    }
+}
+
+/// Query parameters as they arrive.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RawFilter {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub decision: Option<String>,
+    pub reason: Option<String>,
+    pub city: Option<String>,
+    pub hook: Option<String>,
+    pub trip_id: Option<String>,
+    pub subject: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionFilter {
+    /// Inclusive, microseconds since the epoch.
+    pub from_us: Option<i64>,
+    /// Exclusive.
+    pub to_us: Option<i64>,
+    pub decision: Option<&'static str>,
+    pub reason: Option<ReasonCode>,
+    pub city: Option<String>,
+    pub hook: Option<Hook>,
+    pub trip_id: Option<String>,
+    /// Refs of one subject under every key; empty means no subject filter.
+    pub subject_refs: Vec<String>,
+}
+
+fn timestamp(param: &'static str, raw: &str) -> Result<i64, FilterError> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc).timestamp_micros())
+        .map_err(|e| {
+            bad(
+                param,
+                format!("not an RFC 3339 timestamp ({e}); e.g. 2026-11-26T08:00:00Z"),
+            )
+        })
+}
+
+impl DecisionFilter {
+    pub fn parse(raw: &RawFilter, keys: &AuditKeys) -> Result<Self, FilterError> {
+        let from_us = raw
+            .from
+            .as_deref()
+            .map(|v| timestamp("from", v))
+            .transpose()?;
+        let to_us = raw.to.as_deref().map(|v| timestamp("to", v)).transpose()?;
+        if let (Some(from), Some(to)) = (from_us, to_us) {
+            if from > to {
+                return Err(bad("from", "is after `to`"));
+            }
+        }
+        let decision = match raw.decision.as_deref() {
+            None => None,
+            Some("allow") => Some("allow"),
+            Some("reject") => Some("reject"),
+            Some(other) => {
+                return Err(bad("decision", format!("{other:?} is not allow or reject")))
+            }
+        };
+        let reason = raw
+            .reason
+            .as_deref()
+            .map(|r| {
+                ReasonCode::parse(r).ok_or_else(|| {
+                    let known: Vec<&str> = ReasonCode::ALL.iter().map(|c| c.as_str()).collect();
+                    bad(
+                        "reason",
+                        format!(
+                            "{r:?} is not a reason code; known codes: {}",
+                            known.join(", ")
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let hook = raw
+            .hook
+            .as_deref()
+            .map(|h| {
+                Hook::parse(h)
+                    .ok_or_else(|| bad("hook", format!("{h:?} is not a hook; known hooks: trip")))
+            })
+            .transpose()?;
+        let city = raw
+            .city
+            .as_deref()
+            .map(|c| {
+                crate::domain::CityCode::parse(c)
+                    .map(|c| c.as_str().to_owned())
+                    .map_err(|e| bad("city", e.to_string()))
+            })
+            .transpose()?;
+        let trip_id = raw
+            .trip_id
+            .as_deref()
+            .map(|t| {
+                crate::domain::TripId::parse(t)
+                    .map(|t| t.as_str().to_owned())
+                    .map_err(|e| bad("trip_id", e.to_string()))
+            })
+            .transpose()?;
+        let subject_refs = match raw.subject.as_deref() {
+            None => Vec::new(),
+            Some(s) => {
+                let subject = SubjectId::parse(s).map_err(|e| bad("subject", e.to_string()))?;
+                keys.all_subject_refs(&subject)
+            }
+        };
+        Ok(Self {
+            from_us,
+            to_us,
+            decision,
+            reason,
+            city,
+            hook,
+            trip_id,
+            subject_refs,
+        })
+    }
+}
+
+pub fn parse_limit(raw: Option<&str>) -> Result<u32, FilterError> {
+    match raw {
+        None => Ok(DEFAULT_PAGE_LIMIT),
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => Ok(n),
+            _ => Err(bad(
+                "limit",
+                format!("must be a whole number from 1 to {MAX_PAGE_LIMIT}, not {v:?}"),
+            )),
+        },
+    }
+}
+
+/// Where the next page starts: after (decided_at, decision_id) in
+/// newest-first order. Opaque to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub decided_at_us: i64,
+    pub decision_id: String,
+}
+
+impl Cursor {
+    pub fn after(record: &SealedRecord) -> Self {
+        Self {
+            decided_at_us: record.record.decided_at_us,
+            decision_id: record.record.decision_id.clone(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.decided_at_us, self.decision_id))
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, FilterError> {
+        let malformed = || {
+            bad(
+                "cursor",
+                "is malformed; pass back the next_cursor of a previous page unchanged",
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| malformed())?;
+        let text = String::from_utf8(bytes).map_err(|_| malformed())?;
+        let (at, id) = text.split_once(':').ok_or_else(malformed)?;
+        let decided_at_us = at.parse().map_err(|_| malformed())?;
+        let id = uuid::Uuid::parse_str(id).map_err(|_| malformed())?;
+        Ok(Self {
+            decided_at_us,
+            decision_id: id.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub records: Vec<SealedRecord>,
+    pub next_cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Reason,
+    City,
+    Hook,
+    Hour,
+}
+
+impl GroupBy {
+    pub fn parse(raw: Option<&str>) -> Result<Self, FilterError> {
+        match raw {
+            Some("reason") | None => Ok(GroupBy::Reason),
+            Some("city") => Ok(GroupBy::City),
+            Some("hook") => Ok(GroupBy::Hook),
+            Some("hour") => Ok(GroupBy::Hour),
+            Some(other) => Err(bad(
+                "group_by",
+                format!("{other:?} is not one of reason, city, hook, hour"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SummaryRow {
+    pub key: String,
+    pub count: u64,
+}
+
+/// A bound SQL parameter.
+#[derive(Debug, Clone)]
+pub enum SqlValue {
+    Int(i64),
+    Text(String),
+}
+
+/// A WHERE clause with its parameters; `placeholder(n)` renders the n-th
+/// (1-based) parameter in the dialect at hand (`?n` or `$n`).
+pub struct SqlWhere {
+    pub clause: String,
+    pub params: Vec<SqlValue>,
+}
+
+impl SqlWhere {
+    pub fn build(
+        filter: &DecisionFilter,
+        cursor: Option<&Cursor>,
+        placeholder: fn(usize) -> String,
+    ) -> Self {
+        let mut conditions: Vec<String> = Vec::new();
+        let mut params: Vec<SqlValue> = Vec::new();
+        let bind = |value: SqlValue, params: &mut Vec<SqlValue>| {
+            params.push(value);
+            placeholder(params.len())
+        };
+        if let Some(from) = filter.from_us {
+            conditions.push(format!(
+                "decided_at >= {}",
+                bind(SqlValue::Int(from), &mut params)
+            ));
+        }
+        if let Some(to) = filter.to_us {
+            conditions.push(format!(
+                "decided_at < {}",
+                bind(SqlValue::Int(to), &mut params)
+            ));
+        }
+        if let Some(decision) = filter.decision {
+            conditions.push(format!(
+                "decision = {}",
+                bind(SqlValue::Text(decision.into()), &mut params)
+            ));
+        }
+        if let Some(reason) = filter.reason {
+            let bit = super::record::reason_bit(reason);
+            conditions.push(format!(
+                "(reason_mask & {}) <> 0",
+                bind(SqlValue::Int(bit), &mut params)
+            ));
+        }
+        if let Some(city) = &filter.city {
+            conditions.push(format!(
+                "city = {}",
+                bind(SqlValue::Text(city.clone()), &mut params)
+            ));
+        }
+        if let Some(hook) = filter.hook {
+            conditions.push(format!(
+                "hook = {}",
+                bind(SqlValue::Text(hook.as_str().into()), &mut params)
+            ));
+        }
+        if let Some(trip_id) = &filter.trip_id {
+            conditions.push(format!(
+                "trip_id = {}",
+                bind(SqlValue::Text(trip_id.clone()), &mut params)
+            ));
+        }
+        if !filter.subject_refs.is_empty() {
+            let refs: Vec<String> = filter
+                .subject_refs
+                .iter()
+                .map(|r| bind(SqlValue::Text(r.clone()), &mut params))
+                .collect();
+            conditions.push(format!(
+                "decision_id IN (SELECT decision_id FROM audit_subjects WHERE subject_ref IN ({}))",
+                refs.join(", ")
+            ));
+        }
+        if let Some(cursor) = cursor {
+            let at = bind(SqlValue::Int(cursor.decided_at_us), &mut params);
+            let at_again = bind(SqlValue::Int(cursor.decided_at_us), &mut params);
+            let id = bind(SqlValue::Text(cursor.decision_id.clone()), &mut params);
+            conditions.push(format!(
+                "(decided_at < {at} OR (decided_at = {at_again} AND decision_id < {id}))"
+            ));
+        }
+        let clause = if conditions.is_empty() {
+            "TRUE".to_owned()
+        } else {
+            conditions.join(" AND ")
+        };
+        Self { clause, params }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let cursor = Cursor {
+            decided_at_us: 1_764_000_000_000_000,
+            decision_id: uuid::Uuid::now_v7().to_string(),
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        assert_eq!(Cursor::decode("!!!").unwrap_err().param, "cursor");
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode("12:nope"))
+                .unwrap_err()
+                .param,
+            "cursor"
+        );
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_PAGE_LIMIT);
+        assert_eq!(parse_limit(Some("1000")).unwrap(), 1000);
+        assert!(parse_limit(Some("0")).is_err());
+        assert!(parse_limit(Some("1001")).is_err());
+        assert!(parse_limit(Some("-1")).is_err());
+    }
+}

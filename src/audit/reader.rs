@@ -1,0 +1,107 @@
+//! The read side of the audit trail, as the regulator's API uses it: parse
+//! filters (hashing a raw subject id with every key), page, summarise,
+//! export. Routes go through this and never touch SQL.
+
+use actix_web::web::Bytes;
+use futures_util::Stream;
+
+use super::query::Cursor;
+use super::{
+    AuditKeys, AuditStore, DecisionFilter, ExportFormat, FilterError, GroupBy, Page, RawFilter,
+    SealedRecord, StoreError, SummaryRow,
+};
+
+/// Records per page of an export: bounds the memory an export takes.
+const EXPORT_PAGE: u32 = 1000;
+
+#[derive(Clone)]
+pub struct AuditReader {
+    store: AuditStore,
+    keys: AuditKeys,
+}
+
+impl AuditReader {
+    pub fn new(store: AuditStore, keys: AuditKeys) -> Self {
+        Self { store, keys }
+    }
+
+    pub fn filter(&self, raw: &RawFilter) -> Result<DecisionFilter, FilterError> {
+        DecisionFilter::parse(raw, &self.keys)
+    }
+
+    pub async fn page(
+        &self,
+        filter: &DecisionFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        self.store.page(filter, cursor, limit).await
+    }
+
+    pub async fn get(&self, decision_id: &str) -> Result<Option<SealedRecord>, StoreError> {
+        self.store.get(decision_id).await
+    }
+
+    pub async fn summary(
+        &self,
+        filter: &DecisionFilter,
+        group_by: GroupBy,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        self.store.summary(filter, group_by).await
+    }
+
+    /// Every matching record, newest first, rendered page by page.
+    pub fn export(
+        &self,
+        filter: DecisionFilter,
+        format: ExportFormat,
+    ) -> impl Stream<Item = Result<Bytes, StoreError>> + 'static {
+        export_stream(self.store.clone(), filter, format)
+    }
+}
+
+enum ExportState {
+    Header,
+    Next(Option<Cursor>),
+    Done,
+}
+
+pub fn export_stream(
+    store: AuditStore,
+    filter: DecisionFilter,
+    format: ExportFormat,
+) -> impl Stream<Item = Result<Bytes, StoreError>> + 'static {
+    futures_util::stream::unfold(ExportState::Header, move |state| {
+        let store = store.clone();
+        let filter = filter.clone();
+        async move {
+            let cursor = match state {
+                ExportState::Done => return None,
+                ExportState::Header => {
+                    if let Some(header) = format.header() {
+                        return Some((
+                            Ok(Bytes::from_static(header.as_bytes())),
+                            ExportState::Next(None),
+                        ));
+                    }
+                    None
+                }
+                ExportState::Next(cursor) => cursor,
+            };
+            match store.page(&filter, cursor.as_ref(), EXPORT_PAGE).await {
+                Err(e) => Some((Err(e), ExportState::Done)),
+                Ok(page) => {
+                    let mut chunk = String::new();
+                    for record in &page.records {
+                        chunk.push_str(&format.line(record));
+                    }
+                    let next = match page.next_cursor {
+                        Some(cursor) => ExportState::Next(Some(cursor)),
+                        None => ExportState::Done,
+                    };
+                    Some((Ok(Bytes::from(chunk)), next))
+                }
+            }
+        }
+    })
+}

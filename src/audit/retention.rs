@@ -1,0 +1,32 @@
+//! Retention: a background task that purges records older than
+//! `audit.retention_days`, leaving per-chain checkpoints so that the
+//! remaining records still verify.
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use tokio::task::JoinHandle;
+
+use super::AuditStore;
+
+pub fn spawn_retention(
+    store: AuditStore,
+    retention_days: u32,
+    interval: Duration,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let cutoff = Utc::now() - TimeDelta::days(i64::from(retention_days));
+            match store.purge_before(cutoff.timestamp_micros()).await {
+                Ok(0) => {}
+                Ok(purged) => {
+                    tracing::info!(purged, %cutoff, "purged audit records past retention")
+                }
+                Err(error) => tracing::warn!(%error, "audit retention purge failed; will retry"),
+            }
+        }
+    })
+}

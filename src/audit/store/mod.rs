@@ -1,0 +1,365 @@
+//! Where audit records live: an SQLite file (embedded default) or
+//! PostgreSQL (shared by replicas). Both hold the same schema and answer the
+//! same queries with the same semantics; this enum is all the rest of the
+//! service sees.
+//!
+//! Schema: `audit_decisions` holds one row per decision (indexed columns for
+//! the filters, reasons and parties in a JSON `detail` column, the chain
+//! link); `audit_subjects` maps subject refs to decisions for the `subject`
+//! filter; `audit_checkpoints` keeps, per chain, the last purged link.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use super::chain::{ChainHead, StoredLink};
+use super::query::{Cursor, DecisionFilter, GroupBy, Page, SummaryRow};
+use super::record::{AuditRecord, Hook, RecordDetail, SealedRecord, FORMAT};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres pool: {0}")]
+    Pool(String),
+    #[error("audit store task failed: {0}")]
+    Task(String),
+    #[error("audit store: {0}")]
+    Invalid(String),
+}
+
+/// Columns of one `audit_decisions` row, in `SELECT_COLUMNS` order.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub decision_id: String,
+    pub instance_id: String,
+    pub seq: i64,
+    pub decided_at_us: i64,
+    pub hook: String,
+    pub trip_id: String,
+    pub city: String,
+    pub decision: String,
+    pub degraded: bool,
+    pub policy_version: String,
+    pub key_id: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+pub const SELECT_COLUMNS: &str = "decision_id, instance_id, seq, decided_at, hook, trip_id, city, \
+     decision, degraded, policy_version, key_id, detail, prev_hash, hash";
+
+impl Row {
+    pub fn from_sealed(sealed: &SealedRecord) -> Self {
+        let r = &sealed.record;
+        let detail = RecordDetail {
+            reasons: r.reasons.clone(),
+            parties: r.parties.clone(),
+        };
+        Self {
+            decision_id: r.decision_id.clone(),
+            instance_id: r.instance_id.clone(),
+            seq: sealed.seq,
+            decided_at_us: r.decided_at_us,
+            hook: r.hook.as_str().to_owned(),
+            trip_id: r.trip_id.clone(),
+            city: r.city.clone(),
+            decision: r.decision.clone(),
+            degraded: r.degraded,
+            policy_version: r.policy_version.clone(),
+            key_id: r.key_id.clone(),
+            // Plain data: serialisation cannot fail.
+            detail: serde_json::to_string(&detail).unwrap_or_default(),
+            prev_hash: sealed.prev_hash.clone(),
+            hash: sealed.hash.clone(),
+        }
+    }
+
+    fn record(&self) -> Result<AuditRecord, String> {
+        let detail: RecordDetail =
+            serde_json::from_str(&self.detail).map_err(|e| format!("detail column: {e}"))?;
+        let hook =
+            Hook::parse(&self.hook).ok_or_else(|| format!("unknown hook {:?}", self.hook))?;
+        Ok(AuditRecord {
+            format: FORMAT,
+            decision_id: self.decision_id.clone(),
+            decided_at_us: self.decided_at_us,
+            hook,
+            trip_id: self.trip_id.clone(),
+            city: self.city.clone(),
+            decision: self.decision.clone(),
+            degraded: self.degraded,
+            policy_version: self.policy_version.clone(),
+            instance_id: self.instance_id.clone(),
+            key_id: self.key_id.clone(),
+            reasons: detail.reasons,
+            parties: detail.parties,
+        })
+    }
+
+    pub fn into_link(self) -> StoredLink {
+        let record = self.record();
+        StoredLink {
+            instance_id: self.instance_id,
+            seq: self.seq,
+            decision_id: self.decision_id,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+            record,
+        }
+    }
+
+    pub fn into_sealed(self) -> Result<SealedRecord, StoreError> {
+        let record = self
+            .record()
+            .map_err(|e| StoreError::Invalid(format!("record {}: {e}", self.decision_id)))?;
+        Ok(SealedRecord {
+            record,
+            seq: self.seq,
+            prev_hash: self.prev_hash,
+            hash: self.hash,
+        })
+    }
+}
+
+pub fn page_from_rows(rows: Vec<Row>, limit: u32) -> Result<Page, StoreError> {
+    let mut records = rows
+        .into_iter()
+        .map(Row::into_sealed)
+        .collect::<Result<Vec<_>, _>>()?;
+    // One row more than asked tells whether a next page exists.
+    let next_cursor = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records.last().map(Cursor::after)
+    } else {
+        None
+    };
+    Ok(Page {
+        records,
+        next_cursor,
+    })
+}
+
+/// The grouping expression of a summary query (reasons are counted apart).
+fn group_expression(group_by: GroupBy) -> &'static str {
+    match group_by {
+        GroupBy::City => "city",
+        GroupBy::Hook => "hook",
+        GroupBy::Hour => "(decided_at / 3600000000) * 3600000000",
+        GroupBy::Reason => "",
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite { path: PathBuf, busy_timeout_ms: u64 },
+    Postgres { url: String, pool_size: usize },
+}
+
+#[derive(Clone)]
+pub enum AuditStore {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl AuditStore {
+    /// Opens the store and creates the schema if needed.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        match config {
+            StoreConfig::Sqlite {
+                path,
+                busy_timeout_ms,
+            } => Ok(AuditStore::Sqlite(
+                SqliteStore::open(path.clone(), *busy_timeout_ms).await?,
+            )),
+            StoreConfig::Postgres { url, pool_size } => Ok(AuditStore::Postgres(
+                PostgresStore::open(url, *pool_size).await?,
+            )),
+        }
+    }
+
+    /// Commits the batch in one transaction: all of it or none of it.
+    pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.append(batch).await,
+            AuditStore::Postgres(s) => s.append(batch).await,
+        }
+    }
+
+    pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.chain_head(instance_id).await,
+            AuditStore::Postgres(s) => s.chain_head(instance_id).await,
+        }
+    }
+
+    /// Newest first; `limit + 1` rows are fetched to know about a next page.
+    pub async fn page(
+        &self,
+        filter: &DecisionFilter,
+        cursor: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        let rows = match self {
+            AuditStore::Sqlite(s) => s.page(filter, cursor, limit + 1).await?,
+            AuditStore::Postgres(s) => s.page(filter, cursor, limit + 1).await?,
+        };
+        page_from_rows(rows, limit)
+    }
+
+    pub async fn get(&self, decision_id: &str) -> Result<Option<SealedRecord>, StoreError> {
+        let row = match self {
+            AuditStore::Sqlite(s) => s.get(decision_id).await?,
+            AuditStore::Postgres(s) => s.get(decision_id).await?,
+        };
+        row.map(Row::into_sealed).transpose()
+    }
+
+    pub async fn summary(
+        &self,
+        filter: &DecisionFilter,
+        group_by: GroupBy,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let mut rows = match self {
+            AuditStore::Sqlite(s) => s.summary(filter, group_by).await?,
+            AuditStore::Postgres(s) => s.summary(filter, group_by).await?,
+        };
+        if group_by == GroupBy::Hour {
+            for row in &mut rows {
+                if let Ok(us) = row.key.parse::<i64>() {
+                    if let Some(at) = chrono::DateTime::from_timestamp_micros(us) {
+                        row.key = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    }
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Links in (instance_id, seq) order, strictly after `after`.
+    pub async fn links_after(
+        &self,
+        after: Option<(String, i64)>,
+        limit: u32,
+    ) -> Result<Vec<StoredLink>, StoreError> {
+        let rows = match self {
+            AuditStore::Sqlite(s) => s.links_after(after, limit).await?,
+            AuditStore::Postgres(s) => s.links_after(after, limit).await?,
+        };
+        Ok(rows.into_iter().map(Row::into_link).collect())
+    }
+
+    pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.checkpoints().await,
+            AuditStore::Postgres(s) => s.checkpoints().await,
+        }
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.count().await,
+            AuditStore::Postgres(s) => s.count().await,
+        }
+    }
+
+    /// Deletes, chain by chain, the records decided before `cutoff_us`,
+    /// keeping the last deleted link as the chain's checkpoint.
+    pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.purge_before(cutoff_us).await,
+            AuditStore::Postgres(s) => s.purge_before(cutoff_us).await,
+        }
+    }
+}
+
+/// The schema, shared by both engines (types both understand).
+pub const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS audit_decisions (
+        decision_id TEXT PRIMARY KEY,
+        instance_id TEXT NOT NULL,
+        seq BIGINT NOT NULL,
+        decided_at BIGINT NOT NULL,
+        hook TEXT NOT NULL,
+        trip_id TEXT NOT NULL,
+        city TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        degraded BOOLEAN NOT NULL,
+        policy_version TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        reason_mask BIGINT NOT NULL,
+        detail TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        UNIQUE (instance_id, seq)
+    )",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_time ON audit_decisions (decided_at, decision_id)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_trip ON audit_decisions (trip_id)",
+    "CREATE TABLE IF NOT EXISTS audit_subjects (
+        subject_ref TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        PRIMARY KEY (subject_ref, decision_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS audit_checkpoints (
+        instance_id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL
+    )",
+];
+
+/// The summary query for `group_by`; reasons are counted with one sum per
+/// code (a decision with two reasons counts once under each).
+pub fn summary_sql(
+    filter: &DecisionFilter,
+    group_by: GroupBy,
+    placeholder: fn(usize) -> String,
+) -> (String, Vec<super::query::SqlValue>) {
+    let filter_sql = super::query::SqlWhere::build(filter, None, placeholder);
+    let sql = if group_by == GroupBy::Reason {
+        let sums: Vec<String> = crate::domain::ReasonCode::ALL
+            .iter()
+            .map(|code| {
+                format!(
+                    "COALESCE(SUM(CASE WHEN (reason_mask & {}) <> 0 THEN 1 ELSE 0 END), 0)",
+                    super::record::reason_bit(*code)
+                )
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM audit_decisions WHERE {}",
+            sums.join(", "),
+            filter_sql.clause
+        )
+    } else {
+        let expression = group_expression(group_by);
+        format!(
+            "SELECT CAST({expression} AS TEXT) AS key, COUNT(*) FROM audit_decisions WHERE {} \
+             GROUP BY {expression} ORDER BY {expression}",
+            filter_sql.clause
+        )
+    };
+    (sql, filter_sql.params)
+}
+
+/// Turns the one-row answer of a reason summary into rows, skipping zeros.
+pub fn reason_rows(counts: &[i64]) -> Vec<SummaryRow> {
+    crate::domain::ReasonCode::ALL
+        .iter()
+        .zip(counts)
+        .filter(|(_, count)| **count > 0)
+        .map(|(code, count)| SummaryRow {
+            key: code.as_str().to_owned(),
+            count: *count as u64,
+        })
+        .collect()
+}

@@ -1,0 +1,347 @@
+//! The shared audit store: PostgreSQL through a deadpool connection pool.
+//!
+//! A batch is one transaction of two statements whatever its size: the
+//! columns travel as arrays and `UNNEST` turns them into rows. Replicas
+//! write side by side without conflicts: each appends only to its own chain
+//! (`instance_id`), and decision ids are UUIDv7. Schema creation takes an
+//! advisory lock so replicas starting together do not race.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::NoTls;
+
+use super::{reason_rows, summary_sql, Row, StoreError, SCHEMA, SELECT_COLUMNS};
+use crate::audit::chain::ChainHead;
+use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SqlWhere, SummaryRow};
+use crate::audit::record::SealedRecord;
+
+/// Any constant works; it only has to be the same for every replica.
+const SCHEMA_LOCK: i64 = 0x7472_6970_6761_7465; // "tripgate"
+
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+fn placeholder(n: usize) -> String {
+    format!("${n}")
+}
+
+fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                SqlValue::Int(i) => Box::new(i),
+                SqlValue::Text(t) => Box::new(t),
+            }
+        })
+        .collect()
+}
+
+fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+fn row_of(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+    Ok(Row {
+        decision_id: r.try_get(0)?,
+        instance_id: r.try_get(1)?,
+        seq: r.try_get(2)?,
+        decided_at_us: r.try_get(3)?,
+        hook: r.try_get(4)?,
+        trip_id: r.try_get(5)?,
+        city: r.try_get(6)?,
+        decision: r.try_get(7)?,
+        degraded: r.try_get(8)?,
+        policy_version: r.try_get(9)?,
+        key_id: r.try_get(10)?,
+        detail: r.try_get(11)?,
+        prev_hash: r.try_get(12)?,
+        hash: r.try_get(13)?,
+    })
+}
+
+fn rows_of(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Row>, StoreError> {
+    Ok(rows.iter().map(row_of).collect::<Result<Vec<_>, _>>()?)
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let mut config = deadpool_postgres::Config::new();
+        config.url = Some(url.to_owned());
+        config.connect_timeout = Some(Duration::from_secs(3));
+        config.manager = Some(ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        });
+        let mut pool_config = PoolConfig::new(pool_size.max(1));
+        pool_config.timeouts = Timeouts {
+            wait: Some(Duration::from_secs(3)),
+            create: Some(Duration::from_secs(3)),
+            recycle: Some(Duration::from_secs(3)),
+        };
+        config.pool = Some(pool_config);
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Pool(e.to_string()))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await?;
+        for statement in SCHEMA {
+            tx.batch_execute(statement).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
+        let rows: Vec<Row> = batch.iter().map(Row::from_sealed).collect();
+        let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        let decision_ids = column(|r| r.decision_id.clone());
+        let instance_ids = column(|r| r.instance_id.clone());
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        let decided_ats: Vec<i64> = rows.iter().map(|r| r.decided_at_us).collect();
+        let hooks = column(|r| r.hook.clone());
+        let trip_ids = column(|r| r.trip_id.clone());
+        let cities = column(|r| r.city.clone());
+        let decisions = column(|r| r.decision.clone());
+        let degradeds: Vec<bool> = rows.iter().map(|r| r.degraded).collect();
+        let policy_versions = column(|r| r.policy_version.clone());
+        let key_ids = column(|r| r.key_id.clone());
+        let masks: Vec<i64> = batch.iter().map(|s| s.record.reason_mask()).collect();
+        let details = column(|r| r.detail.clone());
+        let prev_hashes = column(|r| r.prev_hash.clone());
+        let hashes = column(|r| r.hash.clone());
+        let mut subject_refs = Vec::new();
+        let mut subject_decisions = Vec::new();
+        for sealed in &batch {
+            for subject_ref in sealed.record.subject_refs() {
+                subject_refs.push(subject_ref.to_owned());
+                subject_decisions.push(sealed.record.decision_id.clone());
+            }
+        }
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO audit_decisions (decision_id, instance_id, seq, decided_at, hook, trip_id, \
+                 city, decision, degraded, policy_version, key_id, reason_mask, detail, prev_hash, hash) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::int8[], \
+                 $13::text[], $14::text[], $15::text[])",
+            )
+            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &decision_ids,
+                &instance_ids,
+                &seqs,
+                &decided_ats,
+                &hooks,
+                &trip_ids,
+                &cities,
+                &decisions,
+                &degradeds,
+                &policy_versions,
+                &key_ids,
+                &masks,
+                &details,
+                &prev_hashes,
+                &hashes,
+            ],
+        )
+        .await?;
+        let subjects = tx
+            .prepare_cached(
+                "INSERT INTO audit_subjects (subject_ref, decision_id) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&subjects, &[&subject_refs, &subject_decisions])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT seq, hash FROM audit_decisions WHERE instance_id = $1 ORDER BY seq DESC LIMIT 1",
+                &[&instance_id],
+            )
+            .await?;
+        let row = match row {
+            Some(row) => Some(row),
+            None => {
+                client
+                    .query_opt(
+                        "SELECT seq, hash FROM audit_checkpoints WHERE instance_id = $1",
+                        &[&instance_id],
+                    )
+                    .await?
+            }
+        };
+        Ok(row.map(|r| ChainHead {
+            seq: r.get(0),
+            hash: r.get(1),
+        }))
+    }
+
+    pub async fn page(
+        &self,
+        filter: &DecisionFilter,
+        cursor: Option<&Cursor>,
+        fetch: u32,
+    ) -> Result<Vec<Row>, StoreError> {
+        let filter_sql = SqlWhere::build(filter, cursor, placeholder);
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE {} \
+             ORDER BY decided_at DESC, decision_id DESC LIMIT {fetch}",
+            filter_sql.clause
+        );
+        let params = boxed(filter_sql.params);
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        rows_of(client.query(&statement, &refs(&params)).await?)
+    }
+
+    pub async fn get(&self, decision_id: &str) -> Result<Option<Row>, StoreError> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE decision_id = $1");
+        let row = client.query_opt(&sql, &[&decision_id]).await?;
+        Ok(row.as_ref().map(row_of).transpose()?)
+    }
+
+    pub async fn summary(
+        &self,
+        filter: &DecisionFilter,
+        group_by: GroupBy,
+    ) -> Result<Vec<SummaryRow>, StoreError> {
+        let (sql, params) = summary_sql(filter, group_by, placeholder);
+        let params = boxed(params);
+        let client = self.client().await?;
+        let rows = client.query(&sql, &refs(&params)).await?;
+        if group_by == GroupBy::Reason {
+            let counts: Vec<i64> = match rows.first() {
+                Some(row) => (0..row.len())
+                    .map(|i| row.try_get::<_, i64>(i))
+                    .collect::<Result<_, _>>()?,
+                None => Vec::new(),
+            };
+            return Ok(reason_rows(&counts));
+        }
+        rows.iter()
+            .map(|r| {
+                Ok(SummaryRow {
+                    key: r.try_get(0)?,
+                    count: r.try_get::<_, i64>(1)? as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn links_after(
+        &self,
+        after: Option<(String, i64)>,
+        limit: u32,
+    ) -> Result<Vec<Row>, StoreError> {
+        let (instance, seq) = after.unwrap_or_default();
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {SELECT_COLUMNS} FROM audit_decisions \
+             WHERE instance_id > $1 OR (instance_id = $1 AND seq > $2) \
+             ORDER BY instance_id, seq LIMIT {limit}"
+        );
+        let statement = client.prepare_cached(&sql).await?;
+        rows_of(client.query(&statement, &[&instance, &seq]).await?)
+    }
+
+    pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT instance_id, seq, hash FROM audit_checkpoints", &[])
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    ChainHead {
+                        seq: r.get(1),
+                        hash: r.get(2),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT COUNT(*) FROM audit_decisions", &[])
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let cut = tx
+            .query(
+                "SELECT d.instance_id, d.seq, d.hash FROM audit_decisions d \
+                 JOIN (SELECT instance_id, MAX(seq) AS seq FROM audit_decisions \
+                       WHERE decided_at < $1 GROUP BY instance_id) m \
+                 ON d.instance_id = m.instance_id AND d.seq = m.seq",
+                &[&cutoff_us],
+            )
+            .await?;
+        let mut purged = 0;
+        for row in cut {
+            let (instance_id, seq, hash): (String, i64, String) =
+                (row.get(0), row.get(1), row.get(2));
+            tx.execute(
+                "INSERT INTO audit_checkpoints (instance_id, seq, hash) VALUES ($1, $2, $3) \
+                 ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                &[&instance_id, &seq, &hash],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM audit_subjects WHERE decision_id IN \
+                 (SELECT decision_id FROM audit_decisions WHERE instance_id = $1 AND seq <= $2)",
+                &[&instance_id, &seq],
+            )
+            .await?;
+            purged += tx
+                .execute(
+                    "DELETE FROM audit_decisions WHERE instance_id = $1 AND seq <= $2",
+                    &[&instance_id, &seq],
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(purged)
+    }
+}

@@ -1,0 +1,155 @@
+//! The regulator's API over the audit trail:
+//! `GET /v1/audit/decisions`, `/v1/audit/decisions/{decision_id}`,
+//! `/v1/audit/summary` and `/v1/audit/export`.
+//!
+//! Query parameters are checked strictly: an unknown parameter is an error,
+//! not ignored, because a misspelt filter would silently widen a regulator's
+//! answer.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::ApiError;
+use crate::audit::{
+    parse_limit, AuditReader, Cursor, ExportFormat, FilterError, GroupBy, RawFilter, RecordView,
+    SummaryRow,
+};
+
+const FILTERS: &[&str] = &[
+    "from", "to", "decision", "reason", "city", "hook", "trip_id", "subject",
+];
+
+type Params = web::Query<HashMap<String, String>>;
+
+fn check_known(params: &HashMap<String, String>, extra: &[&str]) -> Result<(), FilterError> {
+    let mut unknown: Vec<&String> = params
+        .keys()
+        .filter(|k| !FILTERS.contains(&k.as_str()) && !extra.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(first) => {
+            let mut known: Vec<&str> = FILTERS.iter().chain(extra).copied().collect();
+            known.sort_unstable();
+            Err(FilterError {
+                param: "query",
+                problem: format!(
+                    "unknown parameter {first:?}; known parameters: {}",
+                    known.join(", ")
+                ),
+            })
+        }
+    }
+}
+
+fn raw_filter(params: &HashMap<String, String>) -> RawFilter {
+    let get = |k: &str| params.get(k).cloned();
+    RawFilter {
+        from: get("from"),
+        to: get("to"),
+        decision: get("decision"),
+        reason: get("reason"),
+        city: get("city"),
+        hook: get("hook"),
+        trip_id: get("trip_id"),
+        subject: get("subject"),
+    }
+}
+
+#[derive(Serialize)]
+struct DecisionsPage<'a> {
+    decisions: Vec<RecordView<'a>>,
+    next_cursor: Option<String>,
+}
+
+pub async fn decisions(
+    reader: web::Data<AuditReader>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    check_known(&params, &["limit", "cursor"])?;
+    let filter = reader.filter(&raw_filter(&params))?;
+    let limit = parse_limit(params.get("limit").map(String::as_str))?;
+    let cursor = params
+        .get("cursor")
+        .map(|c| Cursor::decode(c))
+        .transpose()?;
+    let page = reader.page(&filter, cursor.as_ref(), limit).await?;
+    Ok(HttpResponse::Ok().json(DecisionsPage {
+        decisions: page.records.iter().map(RecordView::new).collect(),
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+pub async fn decision(
+    reader: web::Data<AuditReader>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = uuid::Uuid::parse_str(&path).map_err(|_| {
+        ApiError::InvalidParameter(FilterError {
+            param: "decision_id",
+            problem: "is not a UUID".into(),
+        })
+    })?;
+    match reader.get(&id.to_string()).await? {
+        Some(record) => Ok(HttpResponse::Ok().json(RecordView::new(&record))),
+        None => Err(ApiError::DecisionNotFound),
+    }
+}
+
+#[derive(Serialize)]
+struct Summary {
+    group_by: &'static str,
+    total: u64,
+    rows: Vec<SummaryRow>,
+}
+
+pub async fn summary(
+    reader: web::Data<AuditReader>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    check_known(&params, &["group_by"])?;
+    let filter = reader.filter(&raw_filter(&params))?;
+    let group_by = GroupBy::parse(params.get("group_by").map(String::as_str))?;
+    let rows = reader.summary(&filter, group_by).await?;
+    let name = match group_by {
+        GroupBy::Reason => "reason",
+        GroupBy::City => "city",
+        GroupBy::Hook => "hook",
+        GroupBy::Hour => "hour",
+    };
+    Ok(HttpResponse::Ok().json(Summary {
+        group_by: name,
+        total: rows.iter().map(|r| r.count).sum(),
+        rows,
+    }))
+}
+
+pub async fn export(
+    reader: web::Data<AuditReader>,
+    params: Params,
+) -> Result<HttpResponse, ApiError> {
+    check_known(&params, &["format"])?;
+    let filter = reader.filter(&raw_filter(&params))?;
+    let format =
+        ExportFormat::parse(params.get("format").map(String::as_str)).ok_or_else(|| {
+            ApiError::InvalidParameter(FilterError {
+                param: "format",
+                problem: "must be ndjson or csv".into(),
+            })
+        })?;
+    // Errors after the first byte cannot change the status any more; they
+    // end the stream, which clients see as a truncated transfer.
+    let body = reader.export(filter, format).map(|chunk| {
+        chunk.map_err(|e| {
+            tracing::error!(error = %e, "audit export failed mid-stream");
+            actix_web::error::ErrorServiceUnavailable("audit store failed during export")
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type(format.content_type())
+        .streaming(body))
+}
