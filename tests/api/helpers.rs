@@ -303,3 +303,107 @@ pub fn codes(decision: &Value) -> Vec<String> {
         .map(|r| r["code"].as_str().expect("reason code").to_owned())
         .collect()
 }
+
+/// A PostgreSQL database created for one test and dropped after it. The
+/// server is `TRIPGATE_TEST_POSTGRES` (an admin URL), by default the local
+/// one on 127.0.0.1:5432; no other database is touched.
+pub struct TestPostgres {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("TRIPGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestPostgres {
+    pub async fn create() -> Self {
+        let admin_url = postgres_admin_url();
+        let name = format!("tripgate_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = admin_client(&admin_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        let mut config: tokio_postgres::Config = admin_url.parse().expect("admin URL");
+        config.dbname(&name);
+        let url = format!(
+            "postgres://{}@{}:{}/{name}",
+            config.get_user().unwrap_or("postgres"),
+            match config.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                _ => "127.0.0.1".to_owned(),
+            },
+            config.get_ports().first().copied().unwrap_or(5432)
+        );
+        Self { admin_url, name, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        admin_client(&self.url).await
+    }
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to PostgreSQL at {url} ({e}). The tests need a real PostgreSQL: \
+                 run them with scripts/test, which installs and starts one when the machine \
+                 has none, or point TRIPGATE_TEST_POSTGRES at a server with trust auth"
+            )
+        });
+    tokio::spawn(connection);
+    client
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; use a runtime of our own.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl TestApp {
+    /// GET on the service; returns the status and the JSON body.
+    pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        let body = response.json().await.expect("JSON body");
+        (status, body)
+    }
+
+    pub async fn get_text(&self, path_and_query: &str) -> (u16, String) {
+        let response = self.http.get(self.url(path_and_query)).send().await.expect("GET");
+        (response.status().as_u16(), response.text().await.expect("text body"))
+    }
+
+    pub fn audit_file(&self) -> PathBuf {
+        self.data_dir.path().join("audit.sqlite3")
+    }
+}
