@@ -74,7 +74,7 @@ enum AuditCommand {
         store: StoreFlags,
     },
     /// Write matching records as NDJSON or CSV, newest first.
-    Export(ExportFlags),
+    Export(Box<ExportFlags>),
 }
 
 #[derive(Subcommand)]
@@ -118,7 +118,7 @@ async fn main() -> ExitCode {
         },
         Command::Audit {
             command: AuditCommand::Export(flags),
-        } => audit_commands::export(flags).await,
+        } => audit_commands::export(*flags).await,
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => Policy::load(&file)

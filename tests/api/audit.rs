@@ -77,17 +77,30 @@ async fn every_decision_is_recorded_and_found_by_each_filter(backend: AuditBacke
     assert_eq!(record["hook"], "trip");
     assert_eq!(record["city"], "hangzhou");
     assert_eq!(record["policy_version"], answers[1]["policy_version"]);
-    assert_eq!(record["reasons"], json!([{"party": "driver", "code": "HEALTH_CODE_RED"}]));
+    assert_eq!(
+        record["reasons"],
+        json!([{"party": "driver", "code": "HEALTH_CODE_RED"}])
+    );
     assert_eq!(record["parties"][0]["status"], "red");
     assert_eq!(record["parties"][0]["source"], "upstream");
-    assert_eq!(record["parties"][0]["subject_ref"].as_str().unwrap().len(), 43);
+    assert_eq!(
+        record["parties"][0]["subject_ref"].as_str().unwrap().len(),
+        43
+    );
     assert_eq!(record["parties"][1]["index"], 0);
     assert!(record["chain"]["seq"].as_i64().unwrap() >= 1);
     assert_eq!(record["chain"]["hash"].as_str().unwrap().len(), 64);
-    assert_eq!(record["decided_at"].as_str().unwrap()[..19], answers[1]["decided_at"].as_str().unwrap()[..19]);
+    assert_eq!(
+        record["decided_at"].as_str().unwrap()[..19],
+        answers[1]["decided_at"].as_str().unwrap()[..19]
+    );
 
     let (_, all) = app.get_json("/v1/audit/decisions").await;
-    assert_eq!(ids(&all), vec![t5.clone(), t4.clone(), t3.clone(), t2.clone(), t1.clone()], "newest first");
+    assert_eq!(
+        ids(&all),
+        vec![t5.clone(), t4.clone(), t3.clone(), t2.clone(), t1.clone()],
+        "newest first"
+    );
     assert!(all["next_cursor"].is_null());
 
     for (query, expected) in [
@@ -138,7 +151,10 @@ async fn every_decision_is_recorded_and_found_by_each_filter(backend: AuditBacke
         }
     }
     assert_eq!(pages, 3);
-    assert_eq!(seen, vec![t5.clone(), t4.clone(), t3.clone(), t2.clone(), t1.clone()]);
+    assert_eq!(
+        seen,
+        vec![t5.clone(), t4.clone(), t3.clone(), t2.clone(), t1.clone()]
+    );
 
     let (_, summary) = app.get_json("/v1/audit/summary?group_by=reason").await;
     assert_eq!(
@@ -151,18 +167,36 @@ async fn every_decision_is_recorded_and_found_by_each_filter(backend: AuditBacke
         ])
     );
     let (_, summary) = app.get_json("/v1/audit/summary?group_by=city").await;
-    assert_eq!(summary["rows"], json!([{"key": "hangzhou", "count": 4}, {"key": "xiamen", "count": 1}]));
-    let (_, summary) = app.get_json("/v1/audit/summary?group_by=hook&decision=reject").await;
+    assert_eq!(
+        summary["rows"],
+        json!([{"key": "hangzhou", "count": 4}, {"key": "xiamen", "count": 1}])
+    );
+    let (_, summary) = app
+        .get_json("/v1/audit/summary?group_by=hook&decision=reject")
+        .await;
     assert_eq!(summary["rows"], json!([{"key": "trip", "count": 3}]));
     let (_, summary) = app.get_json("/v1/audit/summary?group_by=hour").await;
     assert_eq!(summary["total"], 5);
-    assert!(summary["rows"][0]["key"].as_str().unwrap().ends_with(":00:00Z"), "{summary}");
+    assert!(
+        summary["rows"][0]["key"]
+            .as_str()
+            .unwrap()
+            .ends_with(":00:00Z"),
+        "{summary}"
+    );
 
-    let (status, ndjson) = app.get_text("/v1/audit/export?format=ndjson&decision=reject").await;
+    let (status, ndjson) = app
+        .get_text("/v1/audit/export?format=ndjson&decision=reject")
+        .await;
     assert_eq!(status, 200);
     let exported: Vec<String> = ndjson
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["decision_id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["decision_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(exported, vec![t5.clone(), t3.clone(), t2.clone()]);
     let (status, csv) = app.get_text("/v1/audit/export?format=csv").await;
@@ -170,10 +204,19 @@ async fn every_decision_is_recorded_and_found_by_each_filter(backend: AuditBacke
     let lines: Vec<&str> = csv.lines().collect();
     assert!(lines[0].starts_with("decision_id,decided_at,hook,trip_id"));
     assert_eq!(lines.len(), 6);
-    assert!(lines[1].starts_with(&t5) && lines[1].contains("passenger[0]:ISSUER_NOT_RECOGNISED"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with(&t5) && lines[1].contains("passenger[0]:ISSUER_NOT_RECOGNISED"),
+        "{}",
+        lines[1]
+    );
 
-    let (status, body) = app.get_json(&format!("/v1/audit/decisions/{}", uuid::Uuid::now_v7())).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("DECISION_NOT_FOUND")));
+    let (status, body) = app
+        .get_json(&format!("/v1/audit/decisions/{}", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("DECISION_NOT_FOUND"))
+    );
 }
 
 #[tokio::test]
@@ -191,7 +234,11 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
     let app = TestApp::spawn().await;
     for (query, param, says) in [
         ("reason=HEALTH_CODE_PURPLE", "reason", "not a reason code"),
-        ("from=2026-11-26T10:00:00Z&to=2026-11-26T09:00:00Z", "from", "after `to`"),
+        (
+            "from=2026-11-26T10:00:00Z&to=2026-11-26T09:00:00Z",
+            "from",
+            "after `to`",
+        ),
         ("from=yesterday", "from", "RFC 3339"),
         ("to=2026-13-01", "to", "RFC 3339"),
         ("cursor=bm90LWEtY3Vyc29y", "cursor", "malformed"),
@@ -202,13 +249,20 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
         ("decision=maybe", "decision", "allow or reject"),
         ("hook=teleport", "hook", "not a hook"),
         ("subject=%2B86%20138", "subject", "[A-Za-z0-9._:-]"),
-        ("resaon=HEALTH_CODE_RED", "query", "unknown parameter \"resaon\""),
+        (
+            "resaon=HEALTH_CODE_RED",
+            "query",
+            "unknown parameter \"resaon\"",
+        ),
     ] {
         let (status, body) = app.get_json(&format!("/v1/audit/decisions?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["error"]["code"], "INVALID_PARAMETER", "{query}");
         assert_eq!(body["error"]["field"], param, "{query}: {body}");
-        assert!(body["error"]["message"].as_str().unwrap().contains(says), "{query}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(says),
+            "{query}: {body}"
+        );
     }
     for (path, param) in [
         ("/v1/audit/summary?group_by=weekday", "group_by"),
@@ -235,7 +289,10 @@ fn audit_bytes(app: &TestApp) -> Vec<u8> {
 }
 
 fn occurrences(haystack: &[u8], needle: &str) -> usize {
-    haystack.windows(needle.len()).filter(|w| *w == needle.as_bytes()).count()
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle.as_bytes())
+        .count()
 }
 
 #[tokio::test]
@@ -245,9 +302,16 @@ async fn the_audit_store_never_holds_a_raw_subject_id() {
     let bytes = audit_bytes(&app);
     assert!(bytes.len() > 4096, "the audit files were not found");
     for raw in [PHONE, "D-1", "P-2"] {
-        assert_eq!(occurrences(&bytes, raw), 0, "{raw} found in the audit files");
+        assert_eq!(
+            occurrences(&bytes, raw),
+            0,
+            "{raw} found in the audit files"
+        );
     }
-    assert!(occurrences(&bytes, "T-3") > 0, "trip ids are stored (they are not personal data)");
+    assert!(
+        occurrences(&bytes, "T-3") > 0,
+        "trip ids are stored (they are not personal data)"
+    );
 }
 
 #[tokio::test]
@@ -264,7 +328,10 @@ async fn a_decision_that_cannot_be_recorded_is_not_given_and_service_recovers() 
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE");
-    assert!(body.get("decision").is_none(), "no decision may be given: {body}");
+    assert!(
+        body.get("decision").is_none(),
+        "no decision may be given: {body}"
+    );
 
     blocker.execute_batch("ROLLBACK").unwrap();
     let body = app.decide(&trip("D-1", &["P-1"])).await;
@@ -282,13 +349,19 @@ async fn postgres_outage_of_the_audit_table_answers_503_and_recovers() {
     app.decide(&trip("D-1", &["P-1"])).await;
 
     let admin = postgres.client().await;
-    admin.batch_execute("ALTER TABLE audit_decisions RENAME TO audit_decisions_away").await.unwrap();
+    admin
+        .batch_execute("ALTER TABLE audit_decisions RENAME TO audit_decisions_away")
+        .await
+        .unwrap();
     let response = app.check_trip(&trip("D-1", &["P-1"])).await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE");
 
-    admin.batch_execute("ALTER TABLE audit_decisions_away RENAME TO audit_decisions").await.unwrap();
+    admin
+        .batch_execute("ALTER TABLE audit_decisions_away RENAME TO audit_decisions")
+        .await
+        .unwrap();
     let mut recovered = false;
     for _ in 0..20 {
         if app.check_trip(&trip("D-1", &["P-1"])).await.status() == 200 {
@@ -297,7 +370,10 @@ async fn postgres_outage_of_the_audit_table_answers_503_and_recovers() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(recovered, "the hook did not recover once the table was back");
+    assert!(
+        recovered,
+        "the hook did not recover once the table was back"
+    );
     let (_, page) = app.get_json("/v1/audit/decisions").await;
     assert_eq!(ids(&page).len(), 2);
     let unique: HashSet<String> = ids(&page).into_iter().collect();

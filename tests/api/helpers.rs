@@ -115,7 +115,6 @@ pub struct TestApp {
     pub redis: Option<TestRedis>,
     /// Holds the SQLite audit file (unless the test chose PostgreSQL).
     pub data_dir: tempfile::TempDir,
-    pub settings: Settings,
     _policy_dir: Option<tempfile::TempDir>,
 }
 
@@ -192,7 +191,6 @@ impl TestApp {
             http: reqwest::Client::new(),
             redis,
             data_dir,
-            settings,
             _policy_dir: policy_dir,
         }
     }
@@ -338,7 +336,11 @@ impl TestPostgres {
             },
             config.get_ports().first().copied().unwrap_or(5432)
         );
-        Self { admin_url, name, url }
+        Self {
+            admin_url,
+            name,
+            url,
+        }
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
@@ -366,7 +368,10 @@ impl Drop for TestPostgres {
         let name = self.name.clone();
         // Drop runs inside the test's runtime; use a runtime of our own.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             runtime.block_on(async {
@@ -399,11 +404,130 @@ impl TestApp {
     }
 
     pub async fn get_text(&self, path_and_query: &str) -> (u16, String) {
-        let response = self.http.get(self.url(path_and_query)).send().await.expect("GET");
-        (response.status().as_u16(), response.text().await.expect("text body"))
+        let response = self
+            .http
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .expect("GET");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("text body"),
+        )
     }
 
     pub fn audit_file(&self) -> PathBuf {
         self.data_dir.path().join("audit.sqlite3")
     }
+}
+
+/// The real `tripgate` binary, for tests that kill or restart it.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `tripgate serve` on a free port with `env` on top of the
+    /// repository's config; stdout and stderr go to `log` (appended).
+    pub async fn start(env: &[(&str, String)], log: PathBuf) -> Self {
+        let port = free_port();
+        let address: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the service log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tripgate"));
+        command
+            .arg("serve")
+            .env("TRIPGATE_CONFIG_DIR", config_dir())
+            .env("TRIPGATE__SERVER__LISTEN", address.to_string())
+            .env("TRIPGATE__SERVER__WORKERS", "2")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("start tripgate serve");
+        let service = Self {
+            child,
+            address,
+            log,
+        };
+        service.wait_ready().await;
+        service
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let url = format!("http://{}/healthz", self.address);
+            if let Ok(response) = http.get(&url).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tripgate did not become ready; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts a simulator in this process; returns its base URL.
+pub fn spawn_simulator() -> String {
+    let simulator = Simulator::build(
+        "127.0.0.1:0".parse().unwrap(),
+        PopulationSpec {
+            drivers: 1000,
+            passengers: 10000,
+            seed: 7,
+        },
+        2,
+    )
+    .expect("start the simulator");
+    let url = simulator.base_url();
+    tokio::spawn(simulator.run_until_stopped());
+    url
+}
+
+/// Runs `tripgate audit verify` with extra arguments; (exit code, stdout).
+pub fn audit_verify(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tripgate"));
+    command
+        .args(["audit", "verify"])
+        .args(args)
+        .env("TRIPGATE_CONFIG_DIR", config_dir())
+        .stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run tripgate audit verify");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
 }

@@ -2,6 +2,7 @@
 //! `redis-server` and the provider simulator, each started per test.
 
 mod audit;
+mod audit_integrity;
 mod bad_input;
 mod cache;
 mod configuration;

@@ -302,8 +302,10 @@ pub const SCHEMA: &[&str] = &[
         UNIQUE (instance_id, seq)
     )",
     "CREATE INDEX IF NOT EXISTS audit_decisions_time ON audit_decisions (decided_at, decision_id)",
-    "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at)",
-    "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at)",
+    // Each filter index ends in the page order, so a page is an index range
+    // scan with no sort, however many records match.
+    "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at, decision_id)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at, decision_id)",
     "CREATE INDEX IF NOT EXISTS audit_decisions_trip ON audit_decisions (trip_id)",
     "CREATE TABLE IF NOT EXISTS audit_subjects (
         subject_ref TEXT NOT NULL,
