@@ -79,6 +79,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     settings.provider.base_url = provider_url.clone();
     settings.log.level = "warn".into();
     telemetry::init(&settings.log);
+    let audit_path = settings.audit.sqlite_path.clone();
 
     let app = match Application::build(settings.clone()).await {
         Ok(app) => app,
@@ -162,6 +163,17 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     tally.add(&answers);
 
     tally.print(started.elapsed());
+    let summary: Value = http
+        .get(format!("http://{address}/v1/audit/summary?group_by=hook"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "\n  audit trail: {} decisions recorded in {} (verify: cargo run --release -- audit verify)",
+        summary["total"],
+        audit_path.display()
+    );
     print_examples(address, &population);
 
     if !options.exit {
@@ -327,6 +339,9 @@ fn print_examples(address: SocketAddr, population: &SimulatorState) {
             "  curl -s http://{address}/v1/checks/trip -H 'content-type: application/json' \\\n    -d '{{\"trip_id\":\"T-1001\",\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}},\"passengers\":[{{\"id\":\"{passenger}\"}}]}}'\n"
         );
     }
+    println!("  # the regulator's view: the latest rejections, and counts by reason");
+    println!("  curl -s 'http://{address}/v1/audit/decisions?decision=reject&limit=3'");
+    println!("  curl -s 'http://{address}/v1/audit/summary?group_by=reason'\n");
     println!("  # bad input: 400 with a JSON error");
     println!(
         "  curl -s http://{address}/v1/checks/trip -H 'content-type: application/json' \\\n    -d '{{\"trip_id\":\"T-1002\",\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}},\"passengers\":[]}}'\n"
