@@ -51,10 +51,12 @@ impl Environment {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub checks: CheckSettings,
     pub cache: CacheSettings,
     pub provider: ProviderSettings,
     pub policy: PolicySettings,
     pub audit: AuditSettings,
+    pub events: EventSettings,
     pub log: LogSettings,
 }
 
@@ -64,6 +66,27 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSettings {
+    /// Every decision is made within this; callers may ask for less with
+    /// the `X-Tripgate-Deadline-Ms` header.
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Shared with the provider: HMAC-SHA256 key of pushed events. Set
+    /// exactly one of `secret` and `secret_file`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Events whose timestamp is further off than this are refused (replay).
+    pub max_skew_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -86,6 +109,17 @@ pub struct CacheSettings {
     pub connect_timeout_ms: u64,
     /// Bound of the in-process cache (the `memory` backend).
     pub memory_max_entries: u64,
+    /// Redis Cluster seed nodes (`redis://host:port`); non-empty switches
+    /// from `redis_url` to the cluster.
+    pub redis_cluster_nodes: Vec<String>,
+    /// After a failed Redis call, Redis is skipped this long.
+    pub skip_after_failure_ms: u64,
+    /// L1 in front of Redis: lifetime and size bound.
+    pub l1_ttl_ms: u64,
+    pub l1_max_entries: u64,
+    /// How long past its TTL a status may still serve, when the provider
+    /// cannot answer (reported as `source: "stale"`).
+    pub max_stale_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +128,15 @@ pub struct ProviderSettings {
     pub base_url: String,
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// A call that fails fast within this window is retried once.
+    pub retry_window_ms: u64,
+    /// Circuit breaker: over the last `breaker_window` calls, at least
+    /// `breaker_min_calls` and a failure share of `breaker_failure_rate`
+    /// open it for `breaker_open_ms`.
+    pub breaker_window: usize,
+    pub breaker_min_calls: usize,
+    pub breaker_failure_rate: f64,
+    pub breaker_open_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +201,18 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// A secret given inline or as a file (a mounted Kubernetes secret; one
+/// trailing newline is not part of it).
+fn read_secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
+    match (inline, file) {
+        (Some(secret), None) => Ok(secret.clone()),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        _ => Err("set exactly one of `secret` and `secret_file`".into()),
+    }
+}
+
 /// The configuration directory: `TRIPGATE_CONFIG_DIR`, else `./config`.
 pub fn config_dir() -> PathBuf {
     std::env::var_os("TRIPGATE_CONFIG_DIR")
@@ -182,7 +237,9 @@ impl Settings {
                 config::Environment::with_prefix("TRIPGATE")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("cache.redis_cluster_nodes"),
             )
             .build()?
             .try_deserialize()?;
@@ -217,6 +274,29 @@ impl Settings {
                 self.provider.connect_timeout_ms,
             ),
         ];
+        let more_positive = [
+            ("checks.deadline_ms", self.checks.deadline_ms),
+            ("cache.skip_after_failure_ms", self.cache.skip_after_failure_ms),
+            ("cache.l1_ttl_ms", self.cache.l1_ttl_ms),
+            ("cache.l1_max_entries", self.cache.l1_max_entries),
+            ("provider.breaker_window", self.provider.breaker_window as u64),
+            ("provider.breaker_min_calls", self.provider.breaker_min_calls as u64),
+            ("provider.breaker_open_ms", self.provider.breaker_open_ms),
+            ("events.max_skew_secs", self.events.max_skew_secs),
+        ];
+        if !(self.provider.breaker_failure_rate > 0.0 && self.provider.breaker_failure_rate <= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "provider.breaker_failure_rate",
+                problem: "must be greater than 0 and at most 1".into(),
+            });
+        }
+        for node in &self.cache.redis_cluster_nodes {
+            redis::Client::open(node.as_str()).map_err(|e| ConfigError::Invalid {
+                key: "cache.redis_cluster_nodes",
+                problem: format!("not a usable Redis URL: {e}"),
+            })?;
+        }
+        self.events_secret()?;
         let audit_positive = [
             (
                 "audit.sqlite_busy_timeout_ms",
@@ -231,7 +311,7 @@ impl Settings {
             ("audit.max_batch", self.audit.max_batch as u64),
             ("audit.queue_capacity", self.audit.queue_capacity as u64),
         ];
-        for (key, value) in positive.into_iter().chain(audit_positive) {
+        for (key, value) in positive.into_iter().chain(audit_positive).chain(more_positive) {
             if value == 0 {
                 return Err(ConfigError::Invalid {
                     key,
@@ -286,28 +366,12 @@ impl Settings {
     pub fn audit_keys(&self) -> Result<crate::audit::AuditKeys, ConfigError> {
         let mut pairs = Vec::with_capacity(self.audit.keys.len());
         for (i, key) in self.audit.keys.iter().enumerate() {
-            let secret = match (&key.secret, &key.secret_file) {
-                (Some(secret), None) => secret.clone(),
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                    .map_err(|e| ConfigError::Invalid {
-                        key: "audit.keys",
-                        problem: format!(
-                            "key {i} ({}): cannot read {}: {e}",
-                            key.id,
-                            file.display()
-                        ),
-                    })?,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        key: "audit.keys",
-                        problem: format!(
-                            "key {i} ({}): set exactly one of `secret` and `secret_file`",
-                            key.id
-                        ),
-                    })
+            let secret = read_secret(&key.secret, &key.secret_file).map_err(|problem| {
+                ConfigError::Invalid {
+                    key: "audit.keys",
+                    problem: format!("key {i} ({}): {problem}", key.id),
                 }
-            };
+            })?;
             pairs.push((key.id.clone(), secret));
         }
         crate::audit::AuditKeys::new(&pairs, &self.audit.active_key).map_err(|e| {
@@ -316,6 +380,19 @@ impl Settings {
                 problem: e.to_string(),
             }
         })
+    }
+
+    /// The shared secret of pushed status events.
+    pub fn events_secret(&self) -> Result<String, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "events.secret",
+            problem,
+        };
+        let secret = read_secret(&self.events.secret, &self.events.secret_file).map_err(invalid)?;
+        if secret.len() < 16 {
+            return Err(invalid("must be at least 16 bytes".into()));
+        }
+        Ok(secret)
     }
 
     /// This instance's chain id.
@@ -358,6 +435,12 @@ impl CacheSettings {
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl CheckSettings {
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
     }
 }
 

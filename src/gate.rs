@@ -8,8 +8,10 @@
 //! policy stays pure.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::audit::{AuditParty, AuditReason, AuditRecord, AuditWriter, Hook, WriteError};
@@ -56,22 +58,36 @@ pub struct Gate {
     resolver: Resolver,
     policy: Arc<Policy>,
     audit: AuditWriter,
+    /// The longest any decision may take; callers may ask for less.
+    deadline: Duration,
 }
 
 impl Gate {
-    pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter) -> Self {
+    pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter, deadline: Duration) -> Self {
         Self {
             resolver,
             policy: Arc::new(policy),
             audit,
+            deadline,
         }
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
 
-    pub async fn check_trip(&self, check: TripCheck) -> Result<TripDecision, GateError> {
+    /// Decides `check` within `budget` (capped by the configured deadline):
+    /// whatever status is not known by then counts as unavailable.
+    pub async fn check_trip(
+        &self,
+        check: TripCheck,
+        budget: Option<Duration>,
+    ) -> Result<TripDecision, GateError> {
+        let deadline = Instant::now() + budget.map_or(self.deadline, |b| b.min(self.deadline));
         let policy = Arc::clone(&self.policy);
         let city_policy = policy
             .city(&check.city)
@@ -80,7 +96,7 @@ impl Gate {
                 policy_version: policy.version().to_owned(),
             })?;
 
-        let lookups = self.resolver.resolve(&check.subjects()).await;
+        let lookups = self.resolver.resolve(&check.subjects(), deadline).await;
 
         let decided_at = Utc::now();
         let parties: Vec<(Party, &StatusLookup)> = check

@@ -9,6 +9,7 @@ pub mod audit_commands;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod gate;
 pub mod policy;
 pub mod provider_api;

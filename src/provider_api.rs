@@ -74,3 +74,48 @@ pub struct SimulatorStats {
 pub struct ProviderError {
     pub error: String,
 }
+
+/// Pushed status events (`POST /v1/status-events` on tripgate) carry a
+/// `HealthCodeRecord` body and two headers: the Unix time in seconds, and
+/// `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
+pub const EVENT_TIMESTAMP_HEADER: &str = "X-Tripgate-Timestamp";
+pub const EVENT_SIGNATURE_HEADER: &str = "X-Tripgate-Signature";
+
+fn event_mac(secret: &[u8], timestamp: &str, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+    use hmac::{KeyInit, Mac};
+    // HMAC accepts keys of any length.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret)
+        .expect("HMAC takes any key length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
+}
+
+/// The signature header value for an event.
+pub fn sign_event(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let digest = event_mac(secret, timestamp, body).finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// Checks a signature header value in constant time.
+pub fn event_signature_matches(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
+    use hmac::Mac;
+    let hex = signature.strip_prefix("sha256=").unwrap_or(signature);
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    let bytes: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
+        .collect();
+    event_mac(secret, timestamp, body).verify_slice(&bytes).is_ok()
+}
+
+/// `PUT /admin/webhook` (simulator only): where to push code changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+}

@@ -8,6 +8,7 @@
 //! `SHUTDOWN_GRACE`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
@@ -18,8 +19,10 @@ use crate::config::{CacheBackend, ConfigError, Settings};
 use crate::gate::Gate;
 use crate::policy::{Policy, PolicyError};
 use crate::routes;
+use crate::events::StatusEvents;
 use crate::status::{
-    CacheTtls, MemoryCache, ProviderClient, RedisCache, RedisCacheOptions, Resolver, StatusCache,
+    spawn_invalidation_listener, BreakerConfig, CacheTtls, CircuitBreaker, L1Cache, MemoryCache,
+    ProviderClient, RedisCache, RedisCacheOptions, Resolver, ResolverOptions, StatusCache,
 };
 use crate::telemetry::RedactedRootSpan;
 
@@ -51,14 +54,15 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     audit_writer: tokio::task::JoinHandle<()>,
-    retention: tokio::task::JoinHandle<()>,
+    /// Background tasks that end with the server: retention, invalidations.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
         let policy = Policy::load(&settings.policy.path)?;
-        let resolver = build_resolver(&settings)?;
+        let (resolver, invalidations) = build_resolver(&settings)?;
         let backend = match settings.audit.backend {
             crate::config::AuditBackend::Sqlite => "audit.sqlite_path",
             crate::config::AuditBackend::Postgres => "audit.postgres_url",
@@ -81,7 +85,12 @@ impl Application {
             std::time::Duration::from_secs(settings.audit.purge_interval_secs),
         );
         let reader = web::Data::new(AuditReader::new(store, audit.keys().clone()));
-        let gate = web::Data::new(Gate::new(resolver, policy, audit));
+        let events = web::Data::new(StatusEvents::new(
+            resolver.clone(),
+            settings.events_secret()?,
+            settings.events.max_skew_secs,
+        ));
+        let gate = web::Data::new(Gate::new(resolver, policy, audit, settings.checks.deadline()));
 
         let listener =
             TcpListener::bind(settings.server.listen).map_err(|source| StartupError::Bind {
@@ -98,6 +107,7 @@ impl Application {
                 .wrap(TracingLogger::<RedactedRootSpan>::new())
                 .app_data(gate.clone())
                 .app_data(reader.clone())
+                .app_data(events.clone())
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
         })
@@ -116,7 +126,7 @@ impl Application {
             address,
             server,
             audit_writer,
-            retention,
+            background: [Some(retention), invalidations].into_iter().flatten().collect(),
         })
     }
 
@@ -137,34 +147,77 @@ impl Application {
     /// whatever the last requests queued.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        self.retention.abort();
+        for task in &self.background {
+            task.abort();
+        }
         let _ = self.audit_writer.await;
         served
     }
 }
 
-fn build_resolver(settings: &Settings) -> Result<Resolver, StartupError> {
+/// The status path; with Redis also the task that listens for L1
+/// invalidations.
+fn build_resolver(
+    settings: &Settings,
+) -> Result<(Resolver, Option<tokio::task::JoinHandle<()>>), StartupError> {
     let cache_settings = &settings.cache;
     let ttls = CacheTtls {
         registered: cache_settings.ttl(),
         not_registered: cache_settings.negative_ttl(),
+        max_stale: Duration::from_secs(cache_settings.max_stale_secs),
     };
-    let cache = match cache_settings.backend {
-        CacheBackend::Redis => StatusCache::Redis(RedisCache::new(RedisCacheOptions {
-            url: cache_settings.redis_url.clone(),
-            namespace: cache_settings.namespace.clone(),
-            ttls,
-            command_timeout: cache_settings.command_timeout(),
-            connect_timeout: cache_settings.connect_timeout(),
-        })?),
-        CacheBackend::Memory => {
-            StatusCache::Memory(MemoryCache::new(cache_settings.memory_max_entries, ttls))
+    let (cache, l1, invalidations) = match cache_settings.backend {
+        CacheBackend::Redis => {
+            let redis = RedisCache::new(RedisCacheOptions {
+                url: cache_settings.redis_url.clone(),
+                cluster_nodes: cache_settings.redis_cluster_nodes.clone(),
+                namespace: cache_settings.namespace.clone(),
+                ttls,
+                command_timeout: cache_settings.command_timeout(),
+                connect_timeout: cache_settings.connect_timeout(),
+                skip_after_failure: Duration::from_millis(cache_settings.skip_after_failure_ms),
+            })?;
+            let l1 = L1Cache::new(
+                cache_settings.l1_max_entries,
+                Duration::from_millis(cache_settings.l1_ttl_ms),
+            );
+            let listen_to = cache_settings
+                .redis_cluster_nodes
+                .first()
+                .unwrap_or(&cache_settings.redis_url)
+                .clone();
+            let listener = spawn_invalidation_listener(
+                listen_to,
+                redis.invalidation_channel().to_owned(),
+                l1.clone(),
+            );
+            (StatusCache::Redis(redis), Some(l1), Some(listener))
         }
+        CacheBackend::Memory => (
+            StatusCache::Memory(MemoryCache::new(cache_settings.memory_max_entries, ttls)),
+            None,
+            None,
+        ),
     };
+    let provider_settings = &settings.provider;
     let provider = ProviderClient::new(
         &settings.provider_url()?,
-        settings.provider.timeout(),
-        settings.provider.connect_timeout(),
+        provider_settings.timeout(),
+        provider_settings.connect_timeout(),
     )?;
-    Ok(Resolver::new(cache, provider))
+    let breaker = CircuitBreaker::new(
+        "provider",
+        BreakerConfig {
+            window: provider_settings.breaker_window,
+            min_calls: provider_settings.breaker_min_calls,
+            failure_rate: provider_settings.breaker_failure_rate,
+            open_for: Duration::from_millis(provider_settings.breaker_open_ms),
+        },
+    );
+    let options = ResolverOptions {
+        ttls,
+        retry_window: Duration::from_millis(provider_settings.retry_window_ms),
+        write_back_timeout: cache_settings.command_timeout(),
+    };
+    Ok((Resolver::new(l1, cache, provider, breaker, options), invalidations))
 }

@@ -3,7 +3,9 @@
 //! Every decision, allow or reject, is HTTP 200; 4xx means the request itself
 //! was wrong and no decision was made.
 
-use actix_web::{web, HttpResponse};
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
@@ -82,12 +84,30 @@ impl<'a> TripCheckResponse<'a> {
     }
 }
 
+/// Callers may bound a decision's time below the configured deadline.
+pub const DEADLINE_HEADER: &str = "X-Tripgate-Deadline-Ms";
+
+fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = request.headers().get(DEADLINE_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        _ => Err(ApiError::InvalidHeader {
+            header: DEADLINE_HEADER,
+            problem: "must be a whole number of milliseconds greater than 0",
+        }),
+    }
+}
+
 pub async fn trip(
     gate: web::Data<Gate>,
+    request: HttpRequest,
     body: web::Json<TripCheckBody>,
 ) -> Result<HttpResponse, ApiError> {
+    let budget = requested_budget(&request)?;
     let check = TripCheck::try_from(body.into_inner())?;
-    let decided = gate.check_trip(check).await?;
+    let decided = gate.check_trip(check, budget).await?;
     tracing::Span::current().record("decision_id", tracing::field::display(decided.decision_id));
     tracing::debug!(
         decision = ?decided.decision.outcome,

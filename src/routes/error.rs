@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::MAX_BODY_BYTES;
 use crate::audit::{FilterError, StoreError};
 use crate::domain::InvalidRequest;
+use crate::events::EventError;
 use crate::gate::GateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,13 @@ pub enum ApiError {
     InvalidField(#[from] InvalidRequest),
     #[error("request body is larger than the {limit} bytes allowed")]
     BodyTooLarge { limit: usize },
+    #[error("header {header} {problem}")]
+    InvalidHeader {
+        header: &'static str,
+        problem: &'static str,
+    },
+    #[error("{0}")]
+    Event(#[from] EventError),
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("could not read the request body: {0}")]
@@ -51,6 +59,11 @@ impl ApiError {
             ApiError::InvalidField(_) => "INVALID_FIELD",
             ApiError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            ApiError::InvalidHeader { .. } => "INVALID_HEADER",
+            ApiError::Event(EventError::MissingHeader(_) | EventError::BadSignature) => "INVALID_SIGNATURE",
+            ApiError::Event(EventError::StaleTimestamp(_)) => "STALE_TIMESTAMP",
+            ApiError::Event(EventError::BadBody(_)) => "INVALID_EVENT",
+            ApiError::Event(EventError::Unavailable(_)) => "CACHE_UNAVAILABLE",
             ApiError::UnreadableBody(_) => "UNREADABLE_BODY",
             ApiError::Gate(GateError::UnknownCity { .. }) => "UNKNOWN_CITY",
             ApiError::Gate(GateError::AuditUnavailable(_)) => "AUDIT_UNAVAILABLE",
@@ -83,7 +96,13 @@ impl ResponseError for ApiError {
             | ApiError::InvalidShape(_)
             | ApiError::InvalidField(_)
             | ApiError::UnreadableBody(_)
-            | ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            | ApiError::InvalidParameter(_)
+            | ApiError::InvalidHeader { .. }
+            | ApiError::Event(EventError::BadBody(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Event(
+                EventError::MissingHeader(_) | EventError::BadSignature | EventError::StaleTimestamp(_),
+            ) => StatusCode::UNAUTHORIZED,
+            ApiError::Event(EventError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DecisionNotFound => StatusCode::NOT_FOUND,
             ApiError::AuditStore(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

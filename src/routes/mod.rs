@@ -5,6 +5,7 @@
 mod audit;
 mod checks;
 mod error;
+mod events;
 mod health;
 
 use actix_web::web;
@@ -27,10 +28,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/v1/audit/summary", audit::summary))
         .service(get("/v1/audit/export", audit::export))
         .service(
-            web::resource("/healthz")
-                .route(web::get().to(health::healthz))
+            web::resource("/v1/status-events")
+                .route(web::post().to(events::status_event))
                 .default_service(web::to(error::method_not_allowed)),
-        );
+        )
+        .service(get("/healthz", health::healthz))
+        .service(get("/readyz", health::readyz));
 }
 
 /// A GET-only resource; other methods get a JSON 405.

@@ -1,9 +1,10 @@
 //! The embedded status cache: a bounded in-process map (moka) whose entries
-//! expire after the TTL that fits their status.
+//! live for their TTL plus the stale allowance.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use moka::future::Cache;
+use moka::sync::Cache;
 use moka::Expiry;
 
 use super::{CacheTtls, CachedStatus};
@@ -12,6 +13,8 @@ use crate::domain::SubjectId;
 #[derive(Clone)]
 pub struct MemoryCache {
     entries: Cache<SubjectId, CachedStatus>,
+    /// Serialises compare-and-write; writes are rare next to reads.
+    write: std::sync::Arc<Mutex<()>>,
 }
 
 struct ExpireByStatus(CacheTtls);
@@ -23,7 +26,7 @@ impl Expiry<SubjectId, CachedStatus> for ExpireByStatus {
         value: &CachedStatus,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(self.0.for_status(&value.status))
+        Some(self.0.keep_for(&value.status))
     }
 
     fn expire_after_update(
@@ -33,7 +36,7 @@ impl Expiry<SubjectId, CachedStatus> for ExpireByStatus {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.0.for_status(&value.status))
+        Some(self.0.keep_for(&value.status))
     }
 }
 
@@ -44,22 +47,27 @@ impl MemoryCache {
                 .max_capacity(max_entries)
                 .expire_after(ExpireByStatus(ttls))
                 .build(),
+            write: Default::default(),
         }
     }
 
-    pub async fn get_many(&self, subjects: &[SubjectId]) -> Vec<Option<CachedStatus>> {
-        let mut found = Vec::with_capacity(subjects.len());
-        for subject in subjects {
-            found.push(self.entries.get(subject).await);
-        }
-        found
+    pub fn get(&self, subject: &SubjectId) -> Option<CachedStatus> {
+        self.entries.get(subject)
     }
 
-    pub async fn put_many(&self, entries: &[(&SubjectId, CachedStatus)]) {
-        for (subject, status) in entries {
-            self.entries
-                .insert((*subject).clone(), status.clone())
-                .await;
+    pub fn get_many(&self, subjects: &[&SubjectId]) -> Vec<Option<CachedStatus>> {
+        subjects.iter().map(|s| self.entries.get(*s)).collect()
+    }
+
+    /// Returns whether it was written (no newer status was cached).
+    pub fn put_if_newer(&self, subject: &SubjectId, status: CachedStatus) -> bool {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = self.entries.get(subject) {
+            if current.order_us > status.order_us {
+                return false;
+            }
         }
+        self.entries.insert(subject.clone(), status);
+        true
     }
 }

@@ -1,12 +1,17 @@
-//! Resolving a subject's health-code status: caches in front of the provider.
+//! Resolving a subject's health-code status: in-process L1, the shared cache
+//! (Redis or in-process), then the provider.
 //!
-//! The resolver is the only part that knows the lookup order (cache, then the
-//! provider in one batch) and it never fails as a whole: a subject whose
-//! status cannot be determined comes back as `StatusLookup::Unavailable`, and
-//! policy decides what that means. Each known status carries its provenance
-//! (`Source`) and the time it was fetched from the provider.
+//! The resolver is the only part that knows the lookup order and it never
+//! fails as a whole: a subject whose status cannot be determined in time
+//! comes back as `StatusLookup::Unavailable`, and policy decides what that
+//! means. Each known status carries its provenance (`Source`) and the time
+//! it was fetched from the provider. Cached statuses stay *fresh* for their
+//! TTL and remain usable as *stale* copies for `max_stale` more, but only
+//! when the provider cannot answer.
 
+mod breaker;
 mod cache;
+mod l1;
 mod memory_cache;
 mod provider;
 mod redis_cache;
@@ -17,11 +22,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::HealthCode;
 
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use cache::{CacheError, CacheTtls, StatusCache};
+pub use l1::L1Cache;
 pub use memory_cache::MemoryCache;
 pub use provider::{ProviderClient, ProviderError};
-pub use redis_cache::{RedisCache, RedisCacheOptions};
-pub use resolver::Resolver;
+pub use redis_cache::{spawn_invalidation_listener, RedisCache, RedisCacheOptions};
+pub use resolver::{Resolver, ResolverHealth, ResolverOptions};
 
 /// What the provider says about a subject.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +51,8 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 4] = [Source::L1, Source::Redis, Source::Upstream, Source::Stale];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::L1 => "l1",
@@ -59,6 +68,24 @@ impl Source {
 pub struct CachedStatus {
     pub status: Status,
     pub fetched_at: DateTime<Utc>,
+    /// Orders writes of one subject: a write never replaces a value with a
+    /// larger order. The code's `updated_at` (or, for "not registered", the
+    /// fetch time) in microseconds; Redis compares it in a script.
+    pub order_us: i64,
+}
+
+impl CachedStatus {
+    pub fn new(status: Status, fetched_at: DateTime<Utc>) -> Self {
+        let order_us = match &status {
+            Status::Registered(code) => code.updated_at.timestamp_micros(),
+            Status::NotRegistered => fetched_at.timestamp_micros(),
+        };
+        Self {
+            status,
+            fetched_at,
+            order_us,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +95,16 @@ pub enum StatusLookup {
         source: Source,
         fetched_at: DateTime<Utc>,
     },
-    /// Neither a cache nor the provider could say.
+    /// Neither a cache nor the provider could say in time.
     Unavailable,
+}
+
+impl StatusLookup {
+    fn known(cached: CachedStatus, source: Source) -> Self {
+        StatusLookup::Known {
+            status: cached.status,
+            source,
+            fetched_at: cached.fetched_at,
+        }
+    }
 }

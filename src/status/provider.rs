@@ -26,6 +26,18 @@ pub enum ProviderError {
     Incomplete(usize),
 }
 
+impl ProviderError {
+    /// Worth one quick retry: the provider refused or failed fast. A timeout
+    /// is not: the time is already spent.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Transport(e) => e.is_connect(),
+            ProviderError::Status(status) => status.is_server_error() || status.as_u16() == 429,
+            ProviderError::Body(_) | ProviderError::Incomplete(_) => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ProviderClient {
     http: reqwest::Client,

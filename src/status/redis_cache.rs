@@ -1,75 +1,153 @@
-//! The shared status cache in Redis.
+//! The shared status cache in Redis (standalone or Redis Cluster).
 //!
-//! One long-lived multiplexed connection (`ConnectionManager`) serves every
-//! request and reconnects by itself. All subjects of one request are read
-//! with a single MGET and written back with a single pipeline. Every call is
-//! bounded by `command_timeout`: a slow Redis degrades to cache misses, it
-//! never stalls a decision.
+//! One long-lived multiplexed connection serves every request and reconnects
+//! by itself (`ConnectionManager`; the cluster client does the same per
+//! node). All subjects of one request are read with a single MGET, which the
+//! cluster client splits into one request per shard involved. Every call is
+//! bounded by `command_timeout`, and after a failure Redis is skipped for
+//! `skip_after_failure` so a dead Redis costs one timeout, not one per check.
 //!
-//! Keys are `<namespace>:v1:hc:<subject>`; the `v1` changes whenever the
+//! Writes go through a small Lua script that keeps the newer of two statuses
+//! (by `order_us`), so a slow write-back never overwrites a pushed change.
+//! Pushed changes are also PUBLISHed on the invalidation channel, which every
+//! replica listens to in order to drop its L1 copy.
+//!
+//! Keys are `<namespace>:v2:hc:<subject>`; the `v2` changes whenever the
 //! value format does, so a rolling upgrade never misreads an old value.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
-use redis::IntoConnectionInfo;
+use redis::{ConnectionInfo, IntoConnectionInfo};
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
 
-use super::{CacheError, CacheTtls, CachedStatus};
+use super::{CacheError, CacheTtls, CachedStatus, L1Cache};
 use crate::domain::SubjectId;
 
-const KEY_FORMAT_VERSION: &str = "v1";
+const KEY_FORMAT_VERSION: &str = "v2";
+
+/// Writes `ARGV[1]` with TTL `ARGV[3]` ms unless the stored value has a
+/// larger `order_us` than `ARGV[2]`; publishes `ARGV[5]` on channel
+/// `ARGV[4]` when one is given and the write happened. Returns 1 if written.
+const WRITE_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, decoded = pcall(cjson.decode, current)
+  if ok and type(decoded) == 'table' and tonumber(decoded.order_us) and tonumber(decoded.order_us) > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if ARGV[4] ~= '' then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
+return 1
+";
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    /// Connected on first use, so start-up does not wait for the cluster.
+    Cluster {
+        client: ClusterClient,
+        connection: Arc<OnceCell<ClusterConnection>>,
+    },
+}
 
 #[derive(Clone)]
 pub struct RedisCache {
-    connection: ConnectionManager,
+    connection: Connection,
     key_prefix: String,
+    channel: String,
     ttls: CacheTtls,
     command_timeout: Duration,
+    skip_after_failure: Duration,
+    /// Milliseconds since `epoch` before which Redis is skipped.
+    skip_until_ms: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 #[derive(Debug, Clone)]
 pub struct RedisCacheOptions {
     pub url: String,
+    /// Non-empty: Redis Cluster with these seed nodes (`url` is ignored).
+    pub cluster_nodes: Vec<String>,
     pub namespace: String,
     pub ttls: CacheTtls,
     pub command_timeout: Duration,
     pub connect_timeout: Duration,
+    pub skip_after_failure: Duration,
+}
+
+/// Keepalive and a TCP user timeout make a half-open connection (Redis host
+/// gone without a FIN) fail in seconds instead of minutes.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(
+            TcpKeepalive::new()
+                .with_time(Duration::from_secs(10))
+                .with_interval(Duration::from_secs(5))
+                .with_retries(3),
+        )
+        .set_user_timeout(Duration::from_secs(15))
+}
+
+fn connection_info(url: &str) -> redis::RedisResult<ConnectionInfo> {
+    Ok(url.into_connection_info()?.set_tcp_settings(tcp_settings()))
 }
 
 impl RedisCache {
     /// Prepares the connection without connecting: the service starts (and
     /// serves from the provider) even while Redis is down.
     pub fn new(options: RedisCacheOptions) -> Result<Self, redis::RedisError> {
-        // Keepalive and a TCP user timeout make a half-open connection (Redis
-        // host gone without a FIN) fail in seconds instead of minutes.
-        let tcp = TcpSettings::default()
-            .set_nodelay(true)
-            .set_keepalive(
-                TcpKeepalive::new()
-                    .with_time(Duration::from_secs(10))
-                    .with_interval(Duration::from_secs(5))
-                    .with_retries(3),
-            )
-            .set_user_timeout(Duration::from_secs(15));
-        let info = options
-            .url
-            .as_str()
-            .into_connection_info()?
-            .set_tcp_settings(tcp);
-        let client = redis::Client::open(info)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = if options.cluster_nodes.is_empty() {
+            let client = redis::Client::open(connection_info(&options.url)?)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.connect_timeout))
+                .set_response_timeout(Some(options.command_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(2));
+            Connection::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+        } else {
+            let nodes = options
+                .cluster_nodes
+                .iter()
+                .map(|n| connection_info(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(options.connect_timeout)
+                .response_timeout(options.command_timeout)
+                .tcp_settings(tcp_settings())
+                .retries(1)
+                .build()?;
+            Connection::Cluster {
+                client,
+                connection: Arc::new(OnceCell::new()),
+            }
+        };
+        let namespace = &options.namespace;
         Ok(Self {
             connection,
-            key_prefix: format!("{}:{KEY_FORMAT_VERSION}:hc:", options.namespace),
+            key_prefix: format!("{namespace}:{KEY_FORMAT_VERSION}:hc:"),
+            channel: format!("{namespace}:{KEY_FORMAT_VERSION}:invalidate"),
             ttls: options.ttls,
             command_timeout: options.command_timeout,
+            skip_after_failure: options.skip_after_failure,
+            skip_until_ms: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
         })
+    }
+
+    pub fn invalidation_channel(&self) -> &str {
+        &self.channel
     }
 
     pub fn key_for(&self, subject: &SubjectId) -> String {
@@ -79,49 +157,110 @@ impl RedisCache {
         key
     }
 
+    /// False while Redis is being skipped after a failure.
+    pub fn is_up(&self) -> bool {
+        self.epoch.elapsed().as_millis() as u64 >= self.skip_until_ms.load(Ordering::Relaxed)
+    }
+
     pub async fn get_many(
         &self,
-        subjects: &[SubjectId],
+        subjects: &[&SubjectId],
     ) -> Result<Vec<Option<CachedStatus>>, CacheError> {
         let keys: Vec<String> = subjects.iter().map(|s| self.key_for(s)).collect();
-        let mut connection = self.connection.clone();
-        let raw: Vec<Option<Vec<u8>>> = self
-            .bounded(redis::cmd("MGET").arg(&keys).query_async(&mut connection))
-            .await?;
+        let mut mget = redis::cmd("MGET");
+        mget.arg(&keys);
+        let raw: Vec<Option<Vec<u8>>> = self.query(&mget).await?;
         Ok(raw
             .into_iter()
             .map(|value| value.and_then(|bytes| decode(&bytes)))
             .collect())
     }
 
+    fn write_command(&self, subject: &SubjectId, status: &CachedStatus, publish: bool) -> redis::Cmd {
+        let ttl = self.ttls.keep_for(&status.status);
+        // Serialising plain data structs into a Vec cannot fail.
+        let value = serde_json::to_vec(status).unwrap_or_default();
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(WRITE_IF_NEWER)
+            .arg(1)
+            .arg(self.key_for(subject))
+            .arg(value)
+            .arg(status.order_us)
+            .arg(ttl.as_millis() as u64);
+        if publish {
+            eval.arg(&self.channel).arg(subject.expose());
+        } else {
+            eval.arg("").arg("");
+        }
+        eval
+    }
+
     pub async fn put_many(&self, entries: &[(&SubjectId, CachedStatus)]) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for (subject, status) in entries {
-            let ttl = self.ttls.for_status(&status.status);
-            // Serialising plain data structs into a Vec cannot fail.
-            let value = serde_json::to_vec(status).unwrap_or_default();
-            pipe.cmd("SET")
-                .arg(self.key_for(subject))
-                .arg(value)
-                .arg("PX")
-                .arg(ttl.as_millis() as u64)
-                .ignore();
+        match &self.connection {
+            Connection::Single(manager) => {
+                if !self.is_up() {
+                    return Err(CacheError::Skipped);
+                }
+                let mut pipe = redis::pipe();
+                for (subject, status) in entries {
+                    pipe.add_command(self.write_command(subject, status, false)).ignore();
+                }
+                self.bounded(pipe.query_async::<()>(&mut manager.clone())).await
+            }
+            // Keys of one batch live on different slots; a cluster pipeline
+            // must stay on one, so the writes go out side by side instead.
+            Connection::Cluster { .. } => {
+                let writes = entries.iter().map(|(subject, status)| {
+                    let command = self.write_command(subject, status, false);
+                    async move { self.query::<i64>(&command).await }
+                });
+                for result in futures_util::future::join_all(writes).await {
+                    result?;
+                }
+                Ok(())
+            }
         }
-        let mut connection = self.connection.clone();
-        self.bounded(pipe.query_async::<()>(&mut connection)).await
+    }
+
+    pub async fn put_pushed(&self, subject: &SubjectId, status: CachedStatus) -> Result<bool, CacheError> {
+        let written: i64 = self.query(&self.write_command(subject, &status, true)).await?;
+        Ok(written == 1)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
+        if !self.is_up() {
+            return Err(CacheError::Skipped);
+        }
+        let call = async {
+            match &self.connection {
+                Connection::Single(manager) => command.query_async(&mut manager.clone()).await,
+                Connection::Cluster { client, connection } => {
+                    let connection = connection
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?;
+                    command.query_async(&mut connection.clone()).await
+                }
+            }
+        };
+        self.bounded(call).await
     }
 
     async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, CacheError> {
-        match tokio::time::timeout(self.command_timeout, call).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(CacheError::Timeout(self.command_timeout)),
-        }
+        let outcome = match tokio::time::timeout(self.command_timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => CacheError::Redis(e),
+            Err(_) => CacheError::Timeout(self.command_timeout),
+        };
+        let until = self.epoch.elapsed() + self.skip_after_failure;
+        self.skip_until_ms
+            .store(until.as_millis() as u64, Ordering::Relaxed);
+        Err(outcome)
     }
 }
 
@@ -135,4 +274,45 @@ fn decode(bytes: &[u8]) -> Option<CachedStatus> {
             None
         }
     }
+}
+
+/// Listens for invalidations and drops the named subjects from L1. On any
+/// disconnect L1 is cleared (messages may have been missed) and the
+/// listener reconnects with backoff. In a cluster, PUBLISH reaches every
+/// node, so listening to one node suffices.
+pub fn spawn_invalidation_listener(url: String, channel: String, l1: L1Cache) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match listen(&url, &channel, &l1, &mut backoff).await {
+                Ok(()) => tracing::warn!("redis invalidation stream ended; reconnecting"),
+                Err(error) => tracing::warn!(%error, "redis invalidation listener failed; reconnecting"),
+            }
+            l1.invalidate_all();
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+async fn listen(
+    url: &str,
+    channel: &str,
+    l1: &L1Cache,
+    backoff: &mut Duration,
+) -> redis::RedisResult<()> {
+    let client = redis::Client::open(connection_info(url)?)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    *backoff = Duration::from_millis(100);
+    // Anything published while we were away is unknown: start clean.
+    l1.invalidate_all();
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let payload: String = message.get_payload()?;
+        if let Ok(subject) = SubjectId::parse(&payload) {
+            l1.invalidate(&subject);
+        }
+    }
+    Ok(())
 }
