@@ -276,15 +276,25 @@ impl Settings {
         ];
         let more_positive = [
             ("checks.deadline_ms", self.checks.deadline_ms),
-            ("cache.skip_after_failure_ms", self.cache.skip_after_failure_ms),
+            (
+                "cache.skip_after_failure_ms",
+                self.cache.skip_after_failure_ms,
+            ),
             ("cache.l1_ttl_ms", self.cache.l1_ttl_ms),
             ("cache.l1_max_entries", self.cache.l1_max_entries),
-            ("provider.breaker_window", self.provider.breaker_window as u64),
-            ("provider.breaker_min_calls", self.provider.breaker_min_calls as u64),
+            (
+                "provider.breaker_window",
+                self.provider.breaker_window as u64,
+            ),
+            (
+                "provider.breaker_min_calls",
+                self.provider.breaker_min_calls as u64,
+            ),
             ("provider.breaker_open_ms", self.provider.breaker_open_ms),
             ("events.max_skew_secs", self.events.max_skew_secs),
         ];
-        if !(self.provider.breaker_failure_rate > 0.0 && self.provider.breaker_failure_rate <= 1.0) {
+        if !(self.provider.breaker_failure_rate > 0.0 && self.provider.breaker_failure_rate <= 1.0)
+        {
             return Err(ConfigError::Invalid {
                 key: "provider.breaker_failure_rate",
                 problem: "must be greater than 0 and at most 1".into(),
@@ -311,7 +321,11 @@ impl Settings {
             ("audit.max_batch", self.audit.max_batch as u64),
             ("audit.queue_capacity", self.audit.queue_capacity as u64),
         ];
-        for (key, value) in positive.into_iter().chain(audit_positive).chain(more_positive) {
+        for (key, value) in positive
+            .into_iter()
+            .chain(audit_positive)
+            .chain(more_positive)
+        {
             if value == 0 {
                 return Err(ConfigError::Invalid {
                     key,

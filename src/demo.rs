@@ -1,8 +1,9 @@
 //! `tripgate demo`: the whole system on one machine, with no server to
 //! install. It starts the provider simulator on loopback, the service with
 //! the embedded defaults (in-process cache) talking to it over real HTTP,
-//! drives trip checks through real HTTP, turns some drivers red mid-run, and
-//! prints what was decided and why.
+//! drives trip checks through real HTTP, turns some drivers red mid-run (the
+//! simulator pushes the change to tripgate's signed events endpoint, so the
+//! cached green is replaced at once), and prints what was decided and why.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::{CacheBackend, Settings};
-use crate::simulator::{Population, PopulationSpec, Simulator, SimulatorState};
+use crate::simulator::{Population, PopulationSpec, Simulator, SimulatorState, Webhook};
 use crate::startup::{Application, StartupError};
 use crate::telemetry;
 
@@ -38,8 +39,6 @@ pub enum DemoError {
 
 const DRIVERS: u64 = 300;
 const PASSENGERS: u64 = 3_000;
-/// Short enough that a code changed at the provider shows within the demo.
-const DEMO_CACHE_TTL_SECS: u64 = 2;
 const CONCURRENCY: usize = 16;
 const TURNED_RED: usize = 5;
 
@@ -74,12 +73,11 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
 
     let mut settings = Settings::load()?;
     settings.cache.backend = CacheBackend::Memory;
-    settings.cache.ttl_secs = DEMO_CACHE_TTL_SECS;
-    settings.cache.negative_ttl_secs = DEMO_CACHE_TTL_SECS;
     settings.provider.base_url = provider_url.clone();
     settings.log.level = "warn".into();
     telemetry::init(&settings.log);
     let audit_path = settings.audit.sqlite_path.clone();
+    let events_secret = settings.events_secret()?;
 
     let app = match Application::build(settings.clone()).await {
         Ok(app) => app,
@@ -93,11 +91,15 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let address = app.address();
     let app_handle = app.handle();
     tokio::spawn(app.run_until_stopped());
+    population.set_webhook(Some(Webhook {
+        url: format!("http://{address}/v1/status-events"),
+        secret: events_secret,
+    }));
 
     println!("tripgate demo");
     println!("  provider simulator  {provider_url}  ({DRIVERS} drivers, {PASSENGERS} passengers)");
     println!(
-        "  tripgate            http://{address}  (in-process cache, TTL {DEMO_CACHE_TTL_SECS} s)"
+        "  tripgate            http://{address}  (in-process cache; the simulator pushes code changes)"
     );
     println!();
 
@@ -129,10 +131,18 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     }
     eprintln!();
     println!(
-        "  {} drivers allowed a moment ago turned red at the provider; waiting {DEMO_CACHE_TTL_SECS} s for their cached status to expire",
+        "  {} drivers allowed a moment ago turned red at the provider, which pushed the change to tripgate",
         allowed_drivers.len()
     );
-    tokio::time::sleep(Duration::from_secs(DEMO_CACHE_TTL_SECS) + Duration::from_millis(200)).await;
+    let pushed = Instant::now();
+    while population.stats().pushes_delivered < allowed_drivers.len() as u64 {
+        if pushed.elapsed() > Duration::from_secs(5) {
+            return Err(DemoError::Unexpected(
+                "the simulator to deliver its pushes within 5 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mut trips: Vec<Value> = allowed_drivers
         .iter()

@@ -49,8 +49,12 @@ impl StatusEvents {
         signature: Option<&str>,
         body: &[u8],
     ) -> Result<bool, EventError> {
-        let timestamp = timestamp.ok_or(EventError::MissingHeader(crate::provider_api::EVENT_TIMESTAMP_HEADER))?;
-        let signature = signature.ok_or(EventError::MissingHeader(crate::provider_api::EVENT_SIGNATURE_HEADER))?;
+        let timestamp = timestamp.ok_or(EventError::MissingHeader(
+            crate::provider_api::EVENT_TIMESTAMP_HEADER,
+        ))?;
+        let signature = signature.ok_or(EventError::MissingHeader(
+            crate::provider_api::EVENT_SIGNATURE_HEADER,
+        ))?;
         if !event_signature_matches(&self.secret, timestamp, body, signature) {
             return Err(EventError::BadSignature);
         }
@@ -68,7 +72,9 @@ impl StatusEvents {
         let subject = SubjectId::parse(&record.subject_id)
             .map_err(|e| EventError::BadBody(format!("subject_id {e}")))?;
         if record.color.trim().is_empty() || record.issuer.trim().is_empty() {
-            return Err(EventError::BadBody("color and issuer must not be empty".into()));
+            return Err(EventError::BadBody(
+                "color and issuer must not be empty".into(),
+            ));
         }
         let code = HealthCode {
             colour: Colour::new(&record.color),

@@ -10,7 +10,7 @@ use tripgate::audit_commands::{self, ExportFlags, StoreFlags};
 use tripgate::config::Settings;
 use tripgate::demo::{self, DemoOptions};
 use tripgate::policy::Policy;
-use tripgate::simulator::{PopulationSpec, Simulator};
+use tripgate::simulator::{PopulationSpec, Simulator, Webhook};
 use tripgate::startup::Application;
 use tripgate::telemetry;
 
@@ -43,6 +43,12 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// Push every code change here (tripgate's /v1/status-events).
+        #[arg(long, requires = "webhook_secret")]
+        webhook_url: Option<String>,
+        /// Shared secret for signing pushes (tripgate's events.secret).
+        #[arg(long)]
+        webhook_secret: Option<String>,
     },
     /// Start the simulator and the service, drive trip checks, print a summary.
     Demo {
@@ -94,17 +100,18 @@ async fn main() -> ExitCode {
             passengers,
             seed,
             workers,
+            webhook_url,
+            webhook_secret,
         } => {
-            simulate(
-                listen,
-                PopulationSpec {
-                    drivers,
-                    passengers,
-                    seed,
-                },
-                workers,
-            )
-            .await
+            let webhook = webhook_url
+                .zip(webhook_secret)
+                .map(|(url, secret)| Webhook { url, secret });
+            let spec = PopulationSpec {
+                drivers,
+                passengers,
+                seed,
+            };
+            simulate(listen, spec, workers, webhook).await
         }
         Command::Demo { exit, checks } => demo::run(DemoOptions { exit, checks })
             .await
@@ -144,9 +151,15 @@ async fn serve() -> Result<(), String> {
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }
 
-async fn simulate(listen: SocketAddr, spec: PopulationSpec, workers: usize) -> Result<(), String> {
+async fn simulate(
+    listen: SocketAddr,
+    spec: PopulationSpec,
+    workers: usize,
+    webhook: Option<Webhook>,
+) -> Result<(), String> {
     let simulator = Simulator::build(listen, spec, workers)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    simulator.state().set_webhook(webhook);
     println!(
         "provider simulator on {} ({} drivers, {} passengers, seed {})",
         simulator.base_url(),

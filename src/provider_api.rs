@@ -65,6 +65,9 @@ pub struct SimulatorStats {
     /// Requests answered with an injected error or outage.
     pub injected_errors: u64,
     pub faults: Faults,
+    /// Code changes pushed to the webhook, and pushes given up on.
+    pub pushes_delivered: u64,
+    pub pushes_failed: u64,
     pub population: u64,
     pub overrides: u64,
 }
@@ -101,7 +104,12 @@ pub fn sign_event(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 }
 
 /// Checks a signature header value in constant time.
-pub fn event_signature_matches(secret: &[u8], timestamp: &str, body: &[u8], signature: &str) -> bool {
+pub fn event_signature_matches(
+    secret: &[u8],
+    timestamp: &str,
+    body: &[u8],
+    signature: &str,
+) -> bool {
     use hmac::Mac;
     let hex = signature.strip_prefix("sha256=").unwrap_or(signature);
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -110,7 +118,9 @@ pub fn event_signature_matches(secret: &[u8], timestamp: &str, body: &[u8], sign
     let bytes: Vec<u8> = (0..32)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap_or(0))
         .collect();
-    event_mac(secret, timestamp, body).verify_slice(&bytes).is_ok()
+    event_mac(secret, timestamp, body)
+        .verify_slice(&bytes)
+        .is_ok()
 }
 
 /// `PUT /admin/webhook` (simulator only): where to push code changes.

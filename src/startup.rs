@@ -16,10 +16,10 @@ use tracing_actix_web::TracingLogger;
 
 use crate::audit::{spawn_retention, AuditReader, AuditStore, AuditWriter, StoreError};
 use crate::config::{CacheBackend, ConfigError, Settings};
+use crate::events::StatusEvents;
 use crate::gate::Gate;
 use crate::policy::{Policy, PolicyError};
 use crate::routes;
-use crate::events::StatusEvents;
 use crate::status::{
     spawn_invalidation_listener, BreakerConfig, CacheTtls, CircuitBreaker, L1Cache, MemoryCache,
     ProviderClient, RedisCache, RedisCacheOptions, Resolver, ResolverOptions, StatusCache,
@@ -90,7 +90,12 @@ impl Application {
             settings.events_secret()?,
             settings.events.max_skew_secs,
         ));
-        let gate = web::Data::new(Gate::new(resolver, policy, audit, settings.checks.deadline()));
+        let gate = web::Data::new(Gate::new(
+            resolver,
+            policy,
+            audit,
+            settings.checks.deadline(),
+        ));
 
         let listener =
             TcpListener::bind(settings.server.listen).map_err(|source| StartupError::Bind {
@@ -126,7 +131,10 @@ impl Application {
             address,
             server,
             audit_writer,
-            background: [Some(retention), invalidations].into_iter().flatten().collect(),
+            background: [Some(retention), invalidations]
+                .into_iter()
+                .flatten()
+                .collect(),
         })
     }
 
@@ -219,5 +227,8 @@ fn build_resolver(
         retry_window: Duration::from_millis(provider_settings.retry_window_ms),
         write_back_timeout: cache_settings.command_timeout(),
     };
-    Ok((Resolver::new(l1, cache, provider, breaker, options), invalidations))
+    Ok((
+        Resolver::new(l1, cache, provider, breaker, options),
+        invalidations,
+    ))
 }

@@ -91,7 +91,11 @@ fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError>
     let Some(value) = request.headers().get(DEADLINE_HEADER) else {
         return Ok(None);
     };
-    match value.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+    match value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
         Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
         _ => Err(ApiError::InvalidHeader {
             header: DEADLINE_HEADER,

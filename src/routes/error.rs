@@ -60,7 +60,9 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
             ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             ApiError::InvalidHeader { .. } => "INVALID_HEADER",
-            ApiError::Event(EventError::MissingHeader(_) | EventError::BadSignature) => "INVALID_SIGNATURE",
+            ApiError::Event(EventError::MissingHeader(_) | EventError::BadSignature) => {
+                "INVALID_SIGNATURE"
+            }
             ApiError::Event(EventError::StaleTimestamp(_)) => "STALE_TIMESTAMP",
             ApiError::Event(EventError::BadBody(_)) => "INVALID_EVENT",
             ApiError::Event(EventError::Unavailable(_)) => "CACHE_UNAVAILABLE",
@@ -100,7 +102,9 @@ impl ResponseError for ApiError {
             | ApiError::InvalidHeader { .. }
             | ApiError::Event(EventError::BadBody(_)) => StatusCode::BAD_REQUEST,
             ApiError::Event(
-                EventError::MissingHeader(_) | EventError::BadSignature | EventError::StaleTimestamp(_),
+                EventError::MissingHeader(_)
+                | EventError::BadSignature
+                | EventError::StaleTimestamp(_),
             ) => StatusCode::UNAUTHORIZED,
             ApiError::Event(EventError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DecisionNotFound => StatusCode::NOT_FOUND,

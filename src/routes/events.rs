@@ -13,7 +13,9 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::UnreadableBody(e.to_string()))?;
         if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::BodyTooLarge { limit: MAX_BODY_BYTES });
+            return Err(ApiError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            });
         }
         body.extend_from_slice(&chunk);
     }
@@ -28,7 +30,11 @@ pub async fn status_event(
     let body = read_body(payload).await?;
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
     let applied = events
-        .apply(header(EVENT_TIMESTAMP_HEADER), header(EVENT_SIGNATURE_HEADER), &body)
+        .apply(
+            header(EVENT_TIMESTAMP_HEADER),
+            header(EVENT_SIGNATURE_HEADER),
+            &body,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "applied": applied })))
 }

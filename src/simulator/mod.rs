@@ -17,6 +17,7 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 
+pub use crate::provider_api::Webhook;
 pub use population::{Population, PopulationSpec};
 pub use state::SimulatorState;
 

@@ -9,7 +9,8 @@ use chrono::Utc;
 use super::SimulatorState;
 use crate::domain::SubjectId;
 use crate::provider_api::{
-    BatchAnswer, BatchLookup, Faults, HealthCodeRecord, ProviderError, SetHealthCode, MAX_BATCH,
+    BatchAnswer, BatchLookup, Faults, HealthCodeRecord, ProviderError, SetHealthCode, Webhook,
+    MAX_BATCH,
 };
 
 type State = web::Data<SimulatorState>;
@@ -34,6 +35,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/admin/stats", web::get().to(stats))
     .route("/admin/faults", web::put().to(set_faults))
     .route("/admin/faults", web::get().to(get_faults))
+    .route("/admin/webhook", web::put().to(set_webhook))
+    .route("/admin/webhook", web::delete().to(clear_webhook))
     .route(
         "/healthz",
         web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
@@ -151,4 +154,18 @@ async fn set_faults(state: State, body: web::Json<Faults>) -> HttpResponse {
     }
     state.set_faults(faults);
     HttpResponse::Ok().json(faults)
+}
+
+async fn set_webhook(state: State, body: web::Json<Webhook>) -> HttpResponse {
+    let webhook = body.into_inner();
+    if reqwest::Url::parse(&webhook.url).is_err() || webhook.secret.is_empty() {
+        return bad_request("url must be an absolute URL and secret non-empty".into());
+    }
+    state.set_webhook(Some(webhook));
+    HttpResponse::NoContent().finish()
+}
+
+async fn clear_webhook(state: State) -> HttpResponse {
+    state.set_webhook(None);
+    HttpResponse::NoContent().finish()
 }

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
 use super::Population;
-use crate::provider_api::{Faults, HealthCodeRecord, SimulatorStats};
+use crate::provider_api::{
+    sign_event, Faults, HealthCodeRecord, SimulatorStats, Webhook, EVENT_SIGNATURE_HEADER,
+    EVENT_TIMESTAMP_HEADER,
+};
 
 pub struct SimulatorState {
     population: Population,
@@ -16,6 +19,10 @@ pub struct SimulatorState {
     requests: AtomicU64,
     subjects_looked_up: AtomicU64,
     injected_errors: AtomicU64,
+    webhook: RwLock<Option<Webhook>>,
+    pushes_delivered: std::sync::Arc<AtomicU64>,
+    pushes_failed: std::sync::Arc<AtomicU64>,
+    http: reqwest::Client,
 }
 
 impl SimulatorState {
@@ -27,6 +34,13 @@ impl SimulatorState {
             requests: AtomicU64::new(0),
             subjects_looked_up: AtomicU64::new(0),
             injected_errors: AtomicU64::new(0),
+            webhook: RwLock::new(None),
+            pushes_delivered: Default::default(),
+            pushes_failed: Default::default(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -38,9 +52,54 @@ impl SimulatorState {
         }
     }
 
+    /// Sets a code and, when a webhook is configured, pushes the change.
     pub fn set_code(&self, record: HealthCodeRecord) {
         let mut overrides = self.overrides.write().unwrap_or_else(|p| p.into_inner());
-        overrides.insert(record.subject_id.clone(), Some(record));
+        overrides.insert(record.subject_id.clone(), Some(record.clone()));
+        drop(overrides);
+        self.push(record);
+    }
+
+    pub fn set_webhook(&self, webhook: Option<Webhook>) {
+        *self.webhook.write().unwrap_or_else(|p| p.into_inner()) = webhook;
+    }
+
+    /// Delivers the change in the background, signed, with a few retries.
+    fn push(&self, record: HealthCodeRecord) {
+        let Some(webhook) = self
+            .webhook
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let (http, delivered, failed) = (
+            self.http.clone(),
+            std::sync::Arc::clone(&self.pushes_delivered),
+            std::sync::Arc::clone(&self.pushes_failed),
+        );
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&record).unwrap_or_default();
+            for attempt in 0..3u64 {
+                let timestamp = chrono::Utc::now().timestamp().to_string();
+                let signature = sign_event(webhook.secret.as_bytes(), &timestamp, &body);
+                let sent = http
+                    .post(&webhook.url)
+                    .header("content-type", "application/json")
+                    .header(EVENT_TIMESTAMP_HEADER, &timestamp)
+                    .header(EVENT_SIGNATURE_HEADER, signature)
+                    .body(body.clone())
+                    .send()
+                    .await;
+                if sent.is_ok_and(|r| r.status().is_success()) {
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100 * (attempt + 1))).await;
+            }
+            failed.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Returns whether the subject had a code.
@@ -75,6 +134,8 @@ impl SimulatorState {
             subjects_looked_up: self.subjects_looked_up.load(Ordering::Relaxed),
             injected_errors: self.injected_errors.load(Ordering::Relaxed),
             faults: self.faults(),
+            pushes_delivered: self.pushes_delivered.load(Ordering::Relaxed),
+            pushes_failed: self.pushes_failed.load(Ordering::Relaxed),
             population: self.population.size(),
             overrides: self
                 .overrides

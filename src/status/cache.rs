@@ -93,7 +93,11 @@ impl StatusCache {
 
     /// Writes a pushed status unless a newer one is cached, and tells every
     /// replica to drop its L1 copy. Returns whether it was written.
-    pub async fn put_pushed(&self, subject: &SubjectId, status: CachedStatus) -> Result<bool, CacheError> {
+    pub async fn put_pushed(
+        &self,
+        subject: &SubjectId,
+        status: CachedStatus,
+    ) -> Result<bool, CacheError> {
         match self {
             StatusCache::Redis(cache) => cache.put_pushed(subject, status).await,
             StatusCache::Memory(cache) => Ok(cache.put_if_newer(subject, status)),

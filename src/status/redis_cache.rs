@@ -176,7 +176,12 @@ impl RedisCache {
             .collect())
     }
 
-    fn write_command(&self, subject: &SubjectId, status: &CachedStatus, publish: bool) -> redis::Cmd {
+    fn write_command(
+        &self,
+        subject: &SubjectId,
+        status: &CachedStatus,
+        publish: bool,
+    ) -> redis::Cmd {
         let ttl = self.ttls.keep_for(&status.status);
         // Serialising plain data structs into a Vec cannot fail.
         let value = serde_json::to_vec(status).unwrap_or_default();
@@ -206,9 +211,11 @@ impl RedisCache {
                 }
                 let mut pipe = redis::pipe();
                 for (subject, status) in entries {
-                    pipe.add_command(self.write_command(subject, status, false)).ignore();
+                    pipe.add_command(self.write_command(subject, status, false))
+                        .ignore();
                 }
-                self.bounded(pipe.query_async::<()>(&mut manager.clone())).await
+                self.bounded(pipe.query_async::<()>(&mut manager.clone()))
+                    .await
             }
             // Keys of one batch live on different slots; a cluster pipeline
             // must stay on one, so the writes go out side by side instead.
@@ -225,8 +232,14 @@ impl RedisCache {
         }
     }
 
-    pub async fn put_pushed(&self, subject: &SubjectId, status: CachedStatus) -> Result<bool, CacheError> {
-        let written: i64 = self.query(&self.write_command(subject, &status, true)).await?;
+    pub async fn put_pushed(
+        &self,
+        subject: &SubjectId,
+        status: CachedStatus,
+    ) -> Result<bool, CacheError> {
+        let written: i64 = self
+            .query(&self.write_command(subject, &status, true))
+            .await?;
         Ok(written == 1)
     }
 
@@ -286,7 +299,9 @@ pub fn spawn_invalidation_listener(url: String, channel: String, l1: L1Cache) ->
         loop {
             match listen(&url, &channel, &l1, &mut backoff).await {
                 Ok(()) => tracing::warn!("redis invalidation stream ended; reconnecting"),
-                Err(error) => tracing::warn!(%error, "redis invalidation listener failed; reconnecting"),
+                Err(error) => {
+                    tracing::warn!(%error, "redis invalidation listener failed; reconnecting")
+                }
             }
             l1.invalidate_all();
             tokio::time::sleep(backoff).await;

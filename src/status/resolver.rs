@@ -23,8 +23,8 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
 use super::{
-    BreakerState, CacheTtls, CachedStatus, CircuitBreaker, L1Cache, ProviderClient, Source,
-    Status, StatusCache, StatusLookup,
+    BreakerState, CacheTtls, CachedStatus, CircuitBreaker, L1Cache, ProviderClient, Source, Status,
+    StatusCache, StatusLookup,
 };
 use crate::domain::{HealthCode, SubjectId};
 
@@ -116,7 +116,9 @@ impl Resolver {
             }
         }
 
-        let wanted: Vec<usize> = (0..subjects.len()).filter(|i| lookups[*i].is_none()).collect();
+        let wanted: Vec<usize> = (0..subjects.len())
+            .filter(|i| lookups[*i].is_none())
+            .collect();
         if !wanted.is_empty() {
             let keys: Vec<&SubjectId> = wanted.iter().map(|i| &subjects[*i]).collect();
             let read = tokio::time::timeout_at(deadline, inner.cache.get_many(&keys)).await;
@@ -134,7 +136,9 @@ impl Resolver {
                         }
                     }
                 }
-                Ok(Err(error)) => tracing::debug!(%error, "status cache read failed; asking the provider"),
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "status cache read failed; asking the provider")
+                }
                 Err(_) => tracing::debug!("deadline reached while reading the status cache"),
             }
         }
@@ -177,7 +181,11 @@ impl Resolver {
         let mut answers = HashMap::new();
         let mut waits: Vec<(SharedFetch, Vec<SubjectId>)> = Vec::new();
         {
-            let mut in_flight = self.inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut in_flight = self
+                .inner
+                .in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let mut mine: Vec<SubjectId> = Vec::new();
             let now = Utc::now();
             for subject in subjects {
@@ -218,7 +226,11 @@ impl Resolver {
     }
 
     /// A fresh answer written back by a call that finished a moment ago.
-    fn landed(&self, subject: &SubjectId, now: chrono::DateTime<Utc>) -> Option<(CachedStatus, Source)> {
+    fn landed(
+        &self,
+        subject: &SubjectId,
+        now: chrono::DateTime<Utc>,
+    ) -> Option<(CachedStatus, Source)> {
         let ttls = self.inner.options.ttls;
         let hit = match (&self.inner.l1, &self.inner.cache) {
             (Some(l1), _) => l1.get(subject),
@@ -241,9 +253,11 @@ impl Resolver {
             }
             outcome
         });
-        task.map(|joined| joined.unwrap_or_else(|e| Err(Arc::from(format!("provider task failed: {e}")))))
-            .boxed()
-            .shared()
+        task.map(|joined| {
+            joined.unwrap_or_else(|e| Err(Arc::from(format!("provider task failed: {e}"))))
+        })
+        .boxed()
+        .shared()
     }
 
     /// Resolves a pushed status change: cached unless a newer status is,
@@ -310,7 +324,12 @@ impl Inner {
                 l1.insert((*subject).clone(), cached.clone());
             }
         }
-        match tokio::time::timeout(self.options.write_back_timeout, self.cache.put_many(&entries)).await {
+        match tokio::time::timeout(
+            self.options.write_back_timeout,
+            self.cache.put_many(&entries),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::debug!(%error, "status cache write-back failed"),
             Err(_) => tracing::debug!("status cache write-back timed out"),

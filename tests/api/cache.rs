@@ -54,13 +54,20 @@ async fn a_hot_subject_is_served_from_l1_without_a_redis_round_trip() {
     app.set_code("P-1", "green", "hangzhou").await;
     app.decide(&trip("D-1", &["P-1"])).await;
     let mut redis = app.redis.as_ref().unwrap().connection();
-    let (mgets, evals) = (redis_calls(&mut redis, "mget"), redis_calls(&mut redis, "eval"));
+    let (mgets, evals) = (
+        redis_calls(&mut redis, "mget"),
+        redis_calls(&mut redis, "eval"),
+    );
 
     let body = app.decide(&trip("D-1", &["P-1"])).await;
 
     assert_eq!(body["parties"][0]["source"], "l1");
     assert_eq!(body["parties"][1]["source"], "l1");
-    assert_eq!(redis_calls(&mut redis, "mget"), mgets, "an L1 hit must not read Redis");
+    assert_eq!(
+        redis_calls(&mut redis, "mget"),
+        mgets,
+        "an L1 hit must not read Redis"
+    );
     assert_eq!(redis_calls(&mut redis, "eval"), evals);
 
     // Only what L1 lacks is read, in one round trip.
@@ -155,14 +162,27 @@ async fn checks_are_answered_while_redis_is_down_and_redis_is_used_again_after()
     let load = {
         let (url, stop) = (app.url("/v1/checks/trip"), stop.clone());
         tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
             let mut answered = 0;
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
                 let body = trip(&format!("D-{}", n % 20), &[&format!("P-{}", n % 20)]);
-                let response = http.post(&url).json(&body).send().await.expect("no hang, no reset");
-                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+                let response = http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("no hang, no reset");
+                assert_eq!(
+                    response.status(),
+                    200,
+                    "{}",
+                    response.text().await.unwrap_or_default()
+                );
                 answered += 1;
             }
             answered
@@ -187,7 +207,10 @@ async fn checks_are_answered_while_redis_is_down_and_redis_is_used_again_after()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(source, "redis", "statuses are cached in redis again after it restarts");
+    assert_eq!(
+        source, "redis",
+        "statuses are cached in redis again after it restarts"
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answered = load.await.unwrap();
     assert!(answered > 20, "the load barely ran: {answered}");

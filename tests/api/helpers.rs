@@ -531,3 +531,39 @@ pub fn audit_verify(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)
 }
+
+pub const EVENTS_SECRET: &str = "local-development-events-secret";
+
+impl TestApp {
+    /// Pushes a signed status event, as the provider would.
+    pub async fn push_event(
+        &self,
+        record: &Value,
+        secret: &str,
+        timestamp: i64,
+    ) -> reqwest::Response {
+        let body = serde_json::to_vec(record).unwrap();
+        let timestamp = timestamp.to_string();
+        let signature = tripgate::provider_api::sign_event(secret.as_bytes(), &timestamp, &body);
+        self.http
+            .post(self.url("/v1/status-events"))
+            .header("content-type", "application/json")
+            .header(tripgate::provider_api::EVENT_TIMESTAMP_HEADER, timestamp)
+            .header(tripgate::provider_api::EVENT_SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .expect("push event")
+    }
+
+    pub async fn simulator_stats(&self) -> Value {
+        self.http
+            .get(format!("{}/admin/stats", self.simulator_url))
+            .send()
+            .await
+            .expect("simulator stats")
+            .json()
+            .await
+            .expect("stats JSON")
+    }
+}

@@ -7,4 +7,5 @@ mod bad_input;
 mod cache;
 mod configuration;
 mod helpers;
+mod resilience;
 mod trip_check;

@@ -226,7 +226,10 @@ async fn provider_down_with_a_cached_copy_decides_from_the_cache() {
     assert_eq!(codes(&body), vec!["HEALTH_CODE_RED"]);
     for party in 0..2 {
         let source = body["parties"][party]["source"].as_str().unwrap();
-        assert!(["l1", "redis"].contains(&source), "served from a cache, not {source}");
+        assert!(
+            ["l1", "redis"].contains(&source),
+            "served from a cache, not {source}"
+        );
     }
 }
 
