@@ -56,7 +56,7 @@ enum Connection {
     Single(ConnectionManager),
     /// Connected on first use, so start-up does not wait for the cluster.
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         connection: Arc<OnceCell<ClusterConnection>>,
     },
 }
@@ -129,7 +129,7 @@ impl RedisCache {
                 .retries(1)
                 .build()?;
             Connection::Cluster {
-                client,
+                client: Box::new(client),
                 connection: Arc::new(OnceCell::new()),
             }
         };
