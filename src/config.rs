@@ -333,10 +333,15 @@ impl Settings {
                 });
             }
         }
-        if self.cache.namespace.is_empty() || self.cache.namespace.contains(char::is_whitespace) {
+        if self.cache.namespace.is_empty()
+            || self
+                .cache
+                .namespace
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
             return Err(ConfigError::Invalid {
                 key: "cache.namespace",
-                problem: "must be a non-empty word without spaces".into(),
+                problem: "must be a non-empty word without spaces or braces".into(),
             });
         }
         if self.audit.backend == AuditBackend::Postgres {

@@ -58,7 +58,62 @@ enum Connection {
     Cluster {
         client: Box<ClusterClient>,
         connection: Arc<OnceCell<ClusterConnection>>,
+        slots: Arc<std::sync::RwLock<Option<Arc<SlotMap>>>>,
     },
+}
+
+/// Which master serves which hash slots (from CLUSTER SLOTS), so that the
+/// keys of one check go out as one pipeline per shard. Dropped and fetched
+/// again whenever a shard answers with an error (a slot moved).
+struct SlotMap {
+    /// (first slot, last slot, host, port), as CLUSTER SLOTS lists them.
+    ranges: Vec<(u16, u16, String, u16)>,
+}
+
+impl SlotMap {
+    fn parse(reply: redis::Value) -> Option<Self> {
+        let redis::Value::Array(entries) = reply else {
+            return None;
+        };
+        let mut ranges = Vec::new();
+        for entry in entries {
+            let redis::Value::Array(fields) = entry else {
+                return None;
+            };
+            let first: u16 = redis::from_redis_value_ref(fields.first()?).ok()?;
+            let last: u16 = redis::from_redis_value_ref(fields.get(1)?).ok()?;
+            let redis::Value::Array(master) = fields.get(2)? else {
+                return None;
+            };
+            let host: String = redis::from_redis_value_ref(master.first()?).ok()?;
+            let port: u16 = redis::from_redis_value_ref(master.get(1)?).ok()?;
+            ranges.push((first, last, host, port));
+        }
+        Some(Self { ranges })
+    }
+
+    fn node_of(&self, slot: u16) -> Option<usize> {
+        self.ranges
+            .iter()
+            .position(|(first, last, _, _)| (*first..=*last).contains(&slot))
+    }
+}
+
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM mod 16384). Keys here
+/// never hold `{`, so hash tags do not apply.
+fn hash_slot(key: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in key {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 #[derive(Clone)]
@@ -131,6 +186,7 @@ impl RedisCache {
             Connection::Cluster {
                 client: Box::new(client),
                 connection: Arc::new(OnceCell::new()),
+                slots: Default::default(),
             }
         };
         let namespace = &options.namespace;
@@ -167,9 +223,19 @@ impl RedisCache {
         subjects: &[&SubjectId],
     ) -> Result<Vec<Option<CachedStatus>>, CacheError> {
         let keys: Vec<String> = subjects.iter().map(|s| self.key_for(s)).collect();
-        let mut mget = redis::cmd("MGET");
-        mget.arg(&keys);
-        let raw: Vec<Option<Vec<u8>>> = self.query(&mget).await?;
+        let raw: Vec<Option<Vec<u8>>> = match &self.connection {
+            Connection::Single(_) => {
+                let mut mget = redis::cmd("MGET");
+                mget.arg(&keys);
+                self.query(&mget).await?
+            }
+            Connection::Cluster { .. } => {
+                if !self.is_up() {
+                    return Err(CacheError::Skipped);
+                }
+                self.bounded(self.cluster_get(&keys)).await?
+            }
+        };
         Ok(raw
             .into_iter()
             .map(|value| value.and_then(|bytes| decode(&bytes)))
@@ -250,7 +316,9 @@ impl RedisCache {
         let call = async {
             match &self.connection {
                 Connection::Single(manager) => command.query_async(&mut manager.clone()).await,
-                Connection::Cluster { client, connection } => {
+                Connection::Cluster {
+                    client, connection, ..
+                } => {
                     let connection = connection
                         .get_or_try_init(|| client.get_async_connection())
                         .await?;
@@ -259,6 +327,81 @@ impl RedisCache {
             }
         };
         self.bounded(call).await
+    }
+
+    /// GETs grouped into one pipeline per shard, the shards asked side by
+    /// side: one round trip per shard involved, whatever the slots.
+    async fn cluster_get(&self, keys: &[String]) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+        use redis::cluster_routing::SingleNodeRoutingInfo;
+        let Connection::Cluster {
+            client,
+            connection,
+            slots,
+        } = &self.connection
+        else {
+            return Ok(Vec::new());
+        };
+        let connection = connection
+            .get_or_try_init(|| client.get_async_connection())
+            .await?;
+        let cached = slots.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let map = match cached {
+            Some(map) => map,
+            None => {
+                let reply: redis::Value = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut connection.clone())
+                    .await?;
+                let map = Arc::new(SlotMap::parse(reply).ok_or_else(|| {
+                    redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "unreadable CLUSTER SLOTS reply",
+                    ))
+                })?);
+                *slots.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&map));
+                map
+            }
+        };
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let node = map.node_of(hash_slot(key.as_bytes())).ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Client, "a hash slot has no master"))
+            })?;
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((node, vec![i])),
+            }
+        }
+        let requests = groups.into_iter().map(|(node, members)| {
+            let (_, _, host, port) = map.ranges[node].clone();
+            let mut pipe = redis::pipe();
+            for i in &members {
+                pipe.cmd("GET").arg(&keys[*i]);
+            }
+            let mut connection = connection.clone();
+            async move {
+                let route = SingleNodeRoutingInfo::ByAddress { host, port };
+                let values = connection
+                    .route_pipeline(pipe, 0, members.len(), route)
+                    .await?;
+                Ok::<_, redis::RedisError>((members, values))
+            }
+        });
+        let mut found = vec![None; keys.len()];
+        for answer in futures_util::future::join_all(requests).await {
+            let (members, values) = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    // A slot may have moved: fetch the map again next time.
+                    *slots.write().unwrap_or_else(|p| p.into_inner()) = None;
+                    return Err(error);
+                }
+            };
+            for (i, value) in members.into_iter().zip(values) {
+                found[i] = redis::from_redis_value(value)?;
+            }
+        }
+        Ok(found)
     }
 
     async fn bounded<T>(
@@ -330,4 +473,17 @@ async fn listen(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hash_slot;
+
+    #[test]
+    fn hash_slots_match_redis_cluster_keyslot() {
+        // Values of CLUSTER KEYSLOT on a real server.
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"bar"), 5061);
+        assert_eq!(hash_slot(b"hello"), 866);
+    }
 }

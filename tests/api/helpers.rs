@@ -567,3 +567,96 @@ impl TestApp {
             .expect("stats JSON")
     }
 }
+
+/// A free port whose cluster-bus twin (port + 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = 20000 + fastrand::u16(..20000);
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10000) {
+            return port;
+        }
+    }
+}
+
+/// A three-master Redis Cluster on loopback, owned by one test.
+pub struct TestRedisCluster {
+    nodes: Vec<TestRedis>,
+}
+
+impl TestRedisCluster {
+    pub fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("temp dir for redis");
+            let port = free_cluster_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install it with `apt-get install redis-server`"));
+            let node = TestRedis {
+                child: Some(child),
+                port,
+                dir,
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !node.answers_ping() {
+                assert!(
+                    Instant::now() < deadline,
+                    "cluster node on {port} did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            nodes.push(node);
+        }
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli (package redis-tools) is needed to create the test cluster");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the test cluster did not reach cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|node| {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut node.connection())
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        })
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(TestRedis::url).collect()
+    }
+
+    pub fn nodes(&self) -> &[TestRedis] {
+        &self.nodes
+    }
+}

@@ -5,6 +5,7 @@ mod audit;
 mod audit_integrity;
 mod bad_input;
 mod cache;
+mod cluster;
 mod configuration;
 mod helpers;
 mod resilience;
