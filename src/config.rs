@@ -24,6 +24,10 @@ pub enum ConfigError {
     UnknownEnvironment(String),
 }
 
+fn local() -> Environment {
+    Environment::Local
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Local,
@@ -50,7 +54,11 @@ impl Environment {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// Which environment file was layered in (not itself a setting).
+    #[serde(skip, default = "local")]
+    pub environment: Environment,
     pub server: ServerSettings,
+    pub auth: AuthSettings,
     pub checks: CheckSettings,
     pub cache: CacheSettings,
     pub provider: ProviderSettings,
@@ -64,8 +72,59 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
+    /// Metrics, probes and operator endpoints.
+    pub admin_listen: SocketAddr,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    pub shutdown_grace_secs: u64,
+    pub client_request_timeout_ms: u64,
+    pub keep_alive_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Dispatch,
+    Regulator,
+    Provider,
+    Ops,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Dispatch => "dispatch",
+            Role::Regulator => "regulator",
+            Role::Provider => "provider",
+            Role::Ops => "ops",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    pub name: String,
+    pub role: Role,
+    /// Hex SHA-256 of the bearer token, or a file holding it.
+    #[serde(default)]
+    pub token_sha256: Option<String>,
+    #[serde(default)]
+    pub token_sha256_file: Option<PathBuf>,
+    /// Overrides `auth.rate_per_sec` / `auth.burst` for this client.
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
+    #[serde(default)]
+    pub burst: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    pub rate_per_sec: f64,
+    pub burst: f64,
+    pub clients: Vec<ClientSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -201,6 +260,20 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// Tokens that appear in documentation and examples; never valid in
+/// production.
+pub const EXAMPLE_TOKENS: &[&str] = &[
+    "example-dispatch-token",
+    "example-regulator-token",
+    "example-provider-token",
+    "example-ops-token",
+];
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 /// A secret given inline or as a file (a mounted Kubernetes secret; one
 /// trailing newline is not part of it).
 fn read_secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<String, String> {
@@ -244,6 +317,7 @@ impl Settings {
             .build()?
             .try_deserialize()?;
         let mut settings = settings;
+        settings.environment = environment;
         if settings.policy.path.is_relative() {
             settings.policy.path = dir.join(&settings.policy.path);
         }
@@ -307,6 +381,10 @@ impl Settings {
             })?;
         }
         self.events_secret()?;
+        self.auth_clients()?;
+        if self.environment == Environment::Production {
+            self.refuse_unsafe_production()?;
+        }
         let audit_positive = [
             (
                 "audit.sqlite_busy_timeout_ms",
@@ -401,6 +479,106 @@ impl Settings {
         })
     }
 
+    /// Clients with their token hashes read and checked.
+    pub fn auth_clients(&self) -> Result<Vec<(ClientSettings, [u8; 32])>, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "auth.clients",
+            problem,
+        };
+        if !(self.auth.rate_per_sec > 0.0 && self.auth.burst >= 1.0) {
+            return Err(ConfigError::Invalid {
+                key: "auth.rate_per_sec",
+                problem: "rate_per_sec must be > 0 and burst >= 1".into(),
+            });
+        }
+        let mut clients = Vec::with_capacity(self.auth.clients.len());
+        for (i, client) in self.auth.clients.iter().enumerate() {
+            let hex = read_secret(&client.token_sha256, &client.token_sha256_file)
+                .map_err(|p| invalid(format!("client {i} ({}): token_sha256: {p}", client.name)))?;
+            let hash = crate::hexcode::decode32(hex.trim()).ok_or_else(|| {
+                invalid(format!(
+                    "client {i} ({}): token_sha256 must be 64 hex digits",
+                    client.name
+                ))
+            })?;
+            if client.name.is_empty()
+                || clients
+                    .iter()
+                    .any(|(c, _): &(ClientSettings, _)| c.name == client.name)
+            {
+                return Err(invalid(format!(
+                    "client {i}: names must be non-empty and unique"
+                )));
+            }
+            if clients.iter().any(|(_, h)| *h == hash) {
+                return Err(invalid(format!(
+                    "client {i} ({}): shares its token with another client",
+                    client.name
+                )));
+            }
+            clients.push((client.clone(), hash));
+        }
+        if self.auth.enabled && clients.is_empty() {
+            return Err(invalid(
+                "auth is enabled but no client is configured".into(),
+            ));
+        }
+        Ok(clients)
+    }
+
+    /// Production must authenticate and must not run on example secrets.
+    fn refuse_unsafe_production(&self) -> Result<(), ConfigError> {
+        if !self.auth.enabled {
+            return Err(ConfigError::Invalid {
+                key: "auth.enabled",
+                problem: "production refuses to run without authentication".into(),
+            });
+        }
+        let example = |secret: &str| {
+            let lower = secret.to_ascii_lowercase();
+            [
+                "local-development",
+                "example",
+                "replace",
+                "changeme",
+                "change-me",
+            ]
+            .iter()
+            .any(|marker| lower.contains(marker))
+        };
+        let events = self.events_secret()?;
+        if example(&events) {
+            return Err(ConfigError::Invalid {
+                key: "events.secret",
+                problem: "production refuses an example secret".into(),
+            });
+        }
+        for key in &self.audit.keys {
+            let secret = read_secret(&key.secret, &key.secret_file).unwrap_or_default();
+            if example(&secret) {
+                return Err(ConfigError::Invalid {
+                    key: "audit.keys",
+                    problem: format!("key {}: production refuses an example secret", key.id),
+                });
+            }
+        }
+        for (client, hash) in self.auth_clients()? {
+            if EXAMPLE_TOKENS
+                .iter()
+                .any(|token| sha256(token.as_bytes()) == hash)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "auth.clients",
+                    problem: format!(
+                        "client {}: production refuses an example token",
+                        client.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The shared secret of pushed status events.
     pub fn events_secret(&self) -> Result<String, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
@@ -454,6 +632,12 @@ impl CacheSettings {
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+impl ServerSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
     }
 }
 

@@ -42,22 +42,6 @@ const PASSENGERS: u64 = 3_000;
 const CONCURRENCY: usize = 16;
 const TURNED_RED: usize = 5;
 
-/// Waits for SIGINT or SIGTERM.
-pub async fn terminated() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-}
-
 pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let spec = PopulationSpec {
         drivers: DRIVERS,
@@ -74,6 +58,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let mut settings = Settings::load()?;
     settings.cache.backend = CacheBackend::Memory;
     settings.provider.base_url = provider_url.clone();
+    settings.server.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.log.level = "warn".into();
     telemetry::init(&settings.log);
     let audit_path = settings.audit.sqlite_path.clone();
@@ -188,7 +173,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
 
     if !options.exit {
         println!("\nServing until Ctrl-C.");
-        terminated().await;
+        crate::startup::terminated().await;
     }
     app_handle.stop(true).await;
     simulator_handle.stop(true).await;

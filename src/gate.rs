@@ -76,6 +76,15 @@ impl Gate {
         &self.resolver
     }
 
+    pub fn audit_backlog(&self) -> usize {
+        self.audit.backlog()
+    }
+
+    /// Whether the audit store takes writes now (for readiness).
+    pub async fn audit_writable(&self) -> Result<(), String> {
+        self.audit.store_writable().await
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -87,7 +96,8 @@ impl Gate {
         check: TripCheck,
         budget: Option<Duration>,
     ) -> Result<TripDecision, GateError> {
-        let deadline = Instant::now() + budget.map_or(self.deadline, |b| b.min(self.deadline));
+        let started = Instant::now();
+        let deadline = started + budget.map_or(self.deadline, |b| b.min(self.deadline));
         let policy = Arc::clone(&self.policy);
         let city_policy = policy
             .city(&check.city)
@@ -125,6 +135,18 @@ impl Gate {
         self.audit
             .append(self.audit_record(Hook::Trip, &decided, &subjects))
             .await?;
+
+        let metrics = self.audit.metrics();
+        for party in &decided.parties {
+            metrics.record_lookup(party.source);
+        }
+        let codes: Vec<_> = decided.decision.reasons.iter().map(|r| r.code).collect();
+        metrics.record_decision(
+            Hook::Trip.as_str(),
+            decided.decision.outcome,
+            &codes,
+            started.elapsed().as_secs_f64(),
+        );
         Ok(decided)
     }
 

@@ -6,11 +6,14 @@
 
 pub mod audit;
 pub mod audit_commands;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod events;
 pub mod gate;
+pub mod hexcode;
+pub mod metrics;
 pub mod policy;
 pub mod provider_api;
 pub mod routes;

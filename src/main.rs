@@ -169,7 +169,7 @@ async fn simulate(
     );
     let handle = simulator.handle();
     tokio::spawn(async move {
-        demo::terminated().await;
+        tripgate::startup::terminated().await;
         handle.stop(true).await;
     });
     simulator

@@ -99,8 +99,7 @@ fn event_mac(secret: &[u8], timestamp: &str, body: &[u8]) -> hmac::Hmac<sha2::Sh
 pub fn sign_event(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     use hmac::Mac;
     let digest = event_mac(secret, timestamp, body).finalize().into_bytes();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", crate::hexcode::encode(&digest))
 }
 
 /// Checks a signature header value in constant time.

@@ -1,13 +1,18 @@
-//! Wires the parts together and binds the listener.
+//! Wires the parts together, binds the listeners, and owns shutdown.
 //!
 //! `Application::build` does everything that can fail at start-up (policy,
-//! Redis URL, provider URL, binding) so a misconfiguration stops the process
-//! before it accepts traffic. Binding port 0 gives tests a free port.
-//! Shutdown lives in one place: actix's server handles SIGINT/SIGTERM by
-//! refusing new connections and draining in-flight requests for
-//! `SHUTDOWN_GRACE`.
+//! secrets, Redis URL, audit store, binding) so a misconfiguration stops the
+//! process before it accepts traffic. Binding port 0 gives tests free ports.
+//! Two listeners: the API (`server.listen`) and the admin listener
+//! (`server.admin_listen`: metrics, probes, operator endpoints).
+//!
+//! Shutdown lives here and only here: on SIGTERM or SIGINT both servers stop
+//! accepting, in-flight checks finish (each one's audit record commits before
+//! its answer), then the audit writer drains what is queued, all within
+//! `server.shutdown_grace_secs`.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
@@ -15,9 +20,11 @@ use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
 use crate::audit::{spawn_retention, AuditReader, AuditStore, AuditWriter, StoreError};
-use crate::config::{CacheBackend, ConfigError, Settings};
+use crate::auth::Authenticator;
+use crate::config::{CacheBackend, ConfigError, Environment, Settings};
 use crate::events::StatusEvents;
 use crate::gate::Gate;
+use crate::metrics::Metrics;
 use crate::policy::{Policy, PolicyError};
 use crate::routes;
 use crate::status::{
@@ -25,8 +32,6 @@ use crate::status::{
     ProviderClient, RedisCache, RedisCacheOptions, Resolver, ResolverOptions, StatusCache,
 };
 use crate::telemetry::RedactedRootSpan;
-
-const SHUTDOWN_GRACE_SECS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -43,8 +48,9 @@ pub enum StartupError {
         backend: &'static str,
         source: StoreError,
     },
-    #[error("server.listen: cannot listen on {addr}: {source}")]
+    #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -52,17 +58,29 @@ pub enum StartupError {
 
 pub struct Application {
     address: SocketAddr,
+    admin_address: SocketAddr,
     server: Server,
+    admin: Server,
+    shutdown_grace: Duration,
     audit_writer: tokio::task::JoinHandle<()>,
     /// Background tasks that end with the server: retention, invalidations.
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
+fn bind(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let error = |source| StartupError::Bind { key, addr, source };
+    let listener = TcpListener::bind(addr).map_err(error)?;
+    let local = listener.local_addr().map_err(error)?;
+    Ok((listener, local))
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
         settings.validate()?;
+        let metrics = Arc::new(Metrics::new());
         let policy = Policy::load(&settings.policy.path)?;
-        let (resolver, invalidations) = build_resolver(&settings)?;
+        metrics.set_policy_version(policy.version());
+        let (resolver, invalidations) = build_resolver(&settings, Arc::clone(&metrics))?;
         let backend = match settings.audit.backend {
             crate::config::AuditBackend::Sqlite => "audit.sqlite_path",
             crate::config::AuditBackend::Postgres => "audit.postgres_url",
@@ -76,13 +94,14 @@ impl Application {
             settings.audit_instance_id(),
             settings.audit.max_batch,
             settings.audit.queue_capacity,
+            Arc::clone(&metrics),
         )
         .await
         .map_err(|source| StartupError::AuditStore { backend, source })?;
         let retention = spawn_retention(
             store.clone(),
             settings.audit.retention_days,
-            std::time::Duration::from_secs(settings.audit.purge_interval_secs),
+            Duration::from_secs(settings.audit.purge_interval_secs),
         );
         let reader = web::Data::new(AuditReader::new(store, audit.keys().clone()));
         let events = web::Data::new(StatusEvents::new(
@@ -96,40 +115,91 @@ impl Application {
             audit,
             settings.checks.deadline(),
         ));
-
-        let listener =
-            TcpListener::bind(settings.server.listen).map_err(|source| StartupError::Bind {
-                addr: settings.server.listen,
-                source,
-            })?;
-        let address = listener.local_addr().map_err(|source| StartupError::Bind {
-            addr: settings.server.listen,
-            source,
-        })?;
-
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(TracingLogger::<RedactedRootSpan>::new())
-                .app_data(gate.clone())
-                .app_data(reader.clone())
-                .app_data(events.clone())
-                .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
-        })
-        .shutdown_timeout(SHUTDOWN_GRACE_SECS);
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
+        let authenticator = web::Data::new(Authenticator::new(
+            settings.auth.enabled,
+            settings.auth_clients()?,
+            settings.auth.rate_per_sec,
+            settings.auth.burst,
+        ));
+        if !settings.auth.enabled {
+            let warning = "AUTHENTICATION IS DISABLED: any caller may run checks and read the audit trail. \
+                           Only acceptable on a developer machine; production refuses to start this way.";
+            tracing::warn!("{warning}");
+            if settings.environment == Environment::Local {
+                eprintln!("WARNING: {warning}");
+            }
         }
-        let server = server
+        let metrics = web::Data::from(metrics);
+        let server_settings = &settings.server;
+        let grace = server_settings.shutdown_grace();
+
+        let (listener, address) = bind("server.listen", server_settings.listen)?;
+        let api = {
+            let (gate, reader, events, authenticator, metrics) = (
+                gate.clone(),
+                reader.clone(),
+                events.clone(),
+                authenticator.clone(),
+                metrics.clone(),
+            );
+            HttpServer::new(move || {
+                App::new()
+                    .wrap(TracingLogger::<RedactedRootSpan>::new())
+                    .app_data(gate.clone())
+                    .app_data(reader.clone())
+                    .app_data(events.clone())
+                    .app_data(authenticator.clone())
+                    .app_data(metrics.clone())
+                    .configure(routes::configure)
+                    .default_service(web::to(routes::not_found))
+            })
+        };
+        let mut api = api
+            .shutdown_timeout(grace.as_secs())
+            .disable_signals()
+            .client_request_timeout(Duration::from_millis(
+                server_settings.client_request_timeout_ms,
+            ))
+            .keep_alive(Duration::from_secs(server_settings.keep_alive_secs));
+        if server_settings.workers > 0 {
+            api = api.workers(server_settings.workers);
+        }
+        let server = api
             .listen(listener)
             .map_err(|source| StartupError::Bind {
+                key: "server.listen",
                 addr: address,
                 source,
             })?
             .run();
+
+        let (admin_listener, admin_address) =
+            bind("server.admin_listen", server_settings.admin_listen)?;
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(gate.clone())
+                .app_data(authenticator.clone())
+                .app_data(metrics.clone())
+                .configure(routes::configure_admin)
+                .default_service(web::to(routes::not_found))
+        })
+        .workers(1)
+        .shutdown_timeout(grace.as_secs())
+        .disable_signals()
+        .listen(admin_listener)
+        .map_err(|source| StartupError::Bind {
+            key: "server.admin_listen",
+            addr: admin_address,
+            source,
+        })?
+        .run();
+
         Ok(Self {
             address,
+            admin_address,
             server,
+            admin,
+            shutdown_grace: grace,
             audit_writer,
             background: [Some(retention), invalidations]
                 .into_iter()
@@ -142,31 +212,73 @@ impl Application {
         self.address
     }
 
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
     pub fn port(&self) -> u16 {
         self.address.port()
     }
 
-    /// A handle to stop the server from elsewhere (tests, the demo).
+    /// A handle to stop the API server from elsewhere (tests, the demo);
+    /// the admin server and the writer follow it down.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until stopped, then waits for the audit writer to commit
-    /// whatever the last requests queued.
+    /// Serves until SIGTERM/SIGINT (or until stopped through `handle`), then
+    /// shuts down gracefully within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let served = self.server.await;
+        let (api_handle, admin_handle) = (self.server.handle(), self.admin.handle());
+        let mut api = tokio::spawn(self.server);
+        let admin = tokio::spawn(self.admin);
+        let served = tokio::select! {
+            _ = terminated() => {
+                tracing::info!("termination signal: draining in-flight checks");
+                api_handle.stop(true).await;
+                api.await
+            }
+            served = &mut api => served,
+        };
+        admin_handle.stop(true).await;
+        let _ = admin.await;
         for task in &self.background {
             task.abort();
         }
-        let _ = self.audit_writer.await;
-        served
+        // The writer ends once the last decision that could queue a record
+        // is gone; what is queued commits first.
+        if tokio::time::timeout(self.shutdown_grace, self.audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("the audit writer did not drain within the shutdown grace period");
+        }
+        tracing::info!("tripgate stopped");
+        served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The status path; with Redis also the task that listens for L1
 /// invalidations.
 fn build_resolver(
     settings: &Settings,
+    metrics: Arc<Metrics>,
 ) -> Result<(Resolver, Option<tokio::task::JoinHandle<()>>), StartupError> {
     let cache_settings = &settings.cache;
     let ttls = CacheTtls {
@@ -228,7 +340,7 @@ fn build_resolver(
         write_back_timeout: cache_settings.command_timeout(),
     };
     Ok((
-        Resolver::new(l1, cache, provider, breaker, options),
+        Resolver::new(l1, cache, provider, breaker, options, metrics),
         invalidations,
     ))
 }

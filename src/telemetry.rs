@@ -54,6 +54,7 @@ impl RootSpanBuilder for RedactedRootSpan {
             route = %route,
             request_id = %request_id,
             status = tracing::field::Empty,
+            client = tracing::field::Empty,
             decision_id = tracing::field::Empty,
         )
     }

@@ -131,7 +131,7 @@ impl AuditKeys {
         m.update(seq.to_string().as_bytes());
         m.update(b"\n");
         m.update(canonical);
-        Some(hex(&m.finalize().into_bytes()))
+        Some(crate::hexcode::encode(&m.finalize().into_bytes()))
     }
 }
 
@@ -139,16 +139,6 @@ fn subject_ref_with(key: &[u8], raw: &str) -> String {
     let mut m = mac(key);
     m.update(raw.as_bytes());
     URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize] as char);
-        out.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@
 //! head is re-read from the store before the next batch, because a failed
 //! commit may still have landed.
 
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::chain::{seal, ChainHead};
 use super::{AuditKeys, AuditRecord, AuditStore, StoreError};
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
@@ -31,6 +34,8 @@ struct Pending {
 #[derive(Clone)]
 pub struct AuditWriter {
     queue: mpsc::Sender<Pending>,
+    store: AuditStore,
+    metrics: Arc<Metrics>,
     keys: AuditKeys,
     instance_id: String,
 }
@@ -44,12 +49,14 @@ impl AuditWriter {
         instance_id: String,
         max_batch: usize,
         queue_capacity: usize,
+        metrics: Arc<Metrics>,
     ) -> Result<(Self, JoinHandle<()>), StoreError> {
         let head = store
             .chain_head(&instance_id)
             .await?
             .unwrap_or_else(ChainHead::genesis);
         let (queue, receiver) = mpsc::channel(queue_capacity.max(1));
+        let store_for_probe = store.clone();
         let task = tokio::spawn(run(
             receiver,
             store,
@@ -57,15 +64,31 @@ impl AuditWriter {
             instance_id.clone(),
             head,
             max_batch.max(1),
+            Arc::clone(&metrics),
         ));
         Ok((
             Self {
                 queue,
+                store: store_for_probe,
+                metrics,
                 keys,
                 instance_id,
             },
             task,
         ))
+    }
+
+    /// Decisions queued and not yet committed.
+    pub fn backlog(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    pub async fn store_writable(&self) -> Result<(), String> {
+        self.store.ping().await.map_err(|e| e.to_string())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn keys(&self) -> &AuditKeys {
@@ -94,6 +117,7 @@ async fn run(
     instance_id: String,
     head: ChainHead,
     max_batch: usize,
+    metrics: Arc<Metrics>,
 ) {
     let mut head = Some(head);
     let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
@@ -105,16 +129,22 @@ async fn run(
                 .await
                 .map(|h| h.unwrap_or_else(ChainHead::genesis)),
         };
+        let timer = std::time::Instant::now();
         let outcome = match start {
             Ok(start) => commit(&store, &keys, start, &mut batch).await,
             Err(e) => Err(e),
         };
+        metrics
+            .audit_commit_seconds
+            .observe(timer.elapsed().as_secs_f64());
+        metrics.audit_batch_size.observe(batch.len() as f64);
         let reply = match outcome {
             Ok(new_head) => {
                 head = Some(new_head);
                 Ok(())
             }
             Err(error) => {
+                metrics.audit_commit_failures.inc();
                 tracing::error!(%error, records = batch.len(), "audit commit failed; answering 503 for these decisions");
                 Err(WriteError::Unavailable(error.to_string()))
             }

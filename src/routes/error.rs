@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::MAX_BODY_BYTES;
 use crate::audit::{FilterError, StoreError};
+use crate::auth::AuthError;
 use crate::domain::InvalidRequest;
 use crate::events::EventError;
 use crate::gate::GateError;
@@ -45,6 +46,8 @@ pub enum ApiError {
     DecisionNotFound,
     #[error("the audit store is unavailable: {0}")]
     AuditStore(#[from] StoreError),
+    #[error("{0}")]
+    Auth(#[from] AuthError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -72,6 +75,9 @@ impl ApiError {
             ApiError::InvalidParameter(_) => "INVALID_PARAMETER",
             ApiError::DecisionNotFound => "DECISION_NOT_FOUND",
             ApiError::AuditStore(_) => "AUDIT_UNAVAILABLE",
+            ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => "UNAUTHENTICATED",
+            ApiError::Auth(AuthError::Forbidden { .. }) => "FORBIDDEN",
+            ApiError::Auth(AuthError::RateLimited { .. }) => "RATE_LIMITED",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
@@ -113,6 +119,11 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Gate(GateError::UnknownCity { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Gate(GateError::AuditUnavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Auth(AuthError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -124,7 +135,19 @@ impl ResponseError for ApiError {
             ApiError::InvalidParameter(invalid) => Some(invalid.param),
             _ => None,
         };
-        HttpResponse::build(self.status_code()).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Auth(AuthError::RateLimited {
+                retry_after_secs, ..
+            }) => {
+                response.insert_header(("Retry-After", retry_after_secs.to_string()));
+            }
+            ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
+                response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),

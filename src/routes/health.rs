@@ -1,13 +1,16 @@
-//! Liveness and readiness.
+//! Liveness, readiness and metrics.
 //!
-//! Readiness stays 200 while Redis is down or the provider's circuit is
-//! open: dispatch is better served by a degraded tripgate (L1, the provider
-//! directly, stale copies) than by none. The body says what is degraded.
+//! Readiness fails (503) only when decisions cannot be given at all: the
+//! audit store cannot be written. It stays 200 while Redis is down or the
+//! provider's circuit is open: dispatch is better served by a degraded
+//! tripgate (L1, the provider directly, stale copies) than by none. The body
+//! says what is degraded.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::gate::Gate;
+use crate::metrics::Metrics;
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
@@ -15,11 +18,27 @@ pub async fn healthz() -> HttpResponse {
 
 pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     let status = gate.resolver().health();
+    let audit = gate.audit_writable().await;
     let degraded = !status.cache_up || status.provider_circuit != "closed";
-    HttpResponse::Ok().json(json!({
-        "status": if degraded { "degraded" } else { "ready" },
+    let body = json!({
+        "status": if audit.is_err() { "not_ready" } else if degraded { "degraded" } else { "ready" },
         "policy_version": gate.policy().version(),
+        "audit": match &audit { Ok(()) => "writable".to_owned(), Err(e) => e.clone() },
+        "audit_backlog": gate.audit_backlog(),
         "cache": {"backend": status.cache, "up": status.cache_up, "l1_entries": status.l1_entries},
         "provider_circuit": status.provider_circuit,
-    }))
+    });
+    if audit.is_err() {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
+    metrics.set_circuit(gate.resolver().breaker_state());
+    metrics.audit_backlog.set(gate.audit_backlog() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.encode())
 }

@@ -8,32 +8,64 @@ mod error;
 mod events;
 mod health;
 
+use actix_web::middleware::from_fn;
 use actix_web::web;
+
+use crate::auth;
 
 pub use error::{json_config, not_found, query_config, ApiError};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The API listener. Each group of routes names the role that may call it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_config())
         .app_data(query_config())
         .service(
-            web::resource("/v1/checks/trip")
-                .route(web::post().to(checks::trip))
-                .default_service(web::to(error::method_not_allowed)),
+            web::scope("/v1/checks")
+                .wrap(from_fn(auth::require_dispatch))
+                .service(post("/trip", checks::trip)),
         )
-        .service(get("/v1/audit/decisions", audit::decisions))
-        .service(get("/v1/audit/decisions/{decision_id}", audit::decision))
-        .service(get("/v1/audit/summary", audit::summary))
-        .service(get("/v1/audit/export", audit::export))
         .service(
-            web::resource("/v1/status-events")
-                .route(web::post().to(events::status_event))
-                .default_service(web::to(error::method_not_allowed)),
+            web::scope("/v1/audit")
+                .wrap(from_fn(auth::require_regulator))
+                .service(get("/decisions", audit::decisions))
+                .service(get("/decisions/{decision_id}", audit::decision))
+                .service(get("/summary", audit::summary))
+                .service(get("/export", audit::export)),
         )
-        .service(get("/healthz", health::healthz))
-        .service(get("/readyz", health::readyz));
+        .service(
+            web::scope("/v1/status-events")
+                .wrap(from_fn(auth::require_provider))
+                .service(post("", events::status_event)),
+        )
+        // Unauthenticated and trivial: a load balancer's liveness check.
+        .service(get("/healthz", health::healthz));
+}
+
+/// The admin listener: probes (unauthenticated, for the kubelet) and
+/// metrics (role `ops` when authentication is on).
+pub fn configure_admin(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/healthz", health::healthz))
+        .service(get("/readyz", health::readyz))
+        .service(
+            web::scope("/metrics")
+                .wrap(from_fn(auth::require_ops))
+                .service(get("", health::metrics)),
+        );
+}
+
+/// A POST-only resource; other methods get a JSON 405.
+fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(error::method_not_allowed))
 }
 
 /// A GET-only resource; other methods get a JSON 405.

@@ -29,6 +29,10 @@ pub enum ProviderError {
 impl ProviderError {
     /// Worth one quick retry: the provider refused or failed fast. A timeout
     /// is not: the time is already spent.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ProviderError::Transport(e) if e.is_timeout())
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             ProviderError::Transport(e) => e.is_connect(),

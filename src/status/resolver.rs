@@ -27,6 +27,7 @@ use super::{
     StatusCache, StatusLookup,
 };
 use crate::domain::{HealthCode, SubjectId};
+use crate::metrics::Metrics;
 
 type FetchOutcome = Result<Arc<HashMap<String, CachedStatus>>, Arc<str>>;
 type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
@@ -45,6 +46,7 @@ pub struct Resolver {
 }
 
 struct Inner {
+    metrics: Arc<Metrics>,
     l1: Option<L1Cache>,
     cache: StatusCache,
     provider: ProviderClient,
@@ -69,9 +71,11 @@ impl Resolver {
         provider: ProviderClient,
         breaker: CircuitBreaker,
         options: ResolverOptions,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                metrics,
                 l1,
                 cache,
                 provider,
@@ -283,9 +287,25 @@ impl Inner {
         let mut retried = false;
         loop {
             if !self.breaker.allow() {
+                self.metrics
+                    .provider_requests
+                    .with_label_values(&["circuit_open"])
+                    .inc();
                 return Err(Arc::from("provider circuit is open"));
             }
+            let timer = std::time::Instant::now();
             let result = self.provider.lookup(&refs).await;
+            self.metrics
+                .provider_seconds
+                .observe(timer.elapsed().as_secs_f64());
+            self.metrics
+                .provider_requests
+                .with_label_values(&[match &result {
+                    Ok(_) => "ok",
+                    Err(e) if e.is_timeout() => "timeout",
+                    Err(_) => "error",
+                }])
+                .inc();
             self.breaker.record(result.is_ok());
             match result {
                 Ok(statuses) => {
@@ -331,8 +351,20 @@ impl Inner {
         .await
         {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::debug!(%error, "status cache write-back failed"),
-            Err(_) => tracing::debug!("status cache write-back timed out"),
+            Ok(Err(error)) => {
+                self.metrics
+                    .redis_errors
+                    .with_label_values(&["write"])
+                    .inc();
+                tracing::debug!(%error, "status cache write-back failed")
+            }
+            Err(_) => {
+                self.metrics
+                    .redis_errors
+                    .with_label_values(&["write"])
+                    .inc();
+                tracing::debug!("status cache write-back timed out")
+            }
         }
     }
 }

@@ -335,10 +335,16 @@ fn record(keys: &AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
 async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
     let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
     let store = AuditStore::open(&config).await.unwrap();
-    let (writer, task) =
-        AuditWriter::start(store.clone(), keys.clone(), "retention".into(), 64, 64)
-            .await
-            .unwrap();
+    let (writer, task) = AuditWriter::start(
+        store.clone(),
+        keys.clone(),
+        "retention".into(),
+        64,
+        64,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let old = (Utc::now() - TimeDelta::days(200)).timestamp_micros();
     let recent = Utc::now().timestamp_micros();
     for n in 0..5 {
@@ -443,20 +449,20 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
     // Verification needs every key that sealed a record.
     let dir_config = dir.path().join("config");
     std::fs::create_dir(&dir_config).unwrap();
-    for file in ["local.toml", "policy.toml"] {
+    for file in ["base.toml", "policy.toml"] {
         std::fs::copy(
             crate::helpers::config_dir().join(file),
             dir_config.join(file),
         )
         .unwrap();
     }
-    let base = std::fs::read_to_string(crate::helpers::config_dir().join("base.toml")).unwrap();
+    let base = std::fs::read_to_string(crate::helpers::config_dir().join("local.toml")).unwrap();
     let base = base.replace(
         "[[audit.keys]]\nid = \"local\"\nsecret = \"local-development-key-not-for-production\"",
         "[[audit.keys]]\nid = \"2026-q3\"\nsecret = \"the retired secret, 16+ bytes\"\n\n\
          [[audit.keys]]\nid = \"2026-q4\"\nsecret = \"the current secret, 16+ bytes\"",
     );
-    std::fs::write(dir_config.join("base.toml"), base).unwrap();
+    std::fs::write(dir_config.join("local.toml"), base).unwrap();
     let mut env: Vec<(&str, String)> = env.to_vec();
     env.push(("TRIPGATE_CONFIG_DIR", dir_config.display().to_string()));
     let (code, out) = audit_verify(&["--sqlite", path.to_str().unwrap()], &env);

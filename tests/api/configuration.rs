@@ -11,7 +11,8 @@ fn serve_with(env: &[(&str, &str)]) -> (bool, String) {
         .arg("serve")
         .env("TRIPGATE_CONFIG_DIR", config_dir())
         // Port 0 so a test that unexpectedly starts never collides.
-        .env("TRIPGATE__SERVER__LISTEN", "127.0.0.1:0");
+        .env("TRIPGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("TRIPGATE__SERVER__ADMIN_LISTEN", "127.0.0.1:0");
     for (key, value) in env {
         command.env(key, value);
     }

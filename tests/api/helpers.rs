@@ -110,6 +110,7 @@ pub fn config_dir() -> PathBuf {
 
 pub struct TestApp {
     pub address: SocketAddr,
+    pub admin_address: SocketAddr,
     pub simulator_url: String,
     pub http: reqwest::Client,
     pub redis: Option<TestRedis>,
@@ -157,6 +158,7 @@ impl TestApp {
         let mut settings =
             Settings::load_from(&config_dir(), Environment::Local).expect("load config/");
         settings.server.listen = "127.0.0.1:0".parse().unwrap();
+        settings.server.admin_listen = "127.0.0.1:0".parse().unwrap();
         settings.server.workers = 2;
         settings.provider.base_url = simulator_url.clone();
         settings.cache.backend = options.backend;
@@ -184,9 +186,11 @@ impl TestApp {
             .await
             .expect("build the app");
         let address = app.address();
+        let admin_address = app.admin_address();
         tokio::spawn(app.run_until_stopped());
         Self {
             address,
+            admin_address,
             simulator_url,
             http: reqwest::Client::new(),
             redis,
@@ -403,6 +407,25 @@ impl TestApp {
         (status, body)
     }
 
+    /// GET on the admin listener.
+    pub async fn get_admin(&self, path: &str) -> (u16, String) {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.admin_address))
+            .send()
+            .await
+            .expect("GET admin");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("text body"),
+        )
+    }
+
+    pub async fn get_admin_json(&self, path: &str) -> (u16, Value) {
+        let (status, body) = self.get_admin(path).await;
+        (status, serde_json::from_str(&body).expect("JSON body"))
+    }
+
     pub async fn get_text(&self, path_and_query: &str) -> (u16, String) {
         let response = self
             .http
@@ -444,6 +467,7 @@ impl ServiceProcess {
             .arg("serve")
             .env("TRIPGATE_CONFIG_DIR", config_dir())
             .env("TRIPGATE__SERVER__LISTEN", address.to_string())
+            .env("TRIPGATE__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
             .env("TRIPGATE__SERVER__WORKERS", "2")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())

@@ -109,7 +109,7 @@ async fn the_circuit_breaker_stops_calls_to_a_failing_provider_and_closes_after(
         let body = app.decide(&next_trip()).await;
         assert_eq!(body["decision"], "reject");
     }
-    let (_, ready) = app.get_json("/readyz").await;
+    let (_, ready) = app.get_admin_json("/readyz").await;
     assert_eq!(ready["provider_circuit"], "open", "{ready}");
     assert_eq!(ready["status"], "degraded");
 
@@ -136,7 +136,7 @@ async fn the_circuit_breaker_stops_calls_to_a_failing_provider_and_closes_after(
         body["decision"], "allow",
         "the half-open probe succeeds: {body}"
     );
-    let (status, ready) = app.get_json("/readyz").await;
+    let (status, ready) = app.get_admin_json("/readyz").await;
     assert_eq!(status, 200);
     assert_eq!(ready["provider_circuit"], "closed");
     assert_eq!(ready["status"], "ready");

@@ -194,6 +194,14 @@ impl AuditStore {
         }
     }
 
+    /// Whether a write could start now (takes and releases the write lock).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.ping().await,
+            AuditStore::Postgres(s) => s.ping().await,
+        }
+    }
+
     pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
         match self {
             AuditStore::Sqlite(s) => s.chain_head(instance_id).await,

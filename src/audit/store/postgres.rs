@@ -185,6 +185,11 @@ impl PostgresStore {
         Ok(())
     }
 
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client().await?.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
     pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
         let client = self.client().await?;
         let row = client

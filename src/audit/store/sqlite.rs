@@ -174,6 +174,14 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with_writer(|connection| {
+            connection.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
         let instance_id = instance_id.to_owned();
         self.with_writer(move |connection| {

@@ -1,0 +1,307 @@
+//! Who may call what: bearer tokens, roles and per-client rate limits.
+//!
+//! Clients are configured with a name, a role and the SHA-256 of their token
+//! (never the token). A presented token is hashed and compared in constant
+//! time against every client's hash, so neither the comparison nor the loop
+//! leaks how close a guess was. Each client has a token bucket; an empty
+//! bucket is a 429 with `Retry-After`. Route groups declare their role with
+//! `require(Role)`; the mapping from routes to roles lives in `routes`.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage};
+
+use crate::config::{sha256, ClientSettings, Role};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a bearer token is required (Authorization: Bearer <token>)")]
+    MissingToken,
+    #[error("the bearer token is not recognised")]
+    UnknownToken,
+    #[error("client {client} (role {role}) may not call this endpoint; it needs role {needed}")]
+    Forbidden {
+        client: String,
+        role: &'static str,
+        needed: &'static str,
+    },
+    #[error("client {client} is over its rate limit; retry after {retry_after_secs} s")]
+    RateLimited {
+        client: String,
+        retry_after_secs: u64,
+    },
+}
+
+struct TokenBucket {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_second: f64, capacity: f64) -> Self {
+        Self {
+            capacity,
+            per_second,
+            tokens: capacity,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is available.
+    fn take(&mut self) -> Result<(), Duration> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.capacity);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / self.per_second,
+            ))
+        }
+    }
+}
+
+pub struct Client {
+    pub name: String,
+    pub role: Role,
+    token_sha256: [u8; 32],
+    bucket: Mutex<TokenBucket>,
+}
+
+/// The authenticated caller, put in request extensions for handlers and logs.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+pub struct Authenticator {
+    enabled: bool,
+    clients: Vec<Client>,
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Authenticator {
+    pub fn new(
+        enabled: bool,
+        clients: Vec<(ClientSettings, [u8; 32])>,
+        default_rate: f64,
+        default_burst: f64,
+    ) -> Self {
+        let clients = clients
+            .into_iter()
+            .map(|(settings, token_sha256)| Client {
+                bucket: Mutex::new(TokenBucket::new(
+                    settings.rate_per_sec.unwrap_or(default_rate),
+                    settings.burst.unwrap_or(default_burst),
+                )),
+                name: settings.name,
+                role: settings.role,
+                token_sha256,
+            })
+            .collect();
+        Self { enabled, clients }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// `Ok(None)` when authentication is disabled.
+    pub fn authorize(
+        &self,
+        authorization: Option<&str>,
+        needed: Role,
+    ) -> Result<Option<Caller>, AuthError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::MissingToken)?;
+        let presented = sha256(token.as_bytes());
+        let mut found = None;
+        for client in &self.clients {
+            if constant_time_eq(&client.token_sha256, &presented) {
+                found = Some(client);
+            }
+        }
+        let client = found.ok_or(AuthError::UnknownToken)?;
+        if client.role != needed {
+            return Err(AuthError::Forbidden {
+                client: client.name.clone(),
+                role: client.role.as_str(),
+                needed: needed.as_str(),
+            });
+        }
+        let taken = client
+            .bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Err(wait) = taken {
+            return Err(AuthError::RateLimited {
+                client: client.name.clone(),
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        Ok(Some(Caller {
+            name: client.name.clone(),
+            role: client.role,
+        }))
+    }
+}
+
+async fn guard(
+    needed: Role,
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let authenticator = request
+        .app_data::<web::Data<Authenticator>>()
+        .cloned()
+        .ok_or_else(|| {
+            actix_web::error::ErrorInternalServerError("authenticator not configured")
+        })?;
+    let header = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match authenticator.authorize(header, needed) {
+        Ok(caller) => {
+            if let Some(caller) = caller {
+                tracing::Span::current().record("client", caller.name.as_str());
+                request.extensions_mut().insert(caller);
+            }
+            next.call(request).await
+        }
+        Err(error) => {
+            if let Some(metrics) = request.app_data::<web::Data<crate::metrics::Metrics>>() {
+                let reason = match error {
+                    AuthError::MissingToken | AuthError::UnknownToken => "unauthenticated",
+                    AuthError::Forbidden { .. } => "forbidden",
+                    AuthError::RateLimited { .. } => "rate_limited",
+                };
+                metrics.auth_rejections.with_label_values(&[reason]).inc();
+            }
+            Err(crate::routes::ApiError::from(error).into())
+        }
+    }
+}
+
+pub async fn require_dispatch(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    guard(Role::Dispatch, request, next).await
+}
+
+pub async fn require_regulator(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    guard(Role::Regulator, request, next).await
+}
+
+pub async fn require_provider(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    guard(Role::Provider, request, next).await
+}
+
+pub async fn require_ops(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    guard(Role::Ops, request, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(
+        name: &str,
+        role: Role,
+        token: &str,
+        rate: f64,
+        burst: f64,
+    ) -> (ClientSettings, [u8; 32]) {
+        (
+            ClientSettings {
+                name: name.into(),
+                role,
+                token_sha256: None,
+                token_sha256_file: None,
+                rate_per_sec: Some(rate),
+                burst: Some(burst),
+            },
+            sha256(token.as_bytes()),
+        )
+    }
+
+    #[test]
+    fn tokens_roles_and_limits() {
+        let auth = Authenticator::new(
+            true,
+            vec![
+                client("d", Role::Dispatch, "dispatch-secret", 1.0, 2.0),
+                client("r", Role::Regulator, "regulator-secret", 100.0, 100.0),
+            ],
+            1.0,
+            1.0,
+        );
+        assert_eq!(
+            auth.authorize(None, Role::Dispatch).unwrap_err(),
+            AuthError::MissingToken
+        );
+        assert_eq!(
+            auth.authorize(Some("Bearer nope"), Role::Dispatch)
+                .unwrap_err(),
+            AuthError::UnknownToken
+        );
+        assert!(matches!(
+            auth.authorize(Some("Bearer regulator-secret"), Role::Dispatch),
+            Err(AuthError::Forbidden { .. })
+        ));
+        let caller = auth
+            .authorize(Some("Bearer dispatch-secret"), Role::Dispatch)
+            .unwrap()
+            .unwrap();
+        assert_eq!(caller.name, "d");
+        assert!(auth
+            .authorize(Some("Bearer dispatch-secret"), Role::Dispatch)
+            .is_ok());
+        assert!(matches!(
+            auth.authorize(Some("Bearer dispatch-secret"), Role::Dispatch),
+            Err(AuthError::RateLimited {
+                retry_after_secs: 1,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn disabled_lets_everyone_through() {
+        let auth = Authenticator::new(false, vec![], 1.0, 1.0);
+        assert!(auth.authorize(None, Role::Ops).unwrap().is_none());
+    }
+}

@@ -1,0 +1,286 @@
+//! Prometheus metrics, one registry per application instance.
+//!
+//! Handles for every label combination on the hot path (decision × reason,
+//! lookup source) are resolved once at start-up, so recording a decision is
+//! a few atomic adds, not a label lookup. Names follow Prometheus
+//! conventions: `tripgate_` prefix, `_total` counters, `_seconds` units.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::domain::{Outcome, ReasonCode};
+use crate::status::{BreakerState, Source};
+
+/// Sub-millisecond resolution where decisions live, up to the deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    decisions: IntCounterVec,
+    decision_seconds: HistogramVec,
+    /// [outcome][reason] for the trip hook, resolved up front.
+    trip_decisions: Vec<Vec<IntCounter>>,
+    trip_seconds: Histogram,
+    lookups: Vec<IntCounter>,
+    lookups_unavailable: IntCounter,
+    pub provider_requests: IntCounterVec,
+    pub provider_seconds: Histogram,
+    pub provider_circuit: IntGaugeVec,
+    pub redis_errors: IntCounterVec,
+    pub audit_commit_seconds: Histogram,
+    pub audit_batch_size: Histogram,
+    pub audit_backlog: IntGauge,
+    pub audit_commit_failures: IntCounter,
+    pub policy_version: IntGaugeVec,
+    pub policy_reloads: IntCounterVec,
+    pub auth_rejections: IntCounterVec,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are fixed and unique in this file; registration cannot clash.
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique");
+    metric
+}
+
+impl Metrics {
+    /// Built once at start-up; metric definitions are constants, so the
+    /// constructors cannot fail.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let decisions = register(
+            r,
+            IntCounterVec::new(
+                Opts::new("tripgate_decisions_total", "Decisions by hook, decision and reason code (a decision with two reasons counts under each)."),
+                &["hook", "decision", "reason"],
+            )
+            .expect("valid metric"),
+        );
+        let decision_seconds = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "tripgate_decision_duration_seconds",
+                    "Time from parsed request to durable decision.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["hook"],
+            )
+            .expect("valid metric"),
+        );
+        let lookups_vec = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tripgate_status_lookups_total",
+                    "Party status lookups by where the status came from.",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
+        );
+        let trip_decisions = [Outcome::Allow, Outcome::Reject]
+            .iter()
+            .map(|o| {
+                ReasonCode::ALL
+                    .iter()
+                    .map(|c| decisions.with_label_values(&["trip", o.as_str(), c.as_str()]))
+                    .collect()
+            })
+            .collect();
+        let provider_circuit = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "tripgate_provider_circuit_state",
+                    "1 for the provider circuit breaker's current state.",
+                ),
+                &["state"],
+            )
+            .expect("valid metric"),
+        );
+        let metrics = Self {
+            trip_decisions,
+            trip_seconds: decision_seconds.with_label_values(&["trip"]),
+            lookups: Source::ALL
+                .iter()
+                .map(|s| lookups_vec.with_label_values(&[s.as_str()]))
+                .collect(),
+            lookups_unavailable: lookups_vec.with_label_values(&["unavailable"]),
+            provider_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_provider_requests_total",
+                        "Provider batch calls by outcome.",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            provider_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tripgate_provider_request_duration_seconds",
+                        "Provider batch call latency.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            provider_circuit,
+            redis_errors: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_redis_errors_total",
+                        "Failed or skipped Redis calls by operation.",
+                    ),
+                    &["operation"],
+                )
+                .expect("valid metric"),
+            ),
+            audit_commit_seconds: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tripgate_audit_commit_duration_seconds",
+                        "Time to commit one audit batch.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            audit_batch_size: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new("tripgate_audit_batch_size", "Records per audit commit.")
+                        .buckets(vec![
+                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                        ]),
+                )
+                .expect("valid metric"),
+            ),
+            audit_backlog: register(
+                r,
+                IntGauge::new(
+                    "tripgate_audit_backlog",
+                    "Decisions waiting for the audit writer.",
+                )
+                .expect("valid metric"),
+            ),
+            audit_commit_failures: register(
+                r,
+                IntCounter::new(
+                    "tripgate_audit_commit_failures_total",
+                    "Audit commits that failed (their decisions got 503).",
+                )
+                .expect("valid metric"),
+            ),
+            policy_version: register(
+                r,
+                IntGaugeVec::new(
+                    Opts::new("tripgate_policy_info", "1 for the policy version in force."),
+                    &["version"],
+                )
+                .expect("valid metric"),
+            ),
+            policy_reloads: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_policy_reloads_total",
+                        "Policy reload attempts by outcome.",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            auth_rejections: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_auth_rejections_total",
+                        "Requests refused by authentication, authorisation or rate limit.",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+            decisions,
+            decision_seconds,
+        };
+        metrics
+    }
+
+    pub fn record_decision(
+        &self,
+        hook: &str,
+        outcome: Outcome,
+        reasons: &[ReasonCode],
+        seconds: f64,
+    ) {
+        if hook == "trip" {
+            let row = &self.trip_decisions[usize::from(outcome == Outcome::Reject)];
+            for code in reasons {
+                row[*code as usize].inc();
+            }
+            self.trip_seconds.observe(seconds);
+        } else {
+            for code in reasons {
+                self.decisions
+                    .with_label_values(&[hook, outcome.as_str(), code.as_str()])
+                    .inc();
+            }
+            self.decision_seconds
+                .with_label_values(&[hook])
+                .observe(seconds);
+        }
+    }
+
+    pub fn record_lookup(&self, source: Option<Source>) {
+        match source {
+            Some(source) => self.lookups[source as usize].inc(),
+            None => self.lookups_unavailable.inc(),
+        }
+    }
+
+    pub fn set_circuit(&self, state: BreakerState) {
+        for s in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            self.provider_circuit
+                .with_label_values(&[s.as_str()])
+                .set(i64::from(s == state));
+        }
+    }
+
+    pub fn set_policy_version(&self, version: &str) {
+        self.policy_version.reset();
+        self.policy_version.with_label_values(&[version]).set(1);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
