@@ -141,6 +141,11 @@ impl Resolver {
                     }
                 }
                 Ok(Err(error)) => {
+                    inner
+                        .metrics
+                        .redis_errors
+                        .with_label_values(&["read"])
+                        .inc();
                     tracing::debug!(%error, "status cache read failed; asking the provider")
                 }
                 Err(_) => tracing::debug!("deadline reached while reading the status cache"),

@@ -8,5 +8,6 @@ mod cache;
 mod cluster;
 mod configuration;
 mod helpers;
+mod operations;
 mod resilience;
 mod trip_check;

@@ -1,0 +1,568 @@
+//! What operators and security reviewers check: authentication and roles,
+//! rate limits, metrics, probes, graceful shutdown, logs, start-up refusals.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tripgate::config::{sha256, ClientSettings, Role};
+
+use crate::helpers::{trip, Options, TestApp};
+
+const DISPATCH: &str = "test-dispatch-token-1";
+const REGULATOR: &str = "test-regulator-token-1";
+const PROVIDER: &str = "test-provider-token-1";
+const OPS: &str = "test-ops-token-1";
+
+fn client(name: &str, role: Role, token: &str) -> ClientSettings {
+    ClientSettings {
+        name: name.into(),
+        role,
+        token_sha256: Some(tripgate::hexcode::encode(&sha256(token.as_bytes()))),
+        token_sha256_file: None,
+        rate_per_sec: None,
+        burst: None,
+    }
+}
+
+async fn secured(dispatch_rate: Option<(f64, f64)>) -> TestApp {
+    TestApp::spawn_with(Options {
+        customise: Box::new(move |s| {
+            s.auth.enabled = true;
+            let mut dispatch = client("dispatch-1", Role::Dispatch, DISPATCH);
+            if let Some((rate, burst)) = dispatch_rate {
+                dispatch.rate_per_sec = Some(rate);
+                dispatch.burst = Some(burst);
+            }
+            s.auth.clients = vec![
+                dispatch,
+                client("regulator-1", Role::Regulator, REGULATOR),
+                client("provider-1", Role::Provider, PROVIDER),
+                client("prometheus", Role::Ops, OPS),
+            ];
+        }),
+        ..Default::default()
+    })
+    .await
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    url: String,
+    token: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = match method {
+        "POST" => app.http.post(url).json(&trip("D-1", &["P-1"])),
+        _ => app.http.get(url),
+    };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+#[tokio::test]
+async fn every_api_call_needs_a_token_of_the_right_role() {
+    let app = secured(None).await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    let checks = || app.url("/v1/checks/trip");
+    let audit = || app.url("/v1/audit/decisions");
+    let events = || app.url("/v1/status-events");
+
+    let (status, body, headers) = call(&app, "POST", checks(), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let (status, _, _) = call(&app, "POST", checks(), Some("not-a-known-token")).await;
+    assert_eq!(status, 401);
+
+    let (status, body, _) = call(&app, "POST", checks(), Some(DISPATCH)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "allow");
+
+    for (method, url, token) in [
+        ("POST", checks(), REGULATOR),
+        ("POST", checks(), PROVIDER),
+        ("GET", audit(), DISPATCH),
+        ("GET", audit(), PROVIDER),
+        ("POST", events(), DISPATCH),
+        ("POST", checks(), OPS),
+    ] {
+        let (status, body, _) = call(&app, method, url.clone(), Some(token)).await;
+        assert_eq!(status, 403, "{method} {url} with {token}: {body}");
+        assert_eq!(body["error"]["code"], "FORBIDDEN");
+    }
+
+    let (status, body, _) = call(&app, "GET", audit(), Some(REGULATOR)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decisions"].as_array().unwrap().len(), 1);
+
+    // The provider passes authentication and still needs a signature.
+    let (status, body, _) = call(&app, "POST", events(), Some(PROVIDER)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (401, Some("INVALID_SIGNATURE"))
+    );
+
+    // Probes are open to the kubelet; metrics need the ops role.
+    assert_eq!(app.get_admin("/healthz").await.0, 200);
+    assert_eq!(app.get_admin("/readyz").await.0, 200);
+    assert_eq!(app.get_admin("/metrics").await.0, 401);
+    let metrics = app
+        .http
+        .get(format!("http://{}/metrics", app.admin_address))
+        .bearer_auth(OPS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    assert!(
+        text.contains("tripgate_auth_rejections_total{reason=\"forbidden\"} 6"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_with_retry_after() {
+    let app = secured(Some((1.0, 3.0))).await;
+    for _ in 0..3 {
+        let (status, _, _) = call(&app, "POST", app.url("/v1/checks/trip"), Some(DISPATCH)).await;
+        assert_eq!(status, 200);
+    }
+    let (status, body, headers) =
+        call(&app, "POST", app.url("/v1/checks/trip"), Some(DISPATCH)).await;
+    assert_eq!(status, 429);
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    assert_eq!(headers["retry-after"], "1");
+    // Other clients have their own buckets.
+    let (status, _, _) = call(&app, "GET", app.url("/v1/audit/decisions"), Some(REGULATOR)).await;
+    assert_eq!(status, 200);
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn metrics_describe_decisions_lookups_provider_and_audit() {
+    let app = TestApp::spawn().await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    app.set_code("P-2", "red", "hangzhou").await;
+    app.decide(&trip("D-1", &["P-1"])).await;
+    app.decide(&trip("D-1", &["P-1"])).await;
+    app.decide(&trip("D-1", &["P-2"])).await;
+
+    let (status, text) = app.get_admin("/metrics").await;
+    assert_eq!(status, 200);
+    let allow = r#"tripgate_decisions_total{decision="allow",hook="trip",reason="ALL_GREEN"}"#;
+    let red = r#"tripgate_decisions_total{decision="reject",hook="trip",reason="HEALTH_CODE_RED"}"#;
+    assert_eq!(metric(&text, allow), 2.0);
+    assert_eq!(metric(&text, red), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            r#"tripgate_decision_duration_seconds_count{hook="trip"}"#
+        ),
+        3.0
+    );
+    assert!(text.contains(r#"tripgate_decision_duration_seconds_bucket{hook="trip",le="0.0001"}"#));
+    assert_eq!(
+        metric(&text, r#"tripgate_status_lookups_total{source="upstream"}"#),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, r#"tripgate_status_lookups_total{source="l1"}"#),
+        3.0
+    );
+    assert_eq!(
+        metric(&text, r#"tripgate_provider_requests_total{outcome="ok"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, r#"tripgate_provider_circuit_state{state="closed"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "tripgate_audit_commit_duration_seconds_count"),
+        3.0
+    );
+    assert_eq!(metric(&text, "tripgate_audit_batch_size_sum"), 3.0);
+    assert_eq!(metric(&text, "tripgate_audit_backlog"), 0.0);
+    assert_eq!(
+        metric(&text, r#"tripgate_policy_info{version="2026-11-26.1"}"#),
+        1.0
+    );
+
+    // Redis errors are counted (reads while Redis is down).
+    let mut app = app;
+    app.redis.as_mut().unwrap().stop();
+    app.set_code("P-3", "green", "hangzhou").await;
+    app.decide(&trip("D-1", &["P-3"])).await;
+    let (_, text) = app.get_admin("/metrics").await;
+    assert!(metric(&text, r#"tripgate_redis_errors_total{operation="read"}"#) >= 1.0);
+    let (status, ready) = app.get_admin_json("/readyz").await;
+    assert_eq!(status, 200, "Redis down must not fail readiness");
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["cache"]["up"], false);
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_audit_store_cannot_be_written() {
+    let app = TestApp::spawn().await;
+    let (status, ready) = app.get_admin_json("/readyz").await;
+    assert_eq!(
+        (status, ready["status"].as_str()),
+        (200, Some("ready")),
+        "{ready}"
+    );
+    assert_eq!(ready["audit"], "writable");
+
+    let blocker = rusqlite::Connection::open(app.audit_file()).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, ready) = app.get_admin_json("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "not_ready");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(app.get_admin("/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_request_head_too_slowly_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(|s| s.server.client_request_timeout_ms = 300),
+        ..Default::default()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    stream
+        .write_all(b"POST /v1/checks/trip HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept a slow client's connection open"
+    );
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        reply.is_empty() || reply.starts_with("HTTP/1.1 408"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn local_start_up_warns_loudly_that_authentication_is_off() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"))
+        .args(["policy", "check", "config/policy.toml"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    // `serve` with a port already taken fails after the warning is printed.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"))
+        .arg("serve")
+        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
+        .env(
+            "TRIPGATE__SERVER__LISTEN",
+            taken.local_addr().unwrap().to_string(),
+        )
+        .env("TRIPGATE__AUDIT__SQLITE_PATH", dir.path().join("a.sqlite3"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AUTHENTICATION IS DISABLED"), "{stderr}");
+    assert!(
+        stderr.contains("server.listen: cannot listen on"),
+        "{stderr}"
+    );
+}
+
+/// A production configuration directory whose secrets live in files in
+/// `dir`; `tweak` edits the secrets before they are written.
+fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static str, String)>)) {
+    let mut secrets = vec![
+        (
+            "dispatch-token-sha256",
+            tripgate::hexcode::encode(&sha256(b"vault-dispatch-9f3a")),
+        ),
+        (
+            "regulator-token-sha256",
+            tripgate::hexcode::encode(&sha256(b"vault-regulator-77b1")),
+        ),
+        (
+            "provider-token-sha256",
+            tripgate::hexcode::encode(&sha256(b"vault-provider-0c2d")),
+        ),
+        (
+            "ops-token-sha256",
+            tripgate::hexcode::encode(&sha256(b"vault-ops-5e8e")),
+        ),
+        (
+            "audit-key-k1",
+            "a-real-audit-key-from-the-vault-31c9".to_owned(),
+        ),
+        (
+            "events-secret",
+            "a-real-events-secret-from-the-vault-77aa".to_owned(),
+        ),
+    ];
+    tweak(&mut secrets);
+    let secret_dir = dir.join("secrets");
+    std::fs::create_dir_all(&secret_dir).unwrap();
+    for (name, value) in &secrets {
+        std::fs::write(secret_dir.join(name), format!("{value}\n")).unwrap();
+    }
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    for file in ["base.toml", "policy.toml"] {
+        std::fs::copy(crate::helpers::config_dir().join(file), config.join(file)).unwrap();
+    }
+    let production = std::fs::read_to_string(crate::helpers::config_dir().join("production.toml"))
+        .unwrap()
+        .replace("/etc/tripgate/secrets", &secret_dir.display().to_string());
+    std::fs::write(config.join("production.toml"), production).unwrap();
+}
+
+/// Runs `serve` in production for up to 2 s: (still running, stderr).
+fn serve_production(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let stderr_path = dir.join("stderr");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"));
+    command
+        .arg("serve")
+        .env("TRIPGATE_ENV", "production")
+        .env("TRIPGATE_CONFIG_DIR", dir.join("config"))
+        .env("TRIPGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("TRIPGATE__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .env("TRIPGATE__AUDIT__BACKEND", "sqlite")
+        .env("TRIPGATE__AUDIT__SQLITE_PATH", dir.join("audit.sqlite3"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let running = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if started.elapsed() > Duration::from_secs(2) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        running,
+        std::fs::read_to_string(stderr_path).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn production_starts_with_real_secrets_and_refuses_unsafe_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    production_config(dir.path(), |_| {});
+    let (running, stderr) = serve_production(dir.path(), &[]);
+    assert!(
+        running,
+        "production with real secrets should start: {stderr}"
+    );
+
+    let (running, stderr) = serve_production(dir.path(), &[("TRIPGATE__AUTH__ENABLED", "false")]);
+    assert!(!running);
+    assert!(
+        stderr.contains("auth.enabled: production refuses to run without authentication"),
+        "{stderr}"
+    );
+
+    let cases: [(&str, &str, &str); 3] = [
+        (
+            "events-secret",
+            "local-development-events-secret",
+            "events.secret: production refuses an example secret",
+        ),
+        (
+            "audit-key-k1",
+            "REPLACE-WITH-A-RANDOM-KEY-0000",
+            "audit.keys: key k1: production refuses an example secret",
+        ),
+        (
+            "dispatch-token-sha256",
+            "",
+            "auth.clients: client dispatch: production refuses an example token",
+        ),
+    ];
+    for (file, value, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        production_config(dir.path(), |secrets| {
+            let value = if value.is_empty() {
+                tripgate::hexcode::encode(&sha256(b"example-dispatch-token"))
+            } else {
+                value.to_owned()
+            };
+            for (name, secret) in secrets.iter_mut() {
+                if *name == file {
+                    *secret = value.clone();
+                }
+            }
+        });
+        let (running, stderr) = serve_production(dir.path(), &[]);
+        assert!(!running, "{file}: started with an example secret");
+        assert!(stderr.contains(says), "{file}: {stderr}");
+    }
+
+    // Missing secret files are named.
+    let dir = tempfile::tempdir().unwrap();
+    production_config(dir.path(), |_| {});
+    std::fs::remove_file(dir.path().join("secrets/events-secret")).unwrap();
+    let (running, stderr) = serve_production(dir.path(), &[]);
+    assert!(!running);
+    assert!(
+        stderr.contains("events.secret: cannot read") && stderr.contains("events-secret"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_drains_and_every_answered_decision_is_in_the_trail() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let provider = crate::helpers::spawn_simulator();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.sqlite3");
+    let log = dir.path().join("service.log");
+    let env = vec![
+        ("TRIPGATE__PROVIDER__BASE_URL", provider),
+        (
+            "TRIPGATE__AUDIT__SQLITE_PATH",
+            audit_path.display().to_string(),
+        ),
+        ("TRIPGATE__LOG__LEVEL", "debug".to_owned()),
+        ("TRIPGATE__LOG__FORMAT", "json".to_owned()),
+    ];
+    let mut service = crate::helpers::ServiceProcess::start(&env, log.clone()).await;
+    let url = service.url("/v1/checks/trip");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for t in 0..16 {
+        let (url, stop, answered) = (url.clone(), stop.clone(), answered.clone());
+        load.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let body = trip(
+                    &format!("D-{:06}", (t * 31 + n) % 1000),
+                    &[&format!("P-{:07}", n % 10000)],
+                );
+                match http.post(&url).json(&body).send().await {
+                    Ok(response) if response.status() == 200 => {
+                        let answer: Value = response.json().await.unwrap();
+                        answered
+                            .lock()
+                            .await
+                            .push(answer["decision_id"].as_str().unwrap().to_owned());
+                    }
+                    // Refused connections after shutdown began are expected.
+                    _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let pid = service.child.id().to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = service.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not exit within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    let answered = answered.lock().await.clone();
+    assert!(answered.len() > 50, "too little load: {}", answered.len());
+
+    let store = tripgate::audit::AuditStore::open(&tripgate::audit::StoreConfig::Sqlite {
+        path: audit_path,
+        busy_timeout_ms: 1000,
+    })
+    .await
+    .unwrap();
+    for id in &answered {
+        assert!(
+            store.get(id).await.unwrap().is_some(),
+            "answered decision {id} is not in the trail"
+        );
+    }
+
+    // JSON log lines: every decision line carries the request id and the
+    // decision id, and the shutdown is logged.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let decided: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "trip check decided")
+        .collect();
+    assert!(
+        decided.len() >= answered.len(),
+        "{} decision lines for {} answers",
+        decided.len(),
+        answered.len()
+    );
+    for line in &decided {
+        assert!(
+            line["span"]["request_id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty()),
+            "{line}"
+        );
+        assert!(
+            line["span"]["decision_id"]
+                .as_str()
+                .is_some_and(|id| id.len() == 36),
+            "{line}"
+        );
+    }
+    assert!(
+        text.contains("termination signal: draining in-flight checks"),
+        "{text}"
+    );
+    assert!(text.contains("tripgate stopped"));
+    service.kill();
+}
