@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BATCH: usize = 1000;
 
 /// `GET /v1/health-codes/{subject_id}` → 200 with this body, or 404.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthCodeRecord {
     pub subject_id: String,
     pub color: String,

@@ -54,7 +54,7 @@ impl ExportFormat {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ChainView<'a> {
     pub instance_id: &'a str,
     pub seq: i64,
@@ -63,7 +63,7 @@ pub struct ChainView<'a> {
 }
 
 /// A record as the regulator's API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RecordView<'a> {
     pub decision_id: &'a str,
     pub decided_at: String,

@@ -235,7 +235,7 @@ impl GroupBy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SummaryRow {
     pub key: String,
     pub count: u64,

@@ -32,7 +32,7 @@ impl Hook {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditReason {
     /// `driver`, `passenger` or `all`.
     pub party: String,
@@ -41,7 +41,7 @@ pub struct AuditReason {
     pub code: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditParty {
     pub party: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]

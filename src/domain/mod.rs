@@ -15,4 +15,4 @@ pub use decision::{Decision, Outcome, Reason, ReasonCode};
 pub use health_code::{Colour, HealthCode, IssuerId, Level};
 pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};
 pub use party::Party;
-pub use trip_check::{InvalidRequest, TripCheck, TripCheckBody, MAX_PASSENGERS};
+pub use trip_check::{InvalidRequest, PartyBody, TripCheck, TripCheckBody, MAX_PASSENGERS};

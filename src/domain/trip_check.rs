@@ -10,15 +10,19 @@ use super::{CityCode, InvalidIdentifier, Party, SubjectId, TripId};
 
 pub const MAX_PASSENGERS: usize = 8;
 
-#[derive(Debug, Deserialize)]
+/// The trip-match hook's request body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"trip_id": "T-1001", "city": "hangzhou", "driver": {"id": "D-42"}, "passengers": [{"id": "P-7"}]}))]
 pub struct TripCheckBody {
     pub trip_id: String,
     pub city: String,
     pub driver: PartyBody,
+    /// 1 to 8 passengers, none of them the driver, none twice.
     pub passengers: Vec<PartyBody>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A party: `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PartyBody {
     pub id: String,
 }

@@ -66,6 +66,30 @@ struct DecisionsPage<'a> {
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/decisions",
+    tag = "audit",
+    params(
+        ("from" = Option<String>, Query, description = "Inclusive RFC 3339 lower bound of decided_at"),
+        ("to" = Option<String>, Query, description = "Exclusive RFC 3339 upper bound"),
+        ("decision" = Option<String>, Query, description = "allow or reject"),
+        ("reason" = Option<String>, Query, description = "A reason code"),
+        ("city" = Option<String>, Query),
+        ("hook" = Option<String>, Query, description = "trip"),
+        ("trip_id" = Option<String>, Query),
+        ("subject" = Option<String>, Query, description = "A raw subject id, hashed server-side with every key"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "Records newest first, and the cursor of the next page (null on the last)"),
+        (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
+    )
+)]
 pub async fn decisions(
     reader: web::Data<AuditReader>,
     params: Params,
@@ -84,6 +108,20 @@ pub async fn decisions(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/decisions/{decision_id}",
+    tag = "audit",
+    params(("decision_id" = uuid::Uuid, Path)),
+    responses(
+        (status = 200, description = "One record", body = crate::audit::RecordView),
+        (status = 404, description = "DECISION_NOT_FOUND", body = super::openapi::ErrorDoc),
+        (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
+    )
+)]
 pub async fn decision(
     reader: web::Data<AuditReader>,
     path: web::Path<String>,
@@ -107,6 +145,29 @@ struct Summary {
     rows: Vec<SummaryRow>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/summary",
+    tag = "audit",
+    params(
+        ("from" = Option<String>, Query, description = "Inclusive RFC 3339 lower bound of decided_at"),
+        ("to" = Option<String>, Query, description = "Exclusive RFC 3339 upper bound"),
+        ("decision" = Option<String>, Query, description = "allow or reject"),
+        ("reason" = Option<String>, Query, description = "A reason code"),
+        ("city" = Option<String>, Query),
+        ("hook" = Option<String>, Query, description = "trip"),
+        ("trip_id" = Option<String>, Query),
+        ("subject" = Option<String>, Query, description = "A raw subject id, hashed server-side with every key"),
+        ("group_by" = Option<String>, Query, description = "reason (default), city, hook or hour"),
+    ),
+    responses(
+        (status = 200, description = "Counts per group: {group_by, total, rows: [{key, count}]}"),
+        (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
+    )
+)]
 pub async fn summary(
     reader: web::Data<AuditReader>,
     params: Params,
@@ -128,6 +189,29 @@ pub async fn summary(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    tag = "audit",
+    params(
+        ("from" = Option<String>, Query, description = "Inclusive RFC 3339 lower bound of decided_at"),
+        ("to" = Option<String>, Query, description = "Exclusive RFC 3339 upper bound"),
+        ("decision" = Option<String>, Query, description = "allow or reject"),
+        ("reason" = Option<String>, Query, description = "A reason code"),
+        ("city" = Option<String>, Query),
+        ("hook" = Option<String>, Query, description = "trip"),
+        ("trip_id" = Option<String>, Query),
+        ("subject" = Option<String>, Query, description = "A raw subject id, hashed server-side with every key"),
+        ("format" = Option<String>, Query, description = "ndjson (default) or csv"),
+    ),
+    responses(
+        (status = 200, description = "Every matching record, newest first, streamed", content_type = "application/x-ndjson"),
+        (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
+    )
+)]
 pub async fn export(
     reader: web::Data<AuditReader>,
     params: Params,

@@ -104,6 +104,24 @@ fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError>
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/checks/trip",
+    tag = "checks",
+    request_body = crate::domain::TripCheckBody,
+    params(("X-Tripgate-Deadline-Ms" = Option<u64>, Header, description = "Decide within this many milliseconds (capped by checks.deadline_ms)")),
+    responses(
+        (status = 200, description = "A decision, allow or reject", body = super::openapi::TripDecisionDoc),
+        (status = 400, description = "Malformed JSON, a missing or invalid field, a bad header", body = super::openapi::ErrorDoc),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not dispatch", body = super::openapi::ErrorDoc),
+        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
+        (status = 415, description = "Not application/json", body = super::openapi::ErrorDoc),
+        (status = 422, description = "City not in the policy", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The decision could not be recorded (AUDIT_UNAVAILABLE)", body = super::openapi::ErrorDoc),
+    )
+)]
 pub async fn trip(
     gate: web::Data<Gate>,
     request: HttpRequest,

@@ -22,6 +22,22 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
     Ok(body)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/status-events",
+    tag = "events",
+    request_body = crate::provider_api::HealthCodeRecord,
+    params(
+        ("X-Tripgate-Timestamp" = i64, Header, description = "Unix seconds; refused when more than events.max_skew_secs away"),
+        ("X-Tripgate-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256(secret, timestamp + \".\" + body)>"),
+    ),
+    responses(
+        (status = 200, description = "{applied: bool}; false when a newer status was already known"),
+        (status = 400, description = "INVALID_EVENT", body = super::openapi::ErrorDoc),
+        (status = 401, description = "INVALID_SIGNATURE or STALE_TIMESTAMP, or no bearer token", body = super::openapi::ErrorDoc),
+        (status = 503, description = "CACHE_UNAVAILABLE: retry", body = super::openapi::ErrorDoc),
+    )
+)]
 pub async fn status_event(
     events: web::Data<StatusEvents>,
     request: HttpRequest,

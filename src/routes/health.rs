@@ -12,10 +12,17 @@ use serde_json::json;
 use crate::gate::Gate;
 use crate::metrics::Metrics;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "{status: ok} while the process serves HTTP (API and admin listeners)")))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready or degraded (Redis down, provider circuit open); the body says which"),
+        (status = 503, description = "The audit store cannot be written: no decision can be given"),
+    ))]
 pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     let status = gate.resolver().health();
     let audit = gate.audit_writable().await;
@@ -35,6 +42,8 @@ pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format (role ops when authentication is on)", content_type = "text/plain")))]
 pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
     metrics.set_circuit(gate.resolver().breaker_state());
     metrics.audit_backlog.set(gate.audit_backlog() as i64);

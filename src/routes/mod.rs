@@ -7,9 +7,12 @@ mod checks;
 mod error;
 mod events;
 mod health;
+pub mod openapi;
 
 use actix_web::middleware::from_fn;
 use actix_web::web;
+
+use utoipa::OpenApi;
 
 use crate::auth;
 
@@ -17,6 +20,20 @@ pub use error::{json_config, not_found, query_config, ApiError};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Every route tripgate serves, as (method, path template); the OpenAPI
+/// document must describe each one (tested).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/checks/trip"),
+    ("get", "/v1/audit/decisions"),
+    ("get", "/v1/audit/decisions/{decision_id}"),
+    ("get", "/v1/audit/summary"),
+    ("get", "/v1/audit/export"),
+    ("post", "/v1/status-events"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+];
 
 /// The API listener. Each group of routes names the role that may call it.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -40,8 +57,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(auth::require_provider))
                 .service(post("", events::status_event)),
         )
-        // Unauthenticated and trivial: a load balancer's liveness check.
-        .service(get("/healthz", health::healthz));
+        // Unauthenticated: liveness, and the API description at
+        // /openapi.json with Swagger UI at /docs/.
+        .service(get("/healthz", health::healthz))
+        .service(
+            utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                .url("/openapi.json", openapi::ApiDoc::openapi()),
+        );
 }
 
 /// The admin listener: probes (unauthenticated, for the kubelet) and

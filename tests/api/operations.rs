@@ -566,3 +566,59 @@ async fn sigterm_under_load_drains_and_every_answered_decision_is_in_the_trail()
     assert!(text.contains("tripgate stopped"));
     service.kill();
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_swagger_ui_is_served() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for (method, path) in tripgate::routes::ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not in the OpenAPI document"
+        );
+    }
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        tripgate::routes::ROUTES
+            .iter()
+            .map(|(_, p)| p)
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        "the document lists a route tripgate does not serve"
+    );
+    assert!(doc["components"]["schemas"]["TripCheckBody"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+
+    // Every documented route is really served (no 404).
+    for (method, path) in tripgate::routes::ROUTES {
+        let concrete = path.replace("{decision_id}", &uuid::Uuid::now_v7().to_string());
+        let base = if ["/readyz", "/metrics"].contains(path) {
+            format!("http://{}", app.admin_address)
+        } else {
+            format!("http://{}", app.address)
+        };
+        let request = match *method {
+            "post" => app
+                .http
+                .post(format!("{base}{concrete}"))
+                .json(&serde_json::json!({})),
+            _ => app.http.get(format!("{base}{concrete}")),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            !(status == 404 && body.contains("\"code\":\"NOT_FOUND\"")),
+            "{method} {path} is documented but not served: {status} {body}"
+        );
+    }
+
+    let ui = app.http.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(ui.status(), 200);
+    assert!(
+        ui.text().await.unwrap().contains("swagger"),
+        "Swagger UI is served from the binary"
+    );
+}

@@ -1,0 +1,123 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
+//! annotations, served at `/openapi.json` with Swagger UI at `/docs/` (assets
+//! compiled into the binary). Shapes that the wire types serialise by hand
+//! (reasons and parties flatten `party`/`index`) are described here.
+
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{audit, checks, events, health};
+
+/// A reason: `party` is `driver`, `passenger` (with `index`) or `all`.
+#[derive(Serialize, ToSchema)]
+pub struct ReasonDoc {
+    #[schema(example = "driver")]
+    pub party: String,
+    /// Position in `passengers`, for a passenger.
+    pub index: Option<u32>,
+    #[schema(example = "HEALTH_CODE_RED")]
+    pub code: String,
+    pub message: String,
+}
+
+/// One party's status as tripgate found it.
+#[derive(Serialize, ToSchema)]
+pub struct PartyStatusDoc {
+    #[schema(example = "passenger")]
+    pub party: String,
+    pub index: Option<u32>,
+    /// green, yellow, red, unknown, unrecognised_issuer, no_code or unavailable.
+    #[schema(example = "green")]
+    pub status: String,
+    /// The issuer's own colour word.
+    pub color: Option<String>,
+    pub issuer: Option<String>,
+    /// l1, redis, upstream or stale.
+    pub source: Option<String>,
+    /// When the issuer last set or renewed the code (RFC 3339).
+    pub as_of: Option<String>,
+    pub age_seconds: Option<i64>,
+}
+
+/// A decision: HTTP 200 whether it allows or rejects.
+#[derive(Serialize, ToSchema)]
+pub struct TripDecisionDoc {
+    /// allow or reject.
+    #[schema(example = "reject")]
+    pub decision: String,
+    /// UUIDv7, time-ordered.
+    pub decision_id: uuid::Uuid,
+    pub trip_id: String,
+    pub city: String,
+    pub policy_version: String,
+    /// True when allowed although a status was unavailable (policy allow_degraded).
+    pub degraded: bool,
+    pub reasons: Vec<ReasonDoc>,
+    pub parties: Vec<PartyStatusDoc>,
+    pub decided_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetailDoc {
+    #[schema(example = "INVALID_FIELD")]
+    pub code: String,
+    pub message: String,
+    /// The JSON path or parameter at fault, when there is one.
+    pub field: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDoc {
+    pub error: ErrorDetailDoc,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "tripgate",
+        description = "Pre-trip health-code gate for ride-hailing dispatch. `/readyz` and `/metrics` are served on the admin listener (`server.admin_listen`).",
+    ),
+    paths(
+        checks::trip,
+        audit::decisions,
+        audit::decision,
+        audit::summary,
+        audit::export,
+        events::status_event,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    components(schemas(
+        crate::domain::TripCheckBody,
+        crate::domain::PartyBody,
+        crate::provider_api::HealthCodeRecord,
+        crate::audit::AuditReason,
+        crate::audit::AuditParty,
+        crate::audit::SummaryRow,
+        TripDecisionDoc,
+        ErrorDoc,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "checks", description = "Hooks called by dispatch (role dispatch)"),
+        (name = "audit", description = "The decision trail (role regulator)"),
+        (name = "events", description = "Pushes from the health-code provider (role provider, signed)"),
+        (name = "operations", description = "Probes and metrics"),
+    )
+)]
+pub struct ApiDoc;
