@@ -21,6 +21,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     registry: Registry,
+    checks: IntCounterVec,
+    /// [outcome] for the trip hook.
+    trip_checks: Vec<IntCounter>,
     decisions: IntCounterVec,
     decision_seconds: HistogramVec,
     /// [outcome][reason] for the trip hook, resolved up front.
@@ -55,6 +58,17 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let r = &registry;
+        let checks = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "tripgate_checks_total",
+                    "Decisions by hook and outcome (one per decision).",
+                ),
+                &["hook", "decision"],
+            )
+            .expect("valid metric"),
+        );
         let decisions = register(
             r,
             IntCounterVec::new(
@@ -107,6 +121,11 @@ impl Metrics {
             .expect("valid metric"),
         );
         let metrics = Self {
+            trip_checks: [Outcome::Allow, Outcome::Reject]
+                .iter()
+                .map(|o| checks.with_label_values(&["trip", o.as_str()]))
+                .collect(),
+            checks,
             trip_decisions,
             trip_seconds: decision_seconds.with_label_values(&["trip"]),
             lookups: Source::ALL
@@ -219,6 +238,21 @@ impl Metrics {
             decisions,
             decision_seconds,
         };
+        // Known series start at zero, so rates and alerts see them before
+        // the first event.
+        for outcome in ["ok", "error", "timeout", "circuit_open"] {
+            metrics.provider_requests.with_label_values(&[outcome]);
+        }
+        for operation in ["read", "write"] {
+            metrics.redis_errors.with_label_values(&[operation]);
+        }
+        for reason in ["unauthenticated", "forbidden", "rate_limited"] {
+            metrics.auth_rejections.with_label_values(&[reason]);
+        }
+        for outcome in ["applied", "refused"] {
+            metrics.policy_reloads.with_label_values(&[outcome]);
+        }
+        metrics.set_circuit(BreakerState::Closed);
         metrics
     }
 
@@ -229,13 +263,18 @@ impl Metrics {
         reasons: &[ReasonCode],
         seconds: f64,
     ) {
+        let outcome_index = usize::from(outcome == Outcome::Reject);
         if hook == "trip" {
-            let row = &self.trip_decisions[usize::from(outcome == Outcome::Reject)];
+            self.trip_checks[outcome_index].inc();
+            let row = &self.trip_decisions[outcome_index];
             for code in reasons {
                 row[*code as usize].inc();
             }
             self.trip_seconds.observe(seconds);
         } else {
+            self.checks
+                .with_label_values(&[hook, outcome.as_str()])
+                .inc();
             for code in reasons {
                 self.decisions
                     .with_label_values(&[hook, outcome.as_str(), code.as_str()])
@@ -282,5 +321,33 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Handles are indexed by enum discriminant; the orders must agree.
+    #[test]
+    fn enum_orders_match_their_lists() {
+        for (i, code) in ReasonCode::ALL.iter().enumerate() {
+            assert_eq!(*code as usize, i);
+        }
+        for (i, source) in Source::ALL.iter().enumerate() {
+            assert_eq!(*source as usize, i);
+        }
+    }
+
+    #[test]
+    fn a_decision_counts_once_per_outcome_and_once_per_reason() {
+        let metrics = Metrics::new();
+        let reasons = [ReasonCode::HealthCodeRed, ReasonCode::NoHealthCode];
+        metrics.record_decision("trip", Outcome::Reject, &reasons, 0.001);
+        let text = metrics.encode();
+        assert!(text.contains(r#"tripgate_checks_total{decision="reject",hook="trip"} 1"#));
+        assert!(text.contains(
+            r#"tripgate_decisions_total{decision="reject",hook="trip",reason="NO_HEALTH_CODE"} 1"#
+        ));
     }
 }

@@ -1,0 +1,18 @@
+# Multi-stage build: compile in the Rust image, ship the binary alone in a
+# distroless image that runs as a non-root user (uid 65532).
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+COPY config config
+RUN cargo build --release --locked --bin tripgate
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/tripgate /usr/local/bin/tripgate
+COPY config /etc/tripgate/config
+ENV TRIPGATE_ENV=production \
+    TRIPGATE_CONFIG_DIR=/etc/tripgate/config
+USER 65532:65532
+EXPOSE 8080 9100
+ENTRYPOINT ["/usr/local/bin/tripgate"]
+CMD ["serve"]
