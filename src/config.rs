@@ -203,6 +203,8 @@ pub struct ProviderSettings {
 pub struct PolicySettings {
     /// Relative paths are resolved against the configuration directory.
     pub path: PathBuf,
+    /// The reason-message catalogue (zh-CN and en), likewise.
+    pub messages: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -320,6 +322,9 @@ impl Settings {
         settings.environment = environment;
         if settings.policy.path.is_relative() {
             settings.policy.path = dir.join(&settings.policy.path);
+        }
+        if settings.policy.messages.is_relative() {
+            settings.policy.messages = dir.join(&settings.policy.messages);
         }
         settings.validate()?;
         Ok(settings)

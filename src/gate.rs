@@ -5,18 +5,22 @@
 //!
 //! This is the only place that sequences the parts; routes hand it parsed
 //! requests and turn its results into HTTP, the resolver does the I/O, and
-//! policy stays pure.
+//! policy stays pure. The policy in force can be replaced at any moment
+//! (hot reload); a check reads it once, so no check sees half of each.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::audit::{AuditParty, AuditReason, AuditRecord, AuditWriter, Hook, WriteError};
-use crate::domain::{CityCode, Colour, Decision, IssuerId, Party, SubjectId, TripCheck, TripId};
-use crate::policy::{evaluate, Policy, Standing};
+use crate::audit::{AuditParty, AuditReason, AuditRecord, AuditWriter, WriteError};
+use crate::domain::{
+    Check, CityCode, Colour, Decision, Hook, IssuerId, Party, Reason, SubjectId, TripId,
+};
+use crate::policy::{evaluate, Policy, PolicyError, Standing};
 use crate::status::{Resolver, Source, Status, StatusLookup};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,23 +44,30 @@ pub struct PartyReport {
     pub source: Option<Source>,
     /// When the issuer last set or renewed the code.
     pub as_of: Option<DateTime<Utc>>,
+    /// The party's own failing reason (for candidates: why excluded).
+    pub failure: Option<Reason>,
+    /// Whether the party may take part (for candidates: eligible).
+    pub eligible: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct TripDecision {
+pub struct Decided {
     /// UUIDv7: time-ordered, so ids sort by decision time.
     pub decision_id: Uuid,
-    pub trip_id: TripId,
+    pub hook: Hook,
+    /// The trip or order id; none for a driver's shift.
+    pub reference: Option<TripId>,
     pub city: CityCode,
     pub policy_version: String,
     pub decision: Decision,
+    /// One per party of the check, in its order.
     pub parties: Vec<PartyReport>,
     pub decided_at: DateTime<Utc>,
 }
 
 pub struct Gate {
     resolver: Resolver,
-    policy: Arc<Policy>,
+    policy: RwLock<Arc<Policy>>,
     audit: AuditWriter,
     /// The longest any decision may take; callers may ask for less.
     deadline: Duration,
@@ -66,7 +77,7 @@ impl Gate {
     pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter, deadline: Duration) -> Self {
         Self {
             resolver,
-            policy: Arc::new(policy),
+            policy: RwLock::new(Arc::new(policy)),
             audit,
             deadline,
         }
@@ -85,20 +96,42 @@ impl Gate {
         self.audit.store_writable().await
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Loads `path` and, if it is valid, puts it in force at once; an
+    /// invalid document is refused and the old one keeps serving.
+    pub fn reload_policy(&self, path: &Path) -> Result<String, PolicyError> {
+        let metrics = self.audit.metrics();
+        match Policy::load(path) {
+            Ok(policy) => {
+                let version = policy.version().to_owned();
+                *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
+                metrics.set_policy_version(&version);
+                metrics.policy_reloads.with_label_values(&["applied"]).inc();
+                tracing::info!(%version, "policy reloaded");
+                Ok(version)
+            }
+            Err(error) => {
+                metrics.policy_reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(%error, kept = self.policy().version(), "policy reload refused; the old policy keeps serving");
+                Err(error)
+            }
+        }
     }
 
     /// Decides `check` within `budget` (capped by the configured deadline):
     /// whatever status is not known by then counts as unavailable.
-    pub async fn check_trip(
+    pub async fn check(
         &self,
-        check: TripCheck,
+        check: Check,
         budget: Option<Duration>,
-    ) -> Result<TripDecision, GateError> {
+    ) -> Result<Decided, GateError> {
         let started = Instant::now();
         let deadline = started + budget.map_or(self.deadline, |b| b.min(self.deadline));
-        let policy = Arc::clone(&self.policy);
+        let policy = self.policy();
         let city_policy = policy
             .city(&check.city)
             .ok_or_else(|| GateError::UnknownCity {
@@ -114,16 +147,21 @@ impl Gate {
             .map(|(party, _)| party)
             .zip(&lookups)
             .collect();
-        let evaluation = evaluate(&policy, city_policy, &parties, decided_at);
+        let evaluation = evaluate(&policy, city_policy, check.hook, &parties, decided_at);
 
         let reports = parties
             .iter()
-            .zip(&evaluation.standings)
-            .map(|((party, lookup), standing)| report(*party, lookup, *standing))
+            .enumerate()
+            .map(|(i, (party, lookup))| PartyReport {
+                failure: evaluation.failures[i].clone(),
+                eligible: evaluation.eligible[i],
+                ..report(*party, lookup, evaluation.standings[i])
+            })
             .collect();
-        let decided = TripDecision {
+        let decided = Decided {
             decision_id: Uuid::now_v7(),
-            trip_id: check.trip_id.clone(),
+            hook: check.hook,
+            reference: check.reference.clone(),
             city: check.city.clone(),
             policy_version: policy.version().to_owned(),
             decision: evaluation.decision,
@@ -133,7 +171,7 @@ impl Gate {
 
         let subjects: Vec<&SubjectId> = check.parties().map(|(_, subject)| subject).collect();
         self.audit
-            .append(self.audit_record(Hook::Trip, &decided, &subjects))
+            .append(self.audit_record(&decided, &subjects))
             .await?;
 
         let metrics = self.audit.metrics();
@@ -142,7 +180,7 @@ impl Gate {
         }
         let codes: Vec<_> = decided.decision.reasons.iter().map(|r| r.code).collect();
         metrics.record_decision(
-            Hook::Trip.as_str(),
+            decided.hook.as_str(),
             decided.decision.outcome,
             &codes,
             started.elapsed().as_secs_f64(),
@@ -150,37 +188,42 @@ impl Gate {
         Ok(decided)
     }
 
-    /// The decision as the audit trail keeps it: subjects pseudonymised.
-    fn audit_record(
-        &self,
-        hook: Hook,
-        decided: &TripDecision,
-        subjects: &[&SubjectId],
-    ) -> AuditRecord {
+    /// The decision as the audit trail keeps it: subjects pseudonymised,
+    /// every reason (including why each excluded candidate was excluded).
+    fn audit_record(&self, decided: &Decided, subjects: &[&SubjectId]) -> AuditRecord {
         let keys = self.audit.keys();
         let index = |party: Party| party.index().map(|i| i as u32);
+        let audit_reason = |r: &Reason| AuditReason {
+            party: r.party.map_or("all", Party::role).to_owned(),
+            index: r.party.and_then(index),
+            code: r.code.as_str().to_owned(),
+            rule: r.rule.to_string(),
+            detail: r.detail.clone(),
+        };
+        let mut reasons: Vec<AuditReason> =
+            decided.decision.reasons.iter().map(audit_reason).collect();
+        for excluded in decided.parties.iter().filter_map(|p| p.failure.as_ref()) {
+            if !decided.decision.reasons.contains(excluded) {
+                reasons.push(audit_reason(excluded));
+            }
+        }
         AuditRecord {
             format: crate::audit::FORMAT,
             decision_id: decided.decision_id.to_string(),
             decided_at_us: decided.decided_at.timestamp_micros(),
-            hook,
-            trip_id: decided.trip_id.as_str().to_owned(),
+            hook: decided.hook,
+            trip_id: decided
+                .reference
+                .as_ref()
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
             city: decided.city.as_str().to_owned(),
             decision: decided.decision.outcome.as_str().to_owned(),
             degraded: decided.decision.degraded,
             policy_version: decided.policy_version.clone(),
             instance_id: self.audit.instance_id().to_owned(),
             key_id: keys.active_id().to_owned(),
-            reasons: decided
-                .decision
-                .reasons
-                .iter()
-                .map(|r| AuditReason {
-                    party: r.party.map_or("all", Party::role).to_owned(),
-                    index: r.party.and_then(index),
-                    code: r.code.as_str().to_owned(),
-                })
-                .collect(),
+            reasons,
             parties: decided
                 .parties
                 .iter()
@@ -196,6 +239,7 @@ impl Gate {
                     status_age_secs: p
                         .as_of
                         .map(|at| (decided.decided_at - at).num_seconds().max(0)),
+                    eligible: matches!(p.party, Party::Candidate(_)).then_some(p.eligible),
                 })
                 .collect(),
         }
@@ -210,6 +254,8 @@ fn report(party: Party, lookup: &StatusLookup, standing: Standing) -> PartyRepor
         issuer: None,
         source: None,
         as_of: None,
+        failure: None,
+        eligible: true,
     };
     if let StatusLookup::Known { status, source, .. } = lookup {
         report.source = Some(*source);

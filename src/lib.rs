@@ -13,6 +13,7 @@ pub mod domain;
 pub mod events;
 pub mod gate;
 pub mod hexcode;
+pub mod messages;
 pub mod metrics;
 pub mod policy;
 pub mod provider_api;

@@ -39,6 +39,8 @@ pub enum StartupError {
     Config(#[from] ConfigError),
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
+    #[error("policy.messages: {0}")]
+    Messages(#[from] crate::messages::MessagesError),
     #[error("configuration: cache.redis_url: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("cannot build the provider HTTP client: {0}")]
@@ -56,7 +58,12 @@ pub enum StartupError {
     },
 }
 
+/// Where the policy document is reloaded from.
+pub struct PolicyPath(pub std::path::PathBuf);
+
 pub struct Application {
+    gate: Arc<Gate>,
+    policy_path: std::path::PathBuf,
     address: SocketAddr,
     admin_address: SocketAddr,
     server: Server,
@@ -79,6 +86,8 @@ impl Application {
         settings.validate()?;
         let metrics = Arc::new(Metrics::new());
         let policy = Policy::load(&settings.policy.path)?;
+        let messages = web::Data::new(crate::messages::Messages::load(&settings.policy.messages)?);
+        let policy_path = web::Data::new(PolicyPath(settings.policy.path.clone()));
         metrics.set_policy_version(policy.version());
         let (resolver, invalidations) = build_resolver(&settings, Arc::clone(&metrics))?;
         let backend = match settings.audit.backend {
@@ -135,12 +144,13 @@ impl Application {
 
         let (listener, address) = bind("server.listen", server_settings.listen)?;
         let api = {
-            let (gate, reader, events, authenticator, metrics) = (
+            let (gate, reader, events, authenticator, metrics, messages) = (
                 gate.clone(),
                 reader.clone(),
                 events.clone(),
                 authenticator.clone(),
                 metrics.clone(),
+                messages.clone(),
             );
             HttpServer::new(move || {
                 App::new()
@@ -150,6 +160,7 @@ impl Application {
                     .app_data(events.clone())
                     .app_data(authenticator.clone())
                     .app_data(metrics.clone())
+                    .app_data(messages.clone())
                     .configure(routes::configure)
                     .default_service(web::to(routes::not_found))
             })
@@ -175,9 +186,11 @@ impl Application {
 
         let (admin_listener, admin_address) =
             bind("server.admin_listen", server_settings.admin_listen)?;
+        let reload_gate = gate.clone().into_inner();
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(gate.clone())
+                .app_data(policy_path.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure_admin)
@@ -195,6 +208,8 @@ impl Application {
         .run();
 
         Ok(Self {
+            gate: reload_gate,
+            policy_path: settings.policy.path.clone(),
             address,
             admin_address,
             server,
@@ -232,14 +247,24 @@ impl Application {
         let (api_handle, admin_handle) = (self.server.handle(), self.admin.handle());
         let mut api = tokio::spawn(self.server);
         let admin = tokio::spawn(self.admin);
-        let served = tokio::select! {
-            _ = terminated() => {
-                tracing::info!("termination signal: draining in-flight checks");
-                api_handle.stop(true).await;
-                api.await
+        let mut hangups = hangups();
+        let served = loop {
+            tokio::select! {
+                _ = terminated() => {
+                    tracing::info!("termination signal: draining in-flight checks");
+                    api_handle.stop(true).await;
+                    break api.await;
+                }
+                Some(()) = hangups.recv() => {
+                    // Refusals are logged and counted by the gate.
+                    let _ = self.gate.reload_policy(&self.policy_path);
+                }
+                served = &mut api => break served,
             }
-            served = &mut api => served,
         };
+        // The gate holds the audit writer's queue: let it go, or the writer
+        // would wait for records that can no longer come.
+        drop(self.gate);
         admin_handle.stop(true).await;
         let _ = admin.await;
         for task in &self.background {
@@ -256,6 +281,27 @@ impl Application {
         tracing::info!("tripgate stopped");
         served.unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
+}
+
+/// SIGHUPs as a stream (empty where there are no signals).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    if sender.send(()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    drop(sender);
+    receiver
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -12,25 +12,7 @@ use crate::domain::ReasonCode;
 
 pub const FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Hook {
-    Trip,
-}
-
-impl Hook {
-    pub const ALL: [Hook; 1] = [Hook::Trip];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Hook::Trip => "trip",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|hook| hook.as_str() == raw)
-    }
-}
+pub use crate::domain::Hook;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditReason {
@@ -39,6 +21,11 @@ pub struct AuditReason {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub index: Option<u32>,
     pub code: String,
+    /// The policy rule that fired (`<city>.<hook>[.<check>]`).
+    pub rule: String,
+    /// E.g. the risk area of ITINERARY_RISK_AREA.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -60,6 +47,9 @@ pub struct AuditParty {
     /// Seconds between the code's last renewal and the decision.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status_age_secs: Option<i64>,
+    /// For candidate drivers: eligible (true) or excluded (false).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eligible: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -68,74 +68,31 @@ impl ReasonCode {
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|code| code.as_str() == raw)
     }
-
-    /// Human text telling the person what to do.
-    pub fn message(self) -> &'static str {
-        match self {
-            ReasonCode::AllGreen => "Every party holds a valid green health code.",
-            ReasonCode::HealthCodeYellow => {
-                "The health code is yellow: 7 days of isolation and daily check-in are required before it turns green."
-            }
-            ReasonCode::HealthCodeRed => {
-                "The health code is red: 14 days of isolation and daily check-in are required before it turns green."
-            }
-            ReasonCode::HealthCodeUnrecognised => {
-                "The health code shows a colour this city's policy does not recognise; it is not treated as green."
-            }
-            ReasonCode::NoHealthCode => {
-                "Please apply for a health code and make sure it is green."
-            }
-            ReasonCode::StatusStale => {
-                "The health code has not been renewed recently enough; please check in to renew it."
-            }
-            ReasonCode::StatusUnavailable => {
-                "The health-code status could not be determined right now; please try again shortly."
-            }
-            ReasonCode::IssuerNotRecognised => {
-                "The health code was issued by an authority this city does not recognise."
-            }
-            ReasonCode::ItineraryRiskArea => {
-                "The travel history shows a visit to a risk area within the policy window."
-            }
-        }
-    }
 }
 
+/// One reason of a decision. The human message is not here: it is chosen
+/// per request (language) from the message catalogue when the answer is
+/// rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
-    /// `None` for reasons about the whole check (`ALL_GREEN`), serialised as
-    /// `"party": "all"` so every reason object has the same shape.
+    /// `None` for reasons about the whole check (`ALL_GREEN`), shown as
+    /// `"party": "all"`.
     pub party: Option<Party>,
     pub code: ReasonCode,
-    pub message: &'static str,
+    /// The id of the policy rule that fired, e.g. `hangzhou.trip.health_code`.
+    pub rule: std::sync::Arc<str>,
+    /// A detail the code needs, e.g. the risk area of ITINERARY_RISK_AREA.
+    pub detail: Option<String>,
 }
 
 impl Reason {
-    pub fn new(party: Option<Party>, code: ReasonCode) -> Self {
+    pub fn new(party: Option<Party>, code: ReasonCode, rule: std::sync::Arc<str>) -> Self {
         Self {
             party,
             code,
-            message: code.message(),
+            rule,
+            detail: None,
         }
-    }
-}
-
-impl Serialize for Reason {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        match self.party {
-            Some(party) => {
-                map.serialize_entry("party", party.role())?;
-                if let Some(index) = party.index() {
-                    map.serialize_entry("index", &index)?;
-                }
-            }
-            None => map.serialize_entry("party", "all")?,
-        }
-        map.serialize_entry("code", &self.code)?;
-        map.serialize_entry("message", self.message)?;
-        map.end()
     }
 }
 

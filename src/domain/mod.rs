@@ -7,12 +7,17 @@
 
 mod decision;
 mod health_code;
+mod hook;
 mod identifiers;
 mod party;
 mod trip_check;
 
 pub use decision::{Decision, Outcome, Reason, ReasonCode};
 pub use health_code::{Colour, HealthCode, IssuerId, Level};
+pub use hook::Hook;
 pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};
 pub use party::Party;
-pub use trip_check::{InvalidRequest, PartyBody, TripCheck, TripCheckBody, MAX_PASSENGERS};
+pub use trip_check::{
+    CandidatesBody, Check, DriverShiftBody, InvalidRequest, PartyBody, PassengerOrderBody,
+    TripCheckBody, MAX_CANDIDATES, MAX_PASSENGERS,
+};

@@ -1,4 +1,5 @@
-//! Who a status or a reason is about: the driver or the n-th passenger.
+//! Who a status or a reason is about: the driver, the n-th passenger, or the
+//! n-th candidate driver of a candidate filter.
 
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -8,6 +9,8 @@ pub enum Party {
     Driver,
     /// Index into the request's `passengers` array.
     Passenger(usize),
+    /// Index into the candidate filter's `drivers` array.
+    Candidate(usize),
 }
 
 impl Party {
@@ -15,19 +18,20 @@ impl Party {
         match self {
             Party::Driver => "driver",
             Party::Passenger(_) => "passenger",
+            Party::Candidate(_) => "candidate",
         }
     }
 
     pub fn index(self) -> Option<usize> {
         match self {
             Party::Driver => None,
-            Party::Passenger(i) => Some(i),
+            Party::Passenger(i) | Party::Candidate(i) => Some(i),
         }
     }
 }
 
-/// Serialises as the fields `party` and (for passengers) `index`, so it can be
-/// flattened into reason and status objects: `{"party": "passenger", "index": 0}`.
+/// Serialises as the fields `party` and (for passengers and candidates)
+/// `index`: `{"party": "passenger", "index": 0}`.
 impl Serialize for Party {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;

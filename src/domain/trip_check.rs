@@ -1,12 +1,12 @@
-//! The trip-match hook's request: its wire form and its parsed, valid form.
+//! The hooks' requests: their wire forms and the parsed, valid `Check`.
 //!
-//! `TripCheckBody` is whatever JSON arrived; `TripCheck` is a request that
-//! passed every rule (id grammar, 1..=8 passengers, nobody twice). Only the
-//! latter travels past the route.
+//! `*Body` types are whatever JSON arrived; a `Check` is a request that passed
+//! every rule (id grammar, list sizes, nobody twice). Only the latter travels
+//! past the route.
 
 use serde::Deserialize;
 
-use super::{CityCode, InvalidIdentifier, Party, SubjectId, TripId};
+use super::{CityCode, Hook, InvalidIdentifier, Party, SubjectId, TripId};
 
 pub const MAX_PASSENGERS: usize = 8;
 
@@ -49,83 +49,210 @@ impl InvalidRequest {
     }
 }
 
+/// A parsed check of any hook: every party with its subject, all distinct.
 #[derive(Debug, Clone)]
-pub struct TripCheck {
-    pub trip_id: TripId,
+pub struct Check {
+    pub hook: Hook,
     pub city: CityCode,
-    pub driver: SubjectId,
-    /// 1..=MAX_PASSENGERS distinct subjects, none of them the driver.
-    pub passengers: Vec<SubjectId>,
+    /// The trip (or order) the check is for; none for a driver's shift.
+    pub reference: Option<TripId>,
+    parties: Vec<(Party, SubjectId)>,
 }
 
-impl TripCheck {
-    /// Every party with the subject it stands for, driver first.
+impl Check {
+    /// Every party with the subject it stands for, in request order
+    /// (driver, passengers, candidates).
     pub fn parties(&self) -> impl Iterator<Item = (Party, &SubjectId)> {
-        std::iter::once((Party::Driver, &self.driver)).chain(
-            self.passengers
-                .iter()
-                .enumerate()
-                .map(|(i, id)| (Party::Passenger(i), id)),
-        )
+        self.parties
+            .iter()
+            .map(|(party, subject)| (*party, subject))
     }
 
     pub fn subjects(&self) -> Vec<SubjectId> {
-        self.parties().map(|(_, id)| id.clone()).collect()
+        self.parties.iter().map(|(_, id)| id.clone()).collect()
     }
 }
 
-impl TryFrom<TripCheckBody> for TripCheck {
-    type Error = InvalidRequest;
+/// Collects parties, refusing empty, malformed or repeated subjects. `field`
+/// names where each party came from, for error messages.
+struct PartyList {
+    parties: Vec<(Party, SubjectId)>,
+    fields: Vec<String>,
+}
 
-    fn try_from(body: TripCheckBody) -> Result<Self, Self::Error> {
-        let trip_id =
-            TripId::parse(&body.trip_id).map_err(|e| InvalidRequest::identifier("trip_id", e))?;
-        let city =
-            CityCode::parse(&body.city).map_err(|e| InvalidRequest::identifier("city", e))?;
-        let driver = SubjectId::parse(&body.driver.id)
-            .map_err(|e| InvalidRequest::identifier("driver.id", e))?;
-
-        if body.passengers.is_empty() {
-            return Err(InvalidRequest::new(
-                "passengers",
-                "must list at least one passenger",
-            ));
+impl PartyList {
+    fn new() -> Self {
+        Self {
+            parties: Vec::new(),
+            fields: Vec::new(),
         }
-        if body.passengers.len() > MAX_PASSENGERS {
+    }
+
+    fn add(&mut self, party: Party, field: String, raw: &str) -> Result<(), InvalidRequest> {
+        let id = SubjectId::parse(raw).map_err(|e| InvalidRequest::identifier(field.clone(), e))?;
+        if let Some(first) = self.parties.iter().position(|(_, seen)| *seen == id) {
             return Err(InvalidRequest::new(
-                "passengers",
+                field,
                 format!(
-                    "lists {} passengers; at most {MAX_PASSENGERS} are allowed",
-                    body.passengers.len()
+                    "is the same subject as {}; each subject may appear once",
+                    self.fields[first]
                 ),
             ));
         }
+        self.parties.push((party, id));
+        self.fields.push(field);
+        Ok(())
+    }
 
-        let mut passengers: Vec<SubjectId> = Vec::with_capacity(body.passengers.len());
-        for (i, passenger) in body.passengers.iter().enumerate() {
-            let field = format!("passengers[{i}].id");
-            let id = SubjectId::parse(&passenger.id)
-                .map_err(|e| InvalidRequest::identifier(field.clone(), e))?;
-            if id == driver {
-                return Err(InvalidRequest::new(
-                    field,
-                    "is the same subject as driver.id; a driver cannot be their own passenger",
-                ));
-            }
-            if let Some(first) = passengers.iter().position(|seen| *seen == id) {
-                return Err(InvalidRequest::new(
-                    field,
-                    format!("repeats passengers[{first}].id; each passenger must be listed once"),
-                ));
-            }
-            passengers.push(id);
+    /// `name` is the plural field name; `one` its singular, for messages.
+    fn add_list(
+        &mut self,
+        (name, one): (&str, &str),
+        party: fn(usize) -> Party,
+        list: &[PartyBody],
+        max: usize,
+    ) -> Result<(), InvalidRequest> {
+        if list.is_empty() {
+            return Err(InvalidRequest::new(
+                name,
+                format!("must list at least one {one}"),
+            ));
         }
+        if list.len() > max {
+            return Err(InvalidRequest::new(
+                name,
+                format!("lists {} {name}; at most {max} are allowed", list.len()),
+            ));
+        }
+        for (i, entry) in list.iter().enumerate() {
+            self.add(party(i), format!("{name}[{i}].id"), &entry.id)?;
+        }
+        Ok(())
+    }
+}
 
+fn city(raw: &str) -> Result<CityCode, InvalidRequest> {
+    CityCode::parse(raw).map_err(|e| InvalidRequest::identifier("city", e))
+}
+
+fn reference(field: &str, raw: &str) -> Result<TripId, InvalidRequest> {
+    TripId::parse(raw).map_err(|e| InvalidRequest::identifier(field.to_owned(), e))
+}
+
+impl TryFrom<TripCheckBody> for Check {
+    type Error = InvalidRequest;
+
+    fn try_from(body: TripCheckBody) -> Result<Self, Self::Error> {
+        let reference = reference("trip_id", &body.trip_id)?;
+        let city = city(&body.city)?;
+        let mut parties = PartyList::new();
+        parties.add(Party::Driver, "driver.id".into(), &body.driver.id)?;
+        parties.add_list(
+            ("passengers", "passenger"),
+            Party::Passenger,
+            &body.passengers,
+            MAX_PASSENGERS,
+        )?;
         Ok(Self {
-            trip_id,
+            hook: Hook::Trip,
             city,
-            driver,
-            passengers,
+            reference: Some(reference),
+            parties: parties.parties,
+        })
+    }
+}
+
+/// `POST /v1/checks/driver-shift`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DriverShiftBody {
+    pub city: String,
+    pub driver: PartyBody,
+}
+
+impl TryFrom<DriverShiftBody> for Check {
+    type Error = InvalidRequest;
+
+    fn try_from(body: DriverShiftBody) -> Result<Self, Self::Error> {
+        let city = city(&body.city)?;
+        let mut parties = PartyList::new();
+        parties.add(Party::Driver, "driver.id".into(), &body.driver.id)?;
+        Ok(Self {
+            hook: Hook::DriverShift,
+            city,
+            reference: None,
+            parties: parties.parties,
+        })
+    }
+}
+
+/// `POST /v1/checks/passenger-order`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct PassengerOrderBody {
+    pub city: String,
+    pub order_id: String,
+    /// 1 to 8 passengers, none twice.
+    pub passengers: Vec<PartyBody>,
+}
+
+impl TryFrom<PassengerOrderBody> for Check {
+    type Error = InvalidRequest;
+
+    fn try_from(body: PassengerOrderBody) -> Result<Self, Self::Error> {
+        let reference = reference("order_id", &body.order_id)?;
+        let city = city(&body.city)?;
+        let mut parties = PartyList::new();
+        parties.add_list(
+            ("passengers", "passenger"),
+            Party::Passenger,
+            &body.passengers,
+            MAX_PASSENGERS,
+        )?;
+        Ok(Self {
+            hook: Hook::PassengerOrder,
+            city,
+            reference: Some(reference),
+            parties: parties.parties,
+        })
+    }
+}
+
+pub const MAX_CANDIDATES: usize = 200;
+
+/// `POST /v1/checks/candidates`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct CandidatesBody {
+    pub city: String,
+    pub trip_id: String,
+    /// 1 to 8 passengers.
+    pub passengers: Vec<PartyBody>,
+    /// 1 to 200 candidate drivers, none twice, none a passenger.
+    pub drivers: Vec<PartyBody>,
+}
+
+impl TryFrom<CandidatesBody> for Check {
+    type Error = InvalidRequest;
+
+    fn try_from(body: CandidatesBody) -> Result<Self, Self::Error> {
+        let reference = reference("trip_id", &body.trip_id)?;
+        let city = city(&body.city)?;
+        let mut parties = PartyList::new();
+        parties.add_list(
+            ("passengers", "passenger"),
+            Party::Passenger,
+            &body.passengers,
+            MAX_PASSENGERS,
+        )?;
+        parties.add_list(
+            ("drivers", "driver"),
+            Party::Candidate,
+            &body.drivers,
+            MAX_CANDIDATES,
+        )?;
+        Ok(Self {
+            hook: Hook::Candidates,
+            city,
+            reference: Some(reference),
+            parties: parties.parties,
         })
     }
 }
@@ -148,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_valid_body_parses_with_parties_in_order() {
-        let check = TripCheck::try_from(body("D-1", &["P-1", "P-2"])).unwrap();
+        let check = Check::try_from(body("D-1", &["P-1", "P-2"])).unwrap();
         let parties: Vec<Party> = check.parties().map(|(p, _)| p).collect();
         assert_eq!(
             parties,
@@ -158,16 +285,16 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let err = TripCheck::try_from(body("D-1", &["P-1", "P-1"])).unwrap_err();
+        let err = Check::try_from(body("D-1", &["P-1", "P-1"])).unwrap_err();
         assert_eq!(err.field, "passengers[1].id");
-        let err = TripCheck::try_from(body("D-1", &["D-1"])).unwrap_err();
+        let err = Check::try_from(body("D-1", &["D-1"])).unwrap_err();
         assert_eq!(err.field, "passengers[0].id");
-        let err = TripCheck::try_from(body("D-1", &[])).unwrap_err();
+        let err = Check::try_from(body("D-1", &[])).unwrap_err();
         assert_eq!(err.field, "passengers");
         let nine: Vec<String> = (0..9).map(|i| format!("P-{i}")).collect();
         let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
         assert_eq!(
-            TripCheck::try_from(body("D-1", &nine)).unwrap_err().field,
+            Check::try_from(body("D-1", &nine)).unwrap_err().field,
             "passengers"
         );
     }

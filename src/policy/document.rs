@@ -6,11 +6,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::TimeDelta;
 use serde::Deserialize;
 
-use crate::domain::{CityCode, Colour, IssuerId, Level};
+use crate::domain::{CityCode, Colour, Hook, IssuerId, Level};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -56,6 +57,8 @@ struct RawPolicy {
 struct RawDefaults {
     max_status_age_secs: Option<i64>,
     on_unavailable: Option<OnUnavailable>,
+    /// Which checks each hook runs, for cities that do not say.
+    hooks: Option<BTreeMap<String, Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,9 +73,51 @@ struct RawCity {
     recognised_issuers: Vec<String>,
     max_status_age_secs: Option<i64>,
     on_unavailable: Option<OnUnavailable>,
+    hooks: Option<BTreeMap<String, Vec<String>>>,
 }
 
 const DEFAULT_MAX_STATUS_AGE_SECS: i64 = 24 * 3600;
+
+/// A check a hook can require of every party.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    HealthCode,
+}
+
+impl CheckKind {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "health_code" => Some(CheckKind::HealthCode),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::HealthCode => "health_code",
+        }
+    }
+}
+
+/// What one hook requires in one city, with the rule ids reasons carry.
+#[derive(Debug, Clone)]
+pub struct HookRules {
+    pub checks: Vec<CheckKind>,
+    /// `<city>.<hook>`: the rule behind ALL_GREEN.
+    pub all_clear: Arc<str>,
+    /// `<city>.<hook>.<check>` per check, in `checks` order.
+    pub check_rules: Vec<Arc<str>>,
+}
+
+impl HookRules {
+    pub fn rule_for(&self, check: CheckKind) -> Arc<str> {
+        self.checks
+            .iter()
+            .position(|c| *c == check)
+            .map(|i| Arc::clone(&self.check_rules[i]))
+            .unwrap_or_else(|| Arc::clone(&self.all_clear))
+    }
+}
 
 /// An issuer's colour words mapped onto canonical levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,11 +134,17 @@ pub struct CityPolicy {
     recognised: HashSet<IssuerId>,
     pub max_status_age: TimeDelta,
     pub on_unavailable: OnUnavailable,
+    hooks: HashMap<Hook, HookRules>,
 }
 
 impl CityPolicy {
     pub fn recognises(&self, issuer: &IssuerId) -> bool {
         self.recognised.contains(issuer)
+    }
+
+    /// Every hook has rules: validation fills in the defaults.
+    pub fn rules(&self, hook: Hook) -> &HookRules {
+        &self.hooks[&hook]
     }
 }
 
@@ -135,6 +186,7 @@ impl Policy {
             None => TimeDelta::seconds(DEFAULT_MAX_STATUS_AGE_SECS),
         };
         let default_on_unavailable = raw.defaults.on_unavailable.unwrap_or(OnUnavailable::Reject);
+        let default_hooks = parse_hooks("defaults.hooks", raw.defaults.hooks.as_ref(), &invalid)?;
 
         let mut palettes = HashMap::new();
         for (name, issuer) in &raw.issuers {
@@ -213,10 +265,39 @@ impl Policy {
                 Some(secs) => positive_age(&format!("{key}.max_status_age_secs"), secs, &invalid)?,
                 None => default_age,
             };
+            let mut hooks = default_hooks.clone();
+            let own = parse_hooks(&format!("{key}.hooks"), city.hooks.as_ref(), &invalid)?;
+            for (hook, checks) in own {
+                hooks.insert(hook, checks);
+            }
+            let hooks = Hook::ALL
+                .into_iter()
+                .map(|hook| {
+                    let checks = hooks
+                        .get(&hook)
+                        .cloned()
+                        .unwrap_or_else(|| vec![CheckKind::HealthCode]);
+                    let all_clear: Arc<str> =
+                        Arc::from(format!("{}.{}", code.as_str(), hook.as_str()));
+                    let check_rules = checks
+                        .iter()
+                        .map(|c| Arc::from(format!("{all_clear}.{}", c.as_str())))
+                        .collect();
+                    (
+                        hook,
+                        HookRules {
+                            checks,
+                            all_clear,
+                            check_rules,
+                        },
+                    )
+                })
+                .collect();
             let policy = CityPolicy {
                 recognised,
                 max_status_age,
                 on_unavailable: city.on_unavailable.unwrap_or(default_on_unavailable),
+                hooks,
             };
             if cities.insert(code, policy).is_some() {
                 return Err(invalid(
@@ -244,6 +325,46 @@ impl Policy {
     pub fn palette(&self, issuer: &IssuerId) -> Option<&Palette> {
         self.palettes.get(issuer)
     }
+}
+
+/// `[...hooks]`: hook name → list of checks.
+fn parse_hooks(
+    key: &str,
+    raw: Option<&BTreeMap<String, Vec<String>>>,
+    invalid: &impl Fn(String, String) -> PolicyError,
+) -> Result<HashMap<Hook, Vec<CheckKind>>, PolicyError> {
+    let mut hooks = HashMap::new();
+    for (name, checks) in raw.into_iter().flatten() {
+        let hook_key = format!("{key}.{name}");
+        let hook = Hook::parse(name).ok_or_else(|| {
+            let known: Vec<&str> = Hook::ALL.iter().map(|h| h.as_str()).collect();
+            invalid(
+                hook_key.clone(),
+                format!("'{name}' is not a hook; use one of {}", known.join(", ")),
+            )
+        })?;
+        if checks.is_empty() {
+            return Err(invalid(hook_key, "must require at least one check".into()));
+        }
+        let mut parsed = Vec::new();
+        for (i, check) in checks.iter().enumerate() {
+            let kind = CheckKind::parse(check).ok_or_else(|| {
+                invalid(
+                    format!("{hook_key}[{i}]"),
+                    format!("'{check}' is not a check; use health_code"),
+                )
+            })?;
+            if parsed.contains(&kind) {
+                return Err(invalid(
+                    format!("{hook_key}[{i}]"),
+                    format!("'{check}' is listed twice"),
+                ));
+            }
+            parsed.push(kind);
+        }
+        hooks.insert(hook, parsed);
+    }
+    Ok(hooks)
 }
 
 fn positive_age(
@@ -309,6 +430,12 @@ mod tests {
         );
         let no_green = MINIMAL.replace(r#"green = "green""#, r#"green = "red""#);
         assert!(error_of(&no_green).contains("issuers.hangzhou.palette: maps no colour to green"));
+        let bad_hook = format!("{MINIMAL}\n[cities.hangzhou.hooks]\nteleport = [\"health_code\"]");
+        assert!(error_of(&bad_hook)
+            .starts_with("policy.toml: cities.hangzhou.hooks.teleport: 'teleport' is not a hook"));
+        let bad_check = format!("{MINIMAL}\n[cities.hangzhou.hooks]\ntrip = [\"horoscope\"]");
+        assert!(error_of(&bad_check)
+            .starts_with("policy.toml: cities.hangzhou.hooks.trip[0]: 'horoscope' is not a check"));
         let twice = MINIMAL.replace(r#"["hangzhou"]"#, r#"["hangzhou", "HangZhou"]"#);
         assert!(
             error_of(&twice).contains("recognised_issuers[1]: issuer 'HangZhou' is listed twice")

@@ -8,8 +8,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{CityPolicy, OnUnavailable, Policy};
-use crate::domain::{Decision, Level, Outcome, Party, Reason, ReasonCode};
+use std::sync::Arc;
+
+use super::{CheckKind, CityPolicy, OnUnavailable, Policy};
+use crate::domain::{Decision, Hook, Level, Outcome, Party, Reason, ReasonCode};
 use crate::status::{Status, StatusLookup};
 
 /// A party's status as policy sees it.
@@ -41,50 +43,93 @@ pub struct Evaluation {
     pub decision: Decision,
     /// One per party, in the order given.
     pub standings: Vec<Standing>,
+    /// Each party's own failing reason, if any (also for candidates that
+    /// were excluded without failing the decision).
+    pub failures: Vec<Option<Reason>>,
+    /// Per party: may it take part (for candidates: is it eligible).
+    pub eligible: Vec<bool>,
 }
 
+/// Decides a check of `hook` in `city`.
+///
+/// Every party must pass, except in the candidate filter, where passengers
+/// must pass and each candidate driver is eligible or excluded on its own;
+/// the filter allows when at least one candidate is eligible. A failure
+/// that is only "status unavailable" is waived (and the decision marked
+/// degraded) when the city says `allow_degraded`.
 pub fn evaluate(
     policy: &Policy,
     city: &CityPolicy,
+    hook: Hook,
     parties: &[(Party, &StatusLookup)],
     now: DateTime<Utc>,
 ) -> Evaluation {
+    let rules = city.rules(hook);
+    let health_rule = rules.rule_for(CheckKind::HealthCode);
     let mut standings = Vec::with_capacity(parties.len());
-    let mut reasons = Vec::new();
+    let mut failures = Vec::with_capacity(parties.len());
     for (party, lookup) in parties {
         let (standing, failure) = assess(policy, city, lookup, now);
         standings.push(standing);
-        if let Some(code) = failure {
-            reasons.push(Reason::new(Some(*party), code));
-        }
+        failures
+            .push(failure.map(|code| Reason::new(Some(*party), code, Arc::clone(&health_rule))));
     }
+    let waivable = |reason: &Reason| {
+        city.on_unavailable == OnUnavailable::AllowDegraded
+            && reason.code == ReasonCode::StatusUnavailable
+    };
+    let blocks = |failure: &Option<Reason>| failure.as_ref().is_some_and(|r| !waivable(r));
+    let eligible: Vec<bool> = failures.iter().map(|f| !blocks(f)).collect();
+    let is_candidate = |i: usize| matches!(parties[i].0, Party::Candidate(_));
+    let collect = |filter: &dyn Fn(usize) -> bool| -> Vec<Reason> {
+        (0..parties.len())
+            .filter(|i| filter(*i))
+            .filter_map(|i| failures[i].clone())
+            .collect()
+    };
 
-    let decision = if reasons.is_empty() {
-        Decision {
-            outcome: Outcome::Allow,
-            reasons: vec![Reason::new(None, ReasonCode::AllGreen)],
-            degraded: false,
-        }
-    } else if city.on_unavailable == OnUnavailable::AllowDegraded
-        && reasons
-            .iter()
-            .all(|r| r.code == ReasonCode::StatusUnavailable)
-    {
-        Decision {
-            outcome: Outcome::Allow,
-            reasons,
-            degraded: true,
-        }
-    } else {
+    let everyone_required = |i: usize| hook != Hook::Candidates || !is_candidate(i);
+    let required_blocked = (0..parties.len()).any(|i| everyone_required(i) && !eligible[i]);
+    let any_candidate_eligible = (0..parties.len()).any(|i| is_candidate(i) && eligible[i]);
+    let decision = if required_blocked {
         Decision {
             outcome: Outcome::Reject,
-            reasons,
+            reasons: collect(&|i| everyone_required(i)),
             degraded: false,
+        }
+    } else if hook == Hook::Candidates && !any_candidate_eligible {
+        Decision {
+            outcome: Outcome::Reject,
+            reasons: collect(&is_candidate),
+            degraded: false,
+        }
+    } else {
+        // Allowed: any failures left are waived "unavailable" ones of
+        // parties that take part.
+        let waived = collect(&|i| eligible[i]);
+        if waived.is_empty() {
+            Decision {
+                outcome: Outcome::Allow,
+                reasons: vec![Reason::new(
+                    None,
+                    ReasonCode::AllGreen,
+                    Arc::clone(&rules.all_clear),
+                )],
+                degraded: false,
+            }
+        } else {
+            Decision {
+                outcome: Outcome::Allow,
+                reasons: waived,
+                degraded: true,
+            }
         }
     };
     Evaluation {
         decision,
         standings,
+        failures,
+        eligible,
     }
 }
 
@@ -191,7 +236,7 @@ mod tests {
                 )
             })
             .collect();
-        evaluate(&policy, &city, &parties, Utc::now())
+        evaluate(&policy, &city, Hook::Trip, &parties, Utc::now())
     }
 
     fn codes(e: &Evaluation) -> Vec<ReasonCode> {

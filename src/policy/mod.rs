@@ -8,5 +8,5 @@
 mod document;
 mod evaluate;
 
-pub use document::{CityPolicy, OnUnavailable, Policy, PolicyError};
+pub use document::{CheckKind, CityPolicy, HookRules, OnUnavailable, Policy, PolicyError};
 pub use evaluate::{evaluate, Evaluation, Standing};

@@ -1,7 +1,10 @@
-//! `POST /v1/checks/trip`: the trip-match hook.
+//! The hooks: `POST /v1/checks/trip`, `/driver-shift`, `/passenger-order`
+//! and `/candidates`.
 //!
 //! Every decision, allow or reject, is HTTP 200; 4xx means the request itself
-//! was wrong and no decision was made.
+//! was wrong and no decision was made. All hooks answer in one shape; the
+//! candidate filter adds the eligible and excluded drivers. Reason messages
+//! are in the language `Accept-Language` prefers (zh-CN by default).
 
 use std::time::Duration;
 
@@ -10,20 +13,44 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::ApiError;
-use crate::domain::{Outcome, Party, Reason, TripCheck, TripCheckBody};
-use crate::gate::{Gate, PartyReport, TripDecision};
+use crate::domain::{
+    CandidatesBody, Check, DriverShiftBody, Hook, Outcome, Party, PassengerOrderBody, Reason,
+    SubjectId, TripCheckBody,
+};
+use crate::gate::{Decided, Gate, PartyReport};
+use crate::messages::{Lang, Messages};
+
+/// Callers may bound a decision's time below the configured deadline.
+pub const DEADLINE_HEADER: &str = "X-Tripgate-Deadline-Ms";
 
 #[derive(Serialize)]
-struct TripCheckResponse<'a> {
-    decision: Outcome,
-    decision_id: String,
-    trip_id: &'a str,
-    city: &'a str,
-    policy_version: &'a str,
-    degraded: bool,
-    reasons: &'a [Reason],
-    parties: Vec<PartyBody<'a>>,
-    decided_at: String,
+struct ReasonBody<'a> {
+    party: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    index: Option<usize>,
+    code: &'static str,
+    rule: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    area: &'a str,
+}
+
+impl<'a> ReasonBody<'a> {
+    fn new(reason: &'a Reason, messages: &'a Messages, lang: Lang) -> Self {
+        Self {
+            party: reason.party.map_or("all", Party::role),
+            index: reason.party.and_then(Party::index),
+            code: reason.code.as_str(),
+            rule: &reason.rule,
+            message: messages.text(reason.code, lang),
+            details: reason.detail.as_deref().map(|area| Details { area }),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -64,28 +91,93 @@ impl<'a> PartyBody<'a> {
     }
 }
 
-impl<'a> TripCheckResponse<'a> {
-    fn new(decided: &'a TripDecision) -> Self {
+#[derive(Serialize)]
+struct CandidateBody<'a> {
+    index: usize,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reasons: Vec<ReasonBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct DecisionBody<'a> {
+    decision: Outcome,
+    decision_id: String,
+    hook: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trip_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<&'a str>,
+    city: &'a str,
+    policy_version: &'a str,
+    degraded: bool,
+    reasons: Vec<ReasonBody<'a>>,
+    parties: Vec<PartyBody<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eligible_drivers: Option<Vec<CandidateBody<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    excluded_drivers: Option<Vec<CandidateBody<'a>>>,
+    decided_at: String,
+}
+
+impl<'a> DecisionBody<'a> {
+    fn new(
+        decided: &'a Decided,
+        subjects: &'a [SubjectId],
+        messages: &'a Messages,
+        lang: Lang,
+    ) -> Self {
+        let reference = decided.reference.as_ref().map(|r| r.as_str());
+        let (trip_id, order_id) = match decided.hook {
+            Hook::PassengerOrder => (None, reference),
+            _ => (reference, None),
+        };
+        let candidates = |eligible: bool| -> Vec<CandidateBody<'a>> {
+            decided
+                .parties
+                .iter()
+                .zip(subjects)
+                .filter_map(|(p, subject)| match p.party {
+                    Party::Candidate(index) if p.eligible == eligible => Some(CandidateBody {
+                        index,
+                        id: subject.expose(),
+                        reasons: p
+                            .failure
+                            .iter()
+                            .map(|r| ReasonBody::new(r, messages, lang))
+                            .collect(),
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        let is_filter = decided.hook == Hook::Candidates;
         Self {
             decision: decided.decision.outcome,
             decision_id: decided.decision_id.to_string(),
-            trip_id: decided.trip_id.as_str(),
+            hook: decided.hook.as_str(),
+            trip_id,
+            order_id,
             city: decided.city.as_str(),
             policy_version: &decided.policy_version,
             degraded: decided.decision.degraded,
-            reasons: &decided.decision.reasons,
+            reasons: decided
+                .decision
+                .reasons
+                .iter()
+                .map(|r| ReasonBody::new(r, messages, lang))
+                .collect(),
             parties: decided
                 .parties
                 .iter()
                 .map(|p| PartyBody::new(p, decided.decided_at))
                 .collect(),
+            eligible_drivers: is_filter.then(|| candidates(true)),
+            excluded_drivers: is_filter.then(|| candidates(false)),
             decided_at: rfc3339(decided.decided_at),
         }
     }
 }
-
-/// Callers may bound a decision's time below the configured deadline.
-pub const DEADLINE_HEADER: &str = "X-Tripgate-Deadline-Ms";
 
 fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError> {
     let Some(value) = request.headers().get(DEADLINE_HEADER) else {
@@ -104,12 +196,48 @@ fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError>
     }
 }
 
+/// Parse, decide, answer: the same for every hook.
+async fn decide<B>(
+    gate: &Gate,
+    messages: &Messages,
+    request: &HttpRequest,
+    body: B,
+) -> Result<HttpResponse, ApiError>
+where
+    Check: TryFrom<B, Error = crate::domain::InvalidRequest>,
+{
+    let budget = requested_budget(request)?;
+    let lang = Lang::negotiate(
+        request
+            .headers()
+            .get(actix_web::http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let check = Check::try_from(body)?;
+    let subjects = check.subjects();
+    let decided = gate.check(check, budget).await?;
+    tracing::Span::current().record("decision_id", tracing::field::display(decided.decision_id));
+    tracing::debug!(
+        hook = decided.hook.as_str(),
+        decision = decided.decision.outcome.as_str(),
+        reasons = ?decided.decision.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+        degraded = decided.decision.degraded,
+        "check decided"
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CONTENT_LANGUAGE, lang.tag()))
+        .json(DecisionBody::new(&decided, &subjects, messages, lang)))
+}
+
 #[utoipa::path(
     post,
     path = "/v1/checks/trip",
     tag = "checks",
     request_body = crate::domain::TripCheckBody,
-    params(("X-Tripgate-Deadline-Ms" = Option<u64>, Header, description = "Decide within this many milliseconds (capped by checks.deadline_ms)")),
+    params(
+        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, description = "Decide within this many milliseconds (capped by checks.deadline_ms)"),
+        ("Accept-Language" = Option<String>, Header, description = "zh-CN (default) or en: the language of reason messages"),
+    ),
     responses(
         (status = 200, description = "A decision, allow or reject", body = super::openapi::TripDecisionDoc),
         (status = 400, description = "Malformed JSON, a missing or invalid field, a bad header", body = super::openapi::ErrorDoc),
@@ -124,18 +252,72 @@ fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError>
 )]
 pub async fn trip(
     gate: web::Data<Gate>,
+    messages: web::Data<Messages>,
     request: HttpRequest,
     body: web::Json<TripCheckBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let budget = requested_budget(&request)?;
-    let check = TripCheck::try_from(body.into_inner())?;
-    let decided = gate.check_trip(check, budget).await?;
-    tracing::Span::current().record("decision_id", tracing::field::display(decided.decision_id));
-    tracing::debug!(
-        decision = ?decided.decision.outcome,
-        reasons = ?decided.decision.reasons.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
-        degraded = decided.decision.degraded,
-        "trip check decided"
-    );
-    Ok(HttpResponse::Ok().json(TripCheckResponse::new(&decided)))
+    decide(&gate, &messages, &request, body.into_inner()).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/checks/driver-shift",
+    tag = "checks",
+    request_body = crate::domain::DriverShiftBody,
+    responses(
+        (status = 200, description = "May the driver go on duty (same shape as the trip hook)", body = super::openapi::TripDecisionDoc),
+        (status = 400, description = "Bad input", body = super::openapi::ErrorDoc),
+        (status = 422, description = "City not in the policy", body = super::openapi::ErrorDoc),
+        (status = 503, description = "AUDIT_UNAVAILABLE", body = super::openapi::ErrorDoc),
+    )
+)]
+pub async fn driver_shift(
+    gate: web::Data<Gate>,
+    messages: web::Data<Messages>,
+    request: HttpRequest,
+    body: web::Json<DriverShiftBody>,
+) -> Result<HttpResponse, ApiError> {
+    decide(&gate, &messages, &request, body.into_inner()).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/checks/passenger-order",
+    tag = "checks",
+    request_body = crate::domain::PassengerOrderBody,
+    responses(
+        (status = 200, description = "May the order be accepted (same shape, with order_id)", body = super::openapi::TripDecisionDoc),
+        (status = 400, description = "Bad input", body = super::openapi::ErrorDoc),
+        (status = 422, description = "City not in the policy", body = super::openapi::ErrorDoc),
+        (status = 503, description = "AUDIT_UNAVAILABLE", body = super::openapi::ErrorDoc),
+    )
+)]
+pub async fn passenger_order(
+    gate: web::Data<Gate>,
+    messages: web::Data<Messages>,
+    request: HttpRequest,
+    body: web::Json<PassengerOrderBody>,
+) -> Result<HttpResponse, ApiError> {
+    decide(&gate, &messages, &request, body.into_inner()).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/checks/candidates",
+    tag = "checks",
+    request_body = crate::domain::CandidatesBody,
+    responses(
+        (status = 200, description = "Eligible drivers in request order, excluded drivers with their reasons; reject if a passenger fails or no driver is eligible", body = super::openapi::CandidatesDoc),
+        (status = 400, description = "Bad input, duplicate drivers, more than 200 drivers", body = super::openapi::ErrorDoc),
+        (status = 422, description = "City not in the policy", body = super::openapi::ErrorDoc),
+        (status = 503, description = "AUDIT_UNAVAILABLE", body = super::openapi::ErrorDoc),
+    )
+)]
+pub async fn candidates(
+    gate: web::Data<Gate>,
+    messages: web::Data<Messages>,
+    request: HttpRequest,
+    body: web::Json<CandidatesBody>,
+) -> Result<HttpResponse, ApiError> {
+    decide(&gate, &messages, &request, body.into_inner()).await
 }

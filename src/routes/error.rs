@@ -48,6 +48,8 @@ pub enum ApiError {
     AuditStore(#[from] StoreError),
     #[error("{0}")]
     Auth(#[from] AuthError),
+    #[error("the policy document was refused; the old policy keeps serving: {0}")]
+    PolicyInvalid(#[from] crate::policy::PolicyError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -78,6 +80,7 @@ impl ApiError {
             ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => "UNAUTHENTICATED",
             ApiError::Auth(AuthError::Forbidden { .. }) => "FORBIDDEN",
             ApiError::Auth(AuthError::RateLimited { .. }) => "RATE_LIMITED",
+            ApiError::PolicyInvalid(_) => "POLICY_INVALID",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
@@ -124,6 +127,7 @@ impl ResponseError for ApiError {
             }
             ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             ApiError::Auth(AuthError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::PolicyInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }

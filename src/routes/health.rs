@@ -51,3 +51,16 @@ pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> Http
         .content_type("text/plain; version=0.0.4")
         .body(metrics.encode())
 }
+
+#[utoipa::path(post, path = "/admin/policy/reload", tag = "operations",
+    responses(
+        (status = 200, description = "{version}: the document was valid and is in force"),
+        (status = 422, description = "POLICY_INVALID: refused; the old policy keeps serving", body = super::openapi::ErrorDoc),
+    ))]
+pub async fn reload_policy(
+    gate: web::Data<Gate>,
+    path: web::Data<crate::startup::PolicyPath>,
+) -> Result<HttpResponse, super::ApiError> {
+    let version = gate.reload_policy(&path.0)?;
+    Ok(HttpResponse::Ok().json(json!({"version": version})))
+}

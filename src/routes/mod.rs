@@ -25,6 +25,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// document must describe each one (tested).
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/checks/trip"),
+    ("post", "/v1/checks/driver-shift"),
+    ("post", "/v1/checks/passenger-order"),
+    ("post", "/v1/checks/candidates"),
     ("get", "/v1/audit/decisions"),
     ("get", "/v1/audit/decisions/{decision_id}"),
     ("get", "/v1/audit/summary"),
@@ -33,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("post", "/admin/policy/reload"),
 ];
 
 /// The API listener. Each group of routes names the role that may call it.
@@ -42,7 +46,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/v1/checks")
                 .wrap(from_fn(auth::require_dispatch))
-                .service(post("/trip", checks::trip)),
+                .service(post("/trip", checks::trip))
+                .service(post("/driver-shift", checks::driver_shift))
+                .service(post("/passenger-order", checks::passenger_order))
+                .service(post("/candidates", checks::candidates)),
         )
         .service(
             web::scope("/v1/audit")
@@ -75,6 +82,11 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
             web::scope("/metrics")
                 .wrap(from_fn(auth::require_ops))
                 .service(get("", health::metrics)),
+        )
+        .service(
+            web::scope("/admin")
+                .wrap(from_fn(auth::require_ops))
+                .service(post("/policy/reload", health::reload_policy)),
         );
 }
 

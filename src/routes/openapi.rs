@@ -18,6 +18,9 @@ pub struct ReasonDoc {
     pub index: Option<u32>,
     #[schema(example = "HEALTH_CODE_RED")]
     pub code: String,
+    /// The policy rule that fired, e.g. hangzhou.trip.health_code.
+    pub rule: String,
+    /// In the language Accept-Language prefers (zh-CN by default).
     pub message: String,
 }
 
@@ -46,9 +49,14 @@ pub struct TripDecisionDoc {
     /// allow or reject.
     #[schema(example = "reject")]
     pub decision: String,
+    /// trip, driver_shift, passenger_order or candidates.
+    pub hook: String,
     /// UUIDv7, time-ordered.
     pub decision_id: uuid::Uuid,
-    pub trip_id: String,
+    /// The trip (trip and candidates hooks).
+    pub trip_id: Option<String>,
+    /// The order (passenger-order hook).
+    pub order_id: Option<String>,
     pub city: String,
     pub policy_version: String,
     /// True when allowed although a status was unavailable (policy allow_degraded).
@@ -56,6 +64,24 @@ pub struct TripDecisionDoc {
     pub reasons: Vec<ReasonDoc>,
     pub parties: Vec<PartyStatusDoc>,
     pub decided_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CandidateDoc {
+    /// Position in the request's `drivers`.
+    pub index: usize,
+    pub id: String,
+    /// Why the driver was excluded (excluded drivers only).
+    pub reasons: Vec<ReasonDoc>,
+}
+
+/// The candidate filter's answer: a decision plus the drivers' outcomes.
+#[derive(Serialize, ToSchema)]
+pub struct CandidatesDoc {
+    #[serde(flatten)]
+    pub decision: TripDecisionDoc,
+    pub eligible_drivers: Vec<CandidateDoc>,
+    pub excluded_drivers: Vec<CandidateDoc>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -92,6 +118,9 @@ impl Modify for BearerAuth {
     ),
     paths(
         checks::trip,
+        checks::driver_shift,
+        checks::passenger_order,
+        checks::candidates,
         audit::decisions,
         audit::decision,
         audit::summary,
@@ -100,9 +129,13 @@ impl Modify for BearerAuth {
         health::healthz,
         health::readyz,
         health::metrics,
+        health::reload_policy,
     ),
     components(schemas(
         crate::domain::TripCheckBody,
+        crate::domain::DriverShiftBody,
+        crate::domain::PassengerOrderBody,
+        crate::domain::CandidatesBody,
         crate::domain::PartyBody,
         crate::provider_api::HealthCodeRecord,
         crate::audit::AuditReason,

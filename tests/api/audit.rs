@@ -79,7 +79,7 @@ async fn every_decision_is_recorded_and_found_by_each_filter(backend: AuditBacke
     assert_eq!(record["policy_version"], answers[1]["policy_version"]);
     assert_eq!(
         record["reasons"],
-        json!([{"party": "driver", "code": "HEALTH_CODE_RED"}])
+        json!([{"party": "driver", "code": "HEALTH_CODE_RED", "rule": "hangzhou.trip.health_code"}])
     );
     assert_eq!(record["parties"][0]["status"], "red");
     assert_eq!(record["parties"][0]["source"], "upstream");

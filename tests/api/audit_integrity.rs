@@ -244,7 +244,7 @@ async fn every_answered_decision_survives_a_sigkill() {
     // and nowhere in the audit files.
     let log_text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        log_text.contains("trip check decided"),
+        log_text.contains("check decided"),
         "debug decision lines were expected in the log"
     );
     assert_eq!(
@@ -449,7 +449,7 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
     // Verification needs every key that sealed a record.
     let dir_config = dir.path().join("config");
     std::fs::create_dir(&dir_config).unwrap();
-    for file in ["base.toml", "policy.toml"] {
+    for file in ["base.toml", "policy.toml", "messages.toml"] {
         std::fs::copy(
             crate::helpers::config_dir().join(file),
             dir_config.join(file),

@@ -74,7 +74,7 @@ fn cases() -> Vec<Case> {
             "passenger twice",
             trip("D-1", &["P-1", "P-2", "P-1"]),
             "INVALID_FIELD",
-            &["repeats passengers[0].id"],
+            &["same subject as passengers[0].id"],
             Some("passengers[2].id"),
         ),
         json_case(

@@ -64,7 +64,7 @@ fn a_wrong_setting_stops_start_up_naming_the_key() {
 #[test]
 fn a_missing_setting_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    for file in ["local.toml", "policy.toml"] {
+    for file in ["local.toml", "policy.toml", "messages.toml"] {
         std::fs::copy(config_dir().join(file), dir.path().join(file)).unwrap();
     }
     let base = std::fs::read_to_string(config_dir().join("base.toml")).unwrap();

@@ -331,7 +331,7 @@ fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static st
     }
     let config = dir.join("config");
     std::fs::create_dir_all(&config).unwrap();
-    for file in ["base.toml", "policy.toml"] {
+    for file in ["base.toml", "policy.toml", "messages.toml"] {
         std::fs::copy(crate::helpers::config_dir().join(file), config.join(file)).unwrap();
     }
     let production = std::fs::read_to_string(crate::helpers::config_dir().join("production.toml"))
@@ -537,7 +537,7 @@ async fn sigterm_under_load_drains_and_every_answered_decision_is_in_the_trail()
     let decided: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["message"] == "trip check decided")
+        .filter(|l| l["message"] == "check decided")
         .collect();
     assert!(
         decided.len() >= answered.len(),
@@ -594,7 +594,7 @@ async fn the_openapi_document_describes_every_route_and_swagger_ui_is_served() {
     // Every documented route is really served (no 404).
     for (method, path) in tripgate::routes::ROUTES {
         let concrete = path.replace("{decision_id}", &uuid::Uuid::now_v7().to_string());
-        let base = if ["/readyz", "/metrics"].contains(path) {
+        let base = if ["/readyz", "/metrics", "/admin/policy/reload"].contains(path) {
             format!("http://{}", app.admin_address)
         } else {
             format!("http://{}", app.address)

@@ -19,8 +19,9 @@ async fn all_green_is_allowed_with_the_contract_fields() {
     assert_eq!(body["degraded"], false);
     assert_eq!(
         body["reasons"],
-        json!([{"party": "all", "code": "ALL_GREEN", "message": body["reasons"][0]["message"]}])
+        json!([{"party": "all", "code": "ALL_GREEN", "rule": "hangzhou.trip", "message": body["reasons"][0]["message"]}])
     );
+    assert_eq!(body["hook"], "trip");
     assert!(!body["reasons"][0]["message"].as_str().unwrap().is_empty());
     let expected_version = Policy::load(&config_dir().join("policy.toml"))
         .unwrap()
