@@ -356,3 +356,171 @@ mod tests {
         assert_eq!(e.decision.outcome, Outcome::Reject);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::domain::{CityCode, Colour, HealthCode, IssuerId};
+    use crate::status::Source;
+    use chrono::TimeDelta;
+    use proptest::prelude::*;
+
+    const POLICY: &str = r#"
+        version = "p1"
+        [issuers.hangzhou.palette]
+        green = "green"
+        yellow = "yellow"
+        red = "red"
+        [issuers.xiamen.palette]
+        green = "green"
+        orange = "yellow"
+        red = "red"
+        [cities.strict]
+        recognised_issuers = ["hangzhou"]
+        [cities.lenient]
+        recognised_issuers = ["hangzhou", "xiamen"]
+        on_unavailable = "allow_degraded"
+    "#;
+
+    #[derive(Debug, Clone)]
+    enum Given {
+        Code {
+            colour: String,
+            issuer: String,
+            age_hours: i64,
+        },
+        NotRegistered,
+        Unavailable,
+    }
+
+    fn party_strategy() -> impl Strategy<Value = Given> {
+        prop_oneof![
+            6 => (
+                prop::sample::select(vec!["green", "yellow", "red", "orange", "grey", "GREEN", ""]),
+                prop::sample::select(vec!["hangzhou", "xiamen", "mars", ""]),
+                -48i64..72,
+            )
+                .prop_map(|(c, i, a)| Given::Code { colour: c.into(), issuer: i.into(), age_hours: a }),
+            1 => Just(Given::NotRegistered),
+            1 => Just(Given::Unavailable),
+        ]
+    }
+
+    fn lookup(p: &Given, now: DateTime<Utc>) -> StatusLookup {
+        match p {
+            Given::Code {
+                colour,
+                issuer,
+                age_hours,
+            } => StatusLookup::Known {
+                status: Status::Registered(HealthCode {
+                    colour: Colour::new(colour),
+                    issuer: IssuerId::new(issuer),
+                    updated_at: now - TimeDelta::hours(*age_hours),
+                }),
+                source: Source::Upstream,
+                fetched_at: now,
+            },
+            Given::NotRegistered => StatusLookup::Known {
+                status: Status::NotRegistered,
+                source: Source::Redis,
+                fetched_at: now,
+            },
+            Given::Unavailable => StatusLookup::Unavailable,
+        }
+    }
+
+    fn good(p: &Given, city: &str) -> bool {
+        matches!(p, Given::Code { colour, issuer, age_hours }
+            if colour.eq_ignore_ascii_case("green")
+                && (issuer == "hangzhou" || (city == "lenient" && issuer == "xiamen"))
+                && *age_hours <= 24)
+    }
+
+    fn red(p: &Given, city: &str) -> bool {
+        matches!(p, Given::Code { colour, issuer, age_hours }
+            if colour == "red"
+                && (issuer == "hangzhou" || (city == "lenient" && issuer == "xiamen"))
+                && *age_hours <= 24)
+    }
+
+    fn run(hook: Hook, city: &str, parties: &[Given]) -> Evaluation {
+        let policy = Policy::parse("p", POLICY).unwrap();
+        let city_policy = policy.city(&CityCode::parse(city).unwrap()).unwrap();
+        let now = Utc::now();
+        let lookups: Vec<StatusLookup> = parties.iter().map(|p| lookup(p, now)).collect();
+        let roles: Vec<(Party, &StatusLookup)> = lookups
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let party = match (hook, i) {
+                    (Hook::Candidates, 0) => Party::Passenger(0),
+                    (Hook::Candidates, i) => Party::Candidate(i - 1),
+                    (_, 0) => Party::Driver,
+                    (_, i) => Party::Passenger(i - 1),
+                };
+                (party, l)
+            })
+            .collect();
+        evaluate(&policy, city_policy, hook, &roles, now)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn any_red_party_rejects(
+            parties in prop::collection::vec(party_strategy(), 1..10),
+            city in prop::sample::select(vec!["strict", "lenient"]),
+            hook in prop::sample::select(vec![Hook::Trip, Hook::DriverShift, Hook::PassengerOrder]),
+        ) {
+            let evaluation = run(hook, city, &parties);
+            if parties.iter().any(|p| red(p, city)) {
+                prop_assert_eq!(evaluation.decision.outcome, Outcome::Reject);
+            }
+        }
+
+        #[test]
+        fn allow_means_every_party_is_green_recognised_and_fresh(
+            parties in prop::collection::vec(party_strategy(), 1..10),
+            city in prop::sample::select(vec!["strict", "lenient"]),
+            hook in prop::sample::select(vec![Hook::Trip, Hook::DriverShift, Hook::PassengerOrder]),
+        ) {
+            let evaluation = run(hook, city, &parties);
+            let decision = &evaluation.decision;
+            if decision.outcome == Outcome::Allow && !decision.degraded {
+                prop_assert!(parties.iter().all(|p| good(p, city)));
+                prop_assert_eq!(decision.reasons.len(), 1);
+                prop_assert_eq!(decision.reasons[0].code, ReasonCode::AllGreen);
+            }
+            if decision.degraded {
+                // Only unavailable statuses are ever waived.
+                prop_assert!(parties.iter().all(|p| good(p, city) || matches!(p, Given::Unavailable)));
+                prop_assert!(decision.reasons.iter().all(|r| r.code == ReasonCode::StatusUnavailable));
+            }
+            if parties.iter().all(|p| good(p, city)) {
+                prop_assert_eq!(decision.outcome, Outcome::Allow);
+            }
+            // One reason per failing party when rejected.
+            if decision.outcome == Outcome::Reject {
+                let failing = parties.iter().filter(|p| !good(p, city)).count();
+                prop_assert_eq!(decision.reasons.len(), failing);
+            }
+        }
+
+        #[test]
+        fn candidates_are_eligible_exactly_when_they_pass(
+            parties in prop::collection::vec(party_strategy(), 2..30),
+            city in prop::sample::select(vec!["strict", "lenient"]),
+        ) {
+            let evaluation = run(Hook::Candidates, city, &parties);
+            for (i, p) in parties.iter().enumerate().skip(1) {
+                let waived = city == "lenient" && matches!(p, Given::Unavailable);
+                prop_assert_eq!(evaluation.eligible[i], good(p, city) || waived);
+            }
+            let passenger_ok = good(&parties[0], city) || (city == "lenient" && matches!(parties[0], Given::Unavailable));
+            let any_eligible = (1..parties.len()).any(|i| evaluation.eligible[i]);
+            prop_assert_eq!(evaluation.decision.outcome == Outcome::Allow, passenger_ok && any_eligible);
+        }
+    }
+}

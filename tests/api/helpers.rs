@@ -439,6 +439,13 @@ impl TestApp {
         )
     }
 
+    /// The policy file this app loads, when the test supplied one.
+    pub fn policy_path(&self) -> Option<PathBuf> {
+        self._policy_dir
+            .as_ref()
+            .map(|d| d.path().join("policy.toml"))
+    }
+
     pub fn audit_file(&self) -> PathBuf {
         self.data_dir.path().join("audit.sqlite3")
     }

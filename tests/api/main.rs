@@ -8,6 +8,7 @@ mod cache;
 mod cluster;
 mod configuration;
 mod helpers;
+mod hooks;
 mod operations;
 mod resilience;
 mod trip_check;
