@@ -65,6 +65,8 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub audit: AuditSettings,
     pub events: EventSettings,
+    pub national: NationalSettings,
+    pub itinerary: ItinerarySettings,
     pub log: LogSettings,
 }
 
@@ -133,6 +135,24 @@ pub struct CheckSettings {
     /// Every decision is made within this; callers may ask for less with
     /// the `X-Tripgate-Deadline-Ms` header.
     pub deadline_ms: u64,
+}
+
+/// The national platform: mediator of mutual recognition. Asked for the
+/// code of a party whose issuer the city does not recognise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NationalSettings {
+    /// Empty: not configured (such codes are ISSUER_NOT_RECOGNISED).
+    pub base_url: String,
+}
+
+/// The telecom itinerary card, a second optional source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItinerarySettings {
+    /// Empty: not configured (policies that require it get STATUS_UNAVAILABLE).
+    pub base_url: String,
+    pub ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -333,6 +353,8 @@ impl Settings {
     /// Checks what the types alone cannot; call again after changing fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.provider_url()?;
+        self.national_url()?;
+        self.itinerary_url()?;
         if self.cache.backend == CacheBackend::Redis {
             redis::Client::open(self.cache.redis_url.as_str()).map_err(|e| {
                 ConfigError::Invalid {
@@ -447,20 +469,35 @@ impl Settings {
     }
 
     pub fn provider_url(&self) -> Result<Url, ConfigError> {
-        let invalid = |problem: String| ConfigError::Invalid {
-            key: "provider.base_url",
-            problem,
-        };
-        let url =
-            Url::parse(&self.provider.base_url).map_err(|e| invalid(format!("not a URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid(format!(
-                "scheme must be http or https, not {}",
-                url.scheme()
-            )));
-        }
-        Ok(url)
+        http_url("provider.base_url", &self.provider.base_url)
     }
+
+    pub fn national_url(&self) -> Result<Option<Url>, ConfigError> {
+        optional_url("national.base_url", &self.national.base_url)
+    }
+
+    pub fn itinerary_url(&self) -> Result<Option<Url>, ConfigError> {
+        optional_url("itinerary.base_url", &self.itinerary.base_url)
+    }
+}
+
+fn optional_url(key: &'static str, raw: &str) -> Result<Option<Url>, ConfigError> {
+    if raw.trim().is_empty() {
+        return Ok(None);
+    }
+    http_url(key, raw).map(Some)
+}
+
+fn http_url(key: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid { key, problem };
+    let url = Url::parse(raw).map_err(|e| invalid(format!("not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme must be http or https, not {}",
+            url.scheme()
+        )));
+    }
+    Ok(url)
 }
 
 impl Settings {

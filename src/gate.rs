@@ -67,6 +67,10 @@ pub struct Decided {
 
 pub struct Gate {
     resolver: Resolver,
+    /// The national platform, asked about codes the city does not recognise.
+    national: Option<Resolver>,
+    /// The itinerary-card source, for hooks whose policy checks it.
+    itinerary: Option<Resolver>,
     policy: RwLock<Arc<Policy>>,
     audit: AuditWriter,
     /// The longest any decision may take; callers may ask for less.
@@ -77,10 +81,22 @@ impl Gate {
     pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter, deadline: Duration) -> Self {
         Self {
             resolver,
+            national: None,
+            itinerary: None,
             policy: RwLock::new(Arc::new(policy)),
             audit,
             deadline,
         }
+    }
+
+    pub fn with_national(mut self, national: Option<Resolver>) -> Self {
+        self.national = national;
+        self
+    }
+
+    pub fn with_itinerary(mut self, itinerary: Option<Resolver>) -> Self {
+        self.itinerary = itinerary;
+        self
     }
 
     pub fn resolver(&self) -> &Resolver {
@@ -139,7 +155,17 @@ impl Gate {
                 policy_version: policy.version().to_owned(),
             })?;
 
-        let lookups = self.resolver.resolve(&check.subjects(), deadline).await;
+        let subjects = check.subjects();
+        let wants_itinerary = city_policy.needs_itinerary(check.hook);
+        let (mut lookups, itineraries) =
+            tokio::join!(self.resolver.resolve(&subjects, deadline), async {
+                match (&self.itinerary, wants_itinerary) {
+                    (Some(source), true) => Some(source.resolve(&subjects, deadline).await),
+                    _ => None,
+                }
+            });
+        self.mediate(&policy, city_policy, &subjects, &mut lookups, deadline)
+            .await;
 
         let decided_at = Utc::now();
         let parties: Vec<(Party, &StatusLookup)> = check
@@ -147,7 +173,14 @@ impl Gate {
             .map(|(party, _)| party)
             .zip(&lookups)
             .collect();
-        let evaluation = evaluate(&policy, city_policy, check.hook, &parties, decided_at);
+        let evaluation = evaluate(
+            &policy,
+            city_policy,
+            check.hook,
+            &parties,
+            itineraries.as_deref(),
+            decided_at,
+        );
 
         let reports = parties
             .iter()
@@ -186,6 +219,48 @@ impl Gate {
             started.elapsed().as_secs_f64(),
         );
         Ok(decided)
+    }
+
+    /// Mutual recognition: a code whose issuer the city does not accept is
+    /// replaced by the national platform's answer, when one is configured
+    /// and answers in time (otherwise the original code stands and policy
+    /// reports ISSUER_NOT_RECOGNISED).
+    async fn mediate(
+        &self,
+        policy: &Policy,
+        city: &crate::policy::CityPolicy,
+        subjects: &[SubjectId],
+        lookups: &mut [StatusLookup],
+        deadline: Instant,
+    ) {
+        let Some(national) = &self.national else {
+            return;
+        };
+        let foreign: Vec<usize> = lookups
+            .iter()
+            .enumerate()
+            .filter(|(_, lookup)| {
+                matches!(lookup, StatusLookup::Known { status: Status::Registered(code), .. }
+                    if !policy.accepts(city, &code.issuer))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if foreign.is_empty() {
+            return;
+        }
+        let asked: Vec<SubjectId> = foreign.iter().map(|i| subjects[*i].clone()).collect();
+        let answers = national.resolve(&asked, deadline).await;
+        for (i, answer) in foreign.into_iter().zip(answers) {
+            if matches!(
+                answer,
+                StatusLookup::Known {
+                    status: Status::Registered(_),
+                    ..
+                }
+            ) {
+                lookups[i] = answer;
+            }
+        }
     }
 
     /// The decision as the audit trail keeps it: subjects pseudonymised,

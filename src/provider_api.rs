@@ -33,6 +33,38 @@ pub struct BatchAnswer {
     pub not_found: Vec<String>,
 }
 
+/// One visit on an itinerary card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Visit {
+    /// Region code, e.g. `330100`.
+    pub region: String,
+    /// none, low, medium or high.
+    pub risk: String,
+    pub date: chrono::NaiveDate,
+}
+
+/// `GET /v1/itineraries/{subject_id}`: the regions visited in the last
+/// `days` days with their risk level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItineraryRecord {
+    pub subject_id: String,
+    pub days: u32,
+    pub visits: Vec<Visit>,
+}
+
+/// `POST /v1/itineraries/batch` response (request: `BatchLookup`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ItineraryBatchAnswer {
+    pub itineraries: Vec<ItineraryRecord>,
+    pub not_found: Vec<String>,
+}
+
+/// `PUT /admin/itineraries/{subject_id}` (simulator only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetItinerary {
+    pub visits: Vec<Visit>,
+}
+
 /// `PUT /admin/health-codes/{subject_id}` (simulator only).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SetHealthCode {
@@ -65,6 +97,8 @@ pub struct SimulatorStats {
     /// Requests answered with an injected error or outage.
     pub injected_errors: u64,
     pub faults: Faults,
+    /// Itinerary lookups (single and batch).
+    pub itinerary_requests: u64,
     /// Code changes pushed to the webhook, and pushes given up on.
     pub pushes_delivered: u64,
     pub pushes_failed: u64,

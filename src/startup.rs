@@ -29,7 +29,8 @@ use crate::policy::{Policy, PolicyError};
 use crate::routes;
 use crate::status::{
     spawn_invalidation_listener, BreakerConfig, CacheTtls, CircuitBreaker, L1Cache, MemoryCache,
-    ProviderClient, RedisCache, RedisCacheOptions, Resolver, ResolverOptions, StatusCache,
+    ProviderClient, RedisCache, RedisCacheOptions, Resolver, ResolverOptions, SourceKind,
+    StatusCache,
 };
 use crate::telemetry::RedactedRootSpan;
 
@@ -89,7 +90,8 @@ impl Application {
         let messages = web::Data::new(crate::messages::Messages::load(&settings.policy.messages)?);
         let policy_path = web::Data::new(PolicyPath(settings.policy.path.clone()));
         metrics.set_policy_version(policy.version());
-        let (resolver, invalidations) = build_resolver(&settings, Arc::clone(&metrics))?;
+        let sources = build_sources(&settings, &metrics)?;
+        let resolver = sources.health.clone();
         let backend = match settings.audit.backend {
             crate::config::AuditBackend::Sqlite => "audit.sqlite_path",
             crate::config::AuditBackend::Postgres => "audit.postgres_url",
@@ -118,12 +120,11 @@ impl Application {
             settings.events_secret()?,
             settings.events.max_skew_secs,
         ));
-        let gate = web::Data::new(Gate::new(
-            resolver,
-            policy,
-            audit,
-            settings.checks.deadline(),
-        ));
+        let gate = web::Data::new(
+            Gate::new(resolver, policy, audit, settings.checks.deadline())
+                .with_national(sources.national)
+                .with_itinerary(sources.itinerary),
+        );
         let authenticator = web::Data::new(Authenticator::new(
             settings.auth.enabled,
             settings.auth_clients()?,
@@ -216,10 +217,7 @@ impl Application {
             admin,
             shutdown_grace: grace,
             audit_writer,
-            background: [Some(retention), invalidations]
-                .into_iter()
-                .flatten()
-                .collect(),
+            background: std::iter::once(retention).chain(sources.tasks).collect(),
         })
     }
 
@@ -320,24 +318,40 @@ pub async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// The status path; with Redis also the task that listens for L1
-/// invalidations.
-fn build_resolver(
+/// One status source: its own provider client, breaker, cache keys and L1.
+struct SourceSpec<'a> {
+    /// Names the breaker in logs, and suffixes the cache namespace.
+    name: &'static str,
+    base_url: &'a reqwest::Url,
+    kind: SourceKind,
+    ttl: Duration,
+    /// Listen for pushed invalidations (only pushed health codes have them).
+    invalidations: bool,
+}
+
+/// The resolver of one source; with Redis and `invalidations` also the task
+/// that drops invalidated subjects from its L1.
+fn build_source(
     settings: &Settings,
+    spec: SourceSpec<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(Resolver, Option<tokio::task::JoinHandle<()>>), StartupError> {
     let cache_settings = &settings.cache;
     let ttls = CacheTtls {
-        registered: cache_settings.ttl(),
+        registered: spec.ttl,
         not_registered: cache_settings.negative_ttl(),
         max_stale: Duration::from_secs(cache_settings.max_stale_secs),
+    };
+    let namespace = match spec.name {
+        "provider" => cache_settings.namespace.clone(),
+        other => format!("{}:{other}", cache_settings.namespace),
     };
     let (cache, l1, invalidations) = match cache_settings.backend {
         CacheBackend::Redis => {
             let redis = RedisCache::new(RedisCacheOptions {
                 url: cache_settings.redis_url.clone(),
                 cluster_nodes: cache_settings.redis_cluster_nodes.clone(),
-                namespace: cache_settings.namespace.clone(),
+                namespace,
                 ttls,
                 command_timeout: cache_settings.command_timeout(),
                 connect_timeout: cache_settings.connect_timeout(),
@@ -347,17 +361,19 @@ fn build_resolver(
                 cache_settings.l1_max_entries,
                 Duration::from_millis(cache_settings.l1_ttl_ms),
             );
-            let listen_to = cache_settings
-                .redis_cluster_nodes
-                .first()
-                .unwrap_or(&cache_settings.redis_url)
-                .clone();
-            let listener = spawn_invalidation_listener(
-                listen_to,
-                redis.invalidation_channel().to_owned(),
-                l1.clone(),
-            );
-            (StatusCache::Redis(redis), Some(l1), Some(listener))
+            let listener = spec.invalidations.then(|| {
+                let listen_to = cache_settings
+                    .redis_cluster_nodes
+                    .first()
+                    .unwrap_or(&cache_settings.redis_url)
+                    .clone();
+                spawn_invalidation_listener(
+                    listen_to,
+                    redis.invalidation_channel().to_owned(),
+                    l1.clone(),
+                )
+            });
+            (StatusCache::Redis(redis), Some(l1), listener)
         }
         CacheBackend::Memory => (
             StatusCache::Memory(MemoryCache::new(cache_settings.memory_max_entries, ttls)),
@@ -367,12 +383,13 @@ fn build_resolver(
     };
     let provider_settings = &settings.provider;
     let provider = ProviderClient::new(
-        &settings.provider_url()?,
+        spec.base_url,
+        spec.kind,
         provider_settings.timeout(),
         provider_settings.connect_timeout(),
     )?;
     let breaker = CircuitBreaker::new(
-        "provider",
+        spec.name,
         BreakerConfig {
             window: provider_settings.breaker_window,
             min_calls: provider_settings.breaker_min_calls,
@@ -389,4 +406,68 @@ fn build_resolver(
         Resolver::new(l1, cache, provider, breaker, options, metrics),
         invalidations,
     ))
+}
+
+/// Every configured status source: the provider, and optionally the
+/// national platform and the itinerary card.
+struct Sources {
+    health: Resolver,
+    national: Option<Resolver>,
+    itinerary: Option<Resolver>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn build_sources(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Sources, StartupError> {
+    let provider_url = settings.provider_url()?;
+    let (health, invalidations) = build_source(
+        settings,
+        SourceSpec {
+            name: "provider",
+            base_url: &provider_url,
+            kind: SourceKind::HealthCodes,
+            ttl: settings.cache.ttl(),
+            invalidations: true,
+        },
+        Arc::clone(metrics),
+    )?;
+    let national = match settings.national_url()? {
+        Some(url) => Some(
+            build_source(
+                settings,
+                SourceSpec {
+                    name: "national",
+                    base_url: &url,
+                    kind: SourceKind::HealthCodes,
+                    ttl: settings.cache.ttl(),
+                    invalidations: false,
+                },
+                Arc::clone(metrics),
+            )?
+            .0,
+        ),
+        None => None,
+    };
+    let itinerary = match settings.itinerary_url()? {
+        Some(url) => Some(
+            build_source(
+                settings,
+                SourceSpec {
+                    name: "itinerary",
+                    base_url: &url,
+                    kind: SourceKind::Itineraries,
+                    ttl: Duration::from_secs(settings.itinerary.ttl_secs),
+                    invalidations: false,
+                },
+                Arc::clone(metrics),
+            )?
+            .0,
+        ),
+        None => None,
+    };
+    Ok(Sources {
+        health,
+        national,
+        itinerary,
+        tasks: invalidations.into_iter().collect(),
+    })
 }

@@ -9,6 +9,7 @@ mod decision;
 mod health_code;
 mod hook;
 mod identifiers;
+mod itinerary;
 mod party;
 mod trip_check;
 
@@ -16,6 +17,7 @@ pub use decision::{Decision, Outcome, Reason, ReasonCode};
 pub use health_code::{Colour, HealthCode, IssuerId, Level};
 pub use hook::Hook;
 pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};
+pub use itinerary::{ItineraryVerdict, RiskVisit};
 pub use party::Party;
 pub use trip_check::{
     CandidatesBody, Check, DriverShiftBody, InvalidRequest, PartyBody, PassengerOrderBody,

@@ -59,6 +59,7 @@ struct RawDefaults {
     on_unavailable: Option<OnUnavailable>,
     /// Which checks each hook runs, for cities that do not say.
     hooks: Option<BTreeMap<String, Vec<String>>>,
+    itinerary_window_days: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,7 +75,10 @@ struct RawCity {
     max_status_age_secs: Option<i64>,
     on_unavailable: Option<OnUnavailable>,
     hooks: Option<BTreeMap<String, Vec<String>>>,
+    itinerary_window_days: Option<i64>,
 }
+
+const DEFAULT_ITINERARY_WINDOW_DAYS: i64 = 14;
 
 const DEFAULT_MAX_STATUS_AGE_SECS: i64 = 24 * 3600;
 
@@ -82,12 +86,15 @@ const DEFAULT_MAX_STATUS_AGE_SECS: i64 = 24 * 3600;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     HealthCode,
+    /// The itinerary card: no visit to a risk area within the window.
+    Itinerary,
 }
 
 impl CheckKind {
     fn parse(raw: &str) -> Option<Self> {
         match raw {
             "health_code" => Some(CheckKind::HealthCode),
+            "itinerary" => Some(CheckKind::Itinerary),
             _ => None,
         }
     }
@@ -95,6 +102,7 @@ impl CheckKind {
     fn as_str(self) -> &'static str {
         match self {
             CheckKind::HealthCode => "health_code",
+            CheckKind::Itinerary => "itinerary",
         }
     }
 }
@@ -134,12 +142,19 @@ pub struct CityPolicy {
     recognised: HashSet<IssuerId>,
     pub max_status_age: TimeDelta,
     pub on_unavailable: OnUnavailable,
+    /// A risk-area visit this recent fails the itinerary check.
+    pub itinerary_window: TimeDelta,
     hooks: HashMap<Hook, HookRules>,
 }
 
 impl CityPolicy {
     pub fn recognises(&self, issuer: &IssuerId) -> bool {
         self.recognised.contains(issuer)
+    }
+
+    /// Whether `hook` checks the itinerary card in this city.
+    pub fn needs_itinerary(&self, hook: Hook) -> bool {
+        self.rules(hook).checks.contains(&CheckKind::Itinerary)
     }
 
     /// Every hook has rules: validation fills in the defaults.
@@ -187,6 +202,19 @@ impl Policy {
         };
         let default_on_unavailable = raw.defaults.on_unavailable.unwrap_or(OnUnavailable::Reject);
         let default_hooks = parse_hooks("defaults.hooks", raw.defaults.hooks.as_ref(), &invalid)?;
+        let window_days = |key: &str, days: Option<i64>, default: i64| match days {
+            Some(d) if d > 0 => Ok(TimeDelta::days(d)),
+            Some(d) => Err(invalid(
+                key.to_owned(),
+                format!("must be a positive number of days, not {d}"),
+            )),
+            None => Ok(TimeDelta::days(default)),
+        };
+        let default_window = window_days(
+            "defaults.itinerary_window_days",
+            raw.defaults.itinerary_window_days,
+            DEFAULT_ITINERARY_WINDOW_DAYS,
+        )?;
 
         let mut palettes = HashMap::new();
         for (name, issuer) in &raw.issuers {
@@ -293,10 +321,15 @@ impl Policy {
                     )
                 })
                 .collect();
+            let itinerary_window = match city.itinerary_window_days {
+                Some(days) => window_days(&format!("{key}.itinerary_window_days"), Some(days), 0)?,
+                None => default_window,
+            };
             let policy = CityPolicy {
                 recognised,
                 max_status_age,
                 on_unavailable: city.on_unavailable.unwrap_or(default_on_unavailable),
+                itinerary_window,
                 hooks,
             };
             if cities.insert(code, policy).is_some() {
@@ -324,6 +357,11 @@ impl Policy {
 
     pub fn palette(&self, issuer: &IssuerId) -> Option<&Palette> {
         self.palettes.get(issuer)
+    }
+
+    /// Whether `city` accepts codes of `issuer` (recognised, with a palette).
+    pub fn accepts(&self, city: &CityPolicy, issuer: &IssuerId) -> bool {
+        city.recognises(issuer) && self.palettes.contains_key(issuer)
     }
 }
 

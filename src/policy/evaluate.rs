@@ -57,22 +57,38 @@ pub struct Evaluation {
 /// the filter allows when at least one candidate is eligible. A failure
 /// that is only "status unavailable" is waived (and the decision marked
 /// degraded) when the city says `allow_degraded`.
+///
+/// `itineraries`, when the hook checks the itinerary card, holds each party's
+/// itinerary lookup (`None`: no itinerary source is configured).
 pub fn evaluate(
     policy: &Policy,
     city: &CityPolicy,
     hook: Hook,
     parties: &[(Party, &StatusLookup)],
+    itineraries: Option<&[StatusLookup]>,
     now: DateTime<Utc>,
 ) -> Evaluation {
     let rules = city.rules(hook);
     let health_rule = rules.rule_for(CheckKind::HealthCode);
+    let itinerary_rule = rules.rule_for(CheckKind::Itinerary);
+    let check_itinerary = city.needs_itinerary(hook);
     let mut standings = Vec::with_capacity(parties.len());
     let mut failures = Vec::with_capacity(parties.len());
-    for (party, lookup) in parties {
+    for (i, (party, lookup)) in parties.iter().enumerate() {
         let (standing, failure) = assess(policy, city, lookup, now);
         standings.push(standing);
-        failures
-            .push(failure.map(|code| Reason::new(Some(*party), code, Arc::clone(&health_rule))));
+        let failure = match failure {
+            Some(code) => Some(Reason::new(Some(*party), code, Arc::clone(&health_rule))),
+            None if check_itinerary => {
+                let itinerary = itineraries.and_then(|all| all.get(i));
+                assess_itinerary(city, itinerary, now).map(|(code, area)| Reason {
+                    detail: area,
+                    ..Reason::new(Some(*party), code, Arc::clone(&itinerary_rule))
+                })
+            }
+            None => None,
+        };
+        failures.push(failure);
     }
     let waivable = |reason: &Reason| {
         city.on_unavailable == OnUnavailable::AllowDegraded
@@ -133,6 +149,28 @@ pub fn evaluate(
     }
 }
 
+/// The itinerary check: a risk-area visit within the city's window fails
+/// (with the area); an itinerary that cannot be had counts as unavailable.
+fn assess_itinerary(
+    city: &CityPolicy,
+    lookup: Option<&StatusLookup>,
+    now: DateTime<Utc>,
+) -> Option<(ReasonCode, Option<String>)> {
+    match lookup {
+        None | Some(StatusLookup::Unavailable) => Some((ReasonCode::StatusUnavailable, None)),
+        Some(StatusLookup::Known {
+            status: Status::Itinerary(verdict),
+            ..
+        }) => {
+            let visit = verdict.last_risk_visit.as_ref()?;
+            let since = (now - city.itinerary_window).date_naive();
+            (visit.date >= since).then(|| (ReasonCode::ItineraryRiskArea, Some(visit.area.clone())))
+        }
+        // No itinerary on record: nothing to object to.
+        Some(StatusLookup::Known { .. }) => None,
+    }
+}
+
 /// The party's standing, and the reason it fails (`None`: it passes).
 fn assess(
     policy: &Policy,
@@ -141,9 +179,11 @@ fn assess(
     now: DateTime<Utc>,
 ) -> (Standing, Option<ReasonCode>) {
     let code = match lookup {
-        StatusLookup::Unavailable => {
-            return (Standing::Unavailable, Some(ReasonCode::StatusUnavailable))
-        }
+        StatusLookup::Unavailable
+        | StatusLookup::Known {
+            status: Status::Itinerary(_),
+            ..
+        } => return (Standing::Unavailable, Some(ReasonCode::StatusUnavailable)),
         StatusLookup::Known {
             status: Status::NotRegistered,
             ..
@@ -236,7 +276,7 @@ mod tests {
                 )
             })
             .collect();
-        evaluate(&policy, &city, Hook::Trip, &parties, Utc::now())
+        evaluate(&policy, &city, Hook::Trip, &parties, None, Utc::now())
     }
 
     fn codes(e: &Evaluation) -> Vec<ReasonCode> {
@@ -462,7 +502,7 @@ mod properties {
                 (party, l)
             })
             .collect();
-        evaluate(&policy, city_policy, hook, &roles, now)
+        evaluate(&policy, city_policy, hook, &roles, None, now)
     }
 
     proptest! {

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::provider_api::HealthCodeRecord;
+use crate::provider_api::{HealthCodeRecord, ItineraryRecord, Visit};
 
 #[derive(Debug, Clone, Copy)]
 pub struct PopulationSpec {
@@ -93,6 +93,46 @@ impl Population {
             pick -= share;
         }
         None
+    }
+}
+
+const AREAS: [&str; 5] = ["420100", "310000", "110000", "440300", "510100"];
+
+impl Population {
+    /// The seeded itinerary card of a member: 4% visited a risk area in the
+    /// last 10 days, 3% between 20 and 29 days ago; the others travelled
+    /// only through low-risk regions.
+    pub fn itinerary_of(&self, subject_id: &str) -> Option<ItineraryRecord> {
+        if !self.is_member(subject_id) {
+            return None;
+        }
+        let hash = mix(self.spec.seed.rotate_left(17) ^ fnv1a(subject_id.as_bytes()));
+        let today = self.born.date_naive();
+        let area = AREAS[(hash >> 12) as usize % AREAS.len()];
+        let days_ago = |d: u64| today - TimeDelta::days(d as i64);
+        let mut visits = vec![Visit {
+            region: "330100".into(),
+            risk: "low".into(),
+            date: days_ago((hash >> 24) % 14),
+        }];
+        match hash % 100 {
+            0..=3 => visits.push(Visit {
+                region: area.into(),
+                risk: "high".into(),
+                date: days_ago((hash >> 32) % 10),
+            }),
+            4..=6 => visits.push(Visit {
+                region: area.into(),
+                risk: "medium".into(),
+                date: days_ago(20 + (hash >> 32) % 10),
+            }),
+            _ => {}
+        }
+        Some(ItineraryRecord {
+            subject_id: subject_id.to_owned(),
+            days: 30,
+            visits,
+        })
     }
 }
 

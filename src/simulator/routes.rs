@@ -9,8 +9,8 @@ use chrono::Utc;
 use super::SimulatorState;
 use crate::domain::SubjectId;
 use crate::provider_api::{
-    BatchAnswer, BatchLookup, Faults, HealthCodeRecord, ProviderError, SetHealthCode, Webhook,
-    MAX_BATCH,
+    BatchAnswer, BatchLookup, Faults, HealthCodeRecord, ItineraryBatchAnswer, ProviderError,
+    SetHealthCode, SetItinerary, Webhook, MAX_BATCH,
 };
 
 type State = web::Data<SimulatorState>;
@@ -27,6 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     ))
     .route("/v1/health-codes/batch", web::post().to(batch))
     .route("/v1/health-codes/{subject_id}", web::get().to(single))
+    .route("/v1/itineraries/batch", web::post().to(itinerary_batch))
+    .route("/v1/itineraries/{subject_id}", web::get().to(itinerary))
+    .route(
+        "/admin/itineraries/{subject_id}",
+        web::put().to(set_itinerary),
+    )
     .route("/admin/health-codes/{subject_id}", web::put().to(set_code))
     .route(
         "/admin/health-codes/{subject_id}",
@@ -167,5 +173,52 @@ async fn set_webhook(state: State, body: web::Json<Webhook>) -> HttpResponse {
 
 async fn clear_webhook(state: State) -> HttpResponse {
     state.set_webhook(None);
+    HttpResponse::NoContent().finish()
+}
+
+async fn itinerary(state: State, path: web::Path<String>) -> HttpResponse {
+    state.count_itinerary_request();
+    if let Some(fault) = injected_fault(&state).await {
+        return fault;
+    }
+    match state.itinerary_of(&path) {
+        Some(record) => HttpResponse::Ok().json(record),
+        None => HttpResponse::NotFound().json(ProviderError {
+            error: "no itinerary for this subject".into(),
+        }),
+    }
+}
+
+async fn itinerary_batch(state: State, body: web::Json<BatchLookup>) -> HttpResponse {
+    let ids = body.into_inner().subject_ids;
+    if ids.len() > MAX_BATCH {
+        return bad_request(format!(
+            "at most {MAX_BATCH} subject_ids per batch, got {}",
+            ids.len()
+        ));
+    }
+    state.count_itinerary_request();
+    if let Some(fault) = injected_fault(&state).await {
+        return fault;
+    }
+    let mut answer = ItineraryBatchAnswer::default();
+    for id in ids {
+        match state.itinerary_of(&id) {
+            Some(record) => answer.itineraries.push(record),
+            None => answer.not_found.push(id),
+        }
+    }
+    HttpResponse::Ok().json(answer)
+}
+
+async fn set_itinerary(
+    state: State,
+    path: web::Path<String>,
+    body: web::Json<SetItinerary>,
+) -> HttpResponse {
+    if let Err(e) = SubjectId::parse(&path) {
+        return bad_request(format!("subject_id {e}"));
+    }
+    state.set_itinerary(&path, body.into_inner().visits);
     HttpResponse::NoContent().finish()
 }

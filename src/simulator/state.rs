@@ -7,8 +7,8 @@ use std::sync::RwLock;
 
 use super::Population;
 use crate::provider_api::{
-    sign_event, Faults, HealthCodeRecord, SimulatorStats, Webhook, EVENT_SIGNATURE_HEADER,
-    EVENT_TIMESTAMP_HEADER,
+    sign_event, Faults, HealthCodeRecord, ItineraryRecord, SimulatorStats, Visit, Webhook,
+    EVENT_SIGNATURE_HEADER, EVENT_TIMESTAMP_HEADER,
 };
 
 pub struct SimulatorState {
@@ -20,6 +20,8 @@ pub struct SimulatorState {
     subjects_looked_up: AtomicU64,
     injected_errors: AtomicU64,
     webhook: RwLock<Option<Webhook>>,
+    itineraries: RwLock<HashMap<String, Vec<Visit>>>,
+    itinerary_requests: AtomicU64,
     pushes_delivered: std::sync::Arc<AtomicU64>,
     pushes_failed: std::sync::Arc<AtomicU64>,
     http: reqwest::Client,
@@ -35,6 +37,8 @@ impl SimulatorState {
             subjects_looked_up: AtomicU64::new(0),
             injected_errors: AtomicU64::new(0),
             webhook: RwLock::new(None),
+            itineraries: RwLock::new(HashMap::new()),
+            itinerary_requests: AtomicU64::new(0),
             pushes_delivered: Default::default(),
             pushes_failed: Default::default(),
             http: reqwest::Client::builder()
@@ -58,6 +62,27 @@ impl SimulatorState {
         overrides.insert(record.subject_id.clone(), Some(record.clone()));
         drop(overrides);
         self.push(record);
+    }
+
+    pub fn itinerary_of(&self, subject_id: &str) -> Option<ItineraryRecord> {
+        let set = self.itineraries.read().unwrap_or_else(|p| p.into_inner());
+        match set.get(subject_id) {
+            Some(visits) => Some(ItineraryRecord {
+                subject_id: subject_id.to_owned(),
+                days: 30,
+                visits: visits.clone(),
+            }),
+            None => self.population.itinerary_of(subject_id),
+        }
+    }
+
+    pub fn set_itinerary(&self, subject_id: &str, visits: Vec<Visit>) {
+        let mut set = self.itineraries.write().unwrap_or_else(|p| p.into_inner());
+        set.insert(subject_id.to_owned(), visits);
+    }
+
+    pub fn count_itinerary_request(&self) {
+        self.itinerary_requests.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_webhook(&self, webhook: Option<Webhook>) {
@@ -134,6 +159,7 @@ impl SimulatorState {
             subjects_looked_up: self.subjects_looked_up.load(Ordering::Relaxed),
             injected_errors: self.injected_errors.load(Ordering::Relaxed),
             faults: self.faults(),
+            itinerary_requests: self.itinerary_requests.load(Ordering::Relaxed),
             pushes_delivered: self.pushes_delivered.load(Ordering::Relaxed),
             pushes_failed: self.pushes_failed.load(Ordering::Relaxed),
             population: self.population.size(),

@@ -36,7 +36,7 @@ pub struct CacheTtls {
 impl CacheTtls {
     pub fn fresh_for(&self, status: &Status) -> Duration {
         match status {
-            Status::Registered(_) => self.registered,
+            Status::Registered(_) | Status::Itinerary(_) => self.registered,
             Status::NotRegistered => self.not_registered,
         }
     }

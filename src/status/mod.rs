@@ -20,13 +20,13 @@ mod resolver;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::HealthCode;
+use crate::domain::{HealthCode, ItineraryVerdict};
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 pub use cache::{CacheError, CacheTtls, StatusCache};
 pub use l1::L1Cache;
 pub use memory_cache::MemoryCache;
-pub use provider::{ProviderClient, ProviderError};
+pub use provider::{ProviderClient, ProviderError, SourceKind};
 pub use redis_cache::{spawn_invalidation_listener, RedisCache, RedisCacheOptions};
 pub use resolver::{Resolver, ResolverHealth, ResolverOptions};
 
@@ -34,8 +34,10 @@ pub use resolver::{Resolver, ResolverHealth, ResolverOptions};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Registered(HealthCode),
-    /// The provider has no code for this subject.
+    /// The provider has no code (or itinerary) for this subject.
     NotRegistered,
+    /// From the itinerary source: its verdict, not the travel history.
+    Itinerary(ItineraryVerdict),
 }
 
 /// Where a status came from on this lookup.
@@ -78,7 +80,7 @@ impl CachedStatus {
     pub fn new(status: Status, fetched_at: DateTime<Utc>) -> Self {
         let order_us = match &status {
             Status::Registered(code) => code.updated_at.timestamp_micros(),
-            Status::NotRegistered => fetched_at.timestamp_micros(),
+            Status::NotRegistered | Status::Itinerary(_) => fetched_at.timestamp_micros(),
         };
         Self {
             status,

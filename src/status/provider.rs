@@ -11,8 +11,8 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url};
 
 use super::Status;
-use crate::domain::{Colour, HealthCode, IssuerId, SubjectId};
-use crate::provider_api::{BatchAnswer, BatchLookup, MAX_BATCH};
+use crate::domain::{Colour, HealthCode, IssuerId, ItineraryVerdict, SubjectId};
+use crate::provider_api::{BatchAnswer, BatchLookup, ItineraryBatchAnswer, MAX_BATCH};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
@@ -42,15 +42,25 @@ impl ProviderError {
     }
 }
 
+/// Which contract a client speaks: health codes (the regional provider or
+/// the national platform, same contract) or itinerary cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    HealthCodes,
+    Itineraries,
+}
+
 #[derive(Clone)]
 pub struct ProviderClient {
     http: reqwest::Client,
     batch_url: Url,
+    kind: SourceKind,
 }
 
 impl ProviderClient {
     pub fn new(
         base_url: &Url,
+        kind: SourceKind,
         timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
@@ -66,10 +76,16 @@ impl ProviderClient {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        let batch_url = base
-            .join("v1/health-codes/batch")
-            .unwrap_or_else(|_| base.clone());
-        Ok(Self { http, batch_url })
+        let path = match kind {
+            SourceKind::HealthCodes => "v1/health-codes/batch",
+            SourceKind::Itineraries => "v1/itineraries/batch",
+        };
+        let batch_url = base.join(path).unwrap_or_else(|_| base.clone());
+        Ok(Self {
+            http,
+            batch_url,
+            kind,
+        })
     }
 
     /// The status of each subject, keyed by raw id. Either every subject is
@@ -94,16 +110,37 @@ impl ProviderClient {
             if !response.status().is_success() {
                 return Err(ProviderError::Status(response.status()));
             }
-            let answer: BatchAnswer = response.json().await.map_err(ProviderError::Body)?;
-            for record in answer.codes {
-                let code = HealthCode {
-                    colour: Colour::new(&record.color),
-                    issuer: IssuerId::new(&record.issuer),
-                    updated_at: record.updated_at,
-                };
-                statuses.insert(record.subject_id, Status::Registered(code));
-            }
-            for subject_id in answer.not_found {
+            let not_found = match self.kind {
+                SourceKind::HealthCodes => {
+                    let answer: BatchAnswer = response.json().await.map_err(ProviderError::Body)?;
+                    for record in answer.codes {
+                        let code = HealthCode {
+                            colour: Colour::new(&record.color),
+                            issuer: IssuerId::new(&record.issuer),
+                            updated_at: record.updated_at,
+                        };
+                        statuses.insert(record.subject_id, Status::Registered(code));
+                    }
+                    answer.not_found
+                }
+                SourceKind::Itineraries => {
+                    let answer: ItineraryBatchAnswer =
+                        response.json().await.map_err(ProviderError::Body)?;
+                    for record in answer.itineraries {
+                        // The history is reduced to its verdict here and
+                        // goes no further.
+                        let verdict = ItineraryVerdict::from_visits(
+                            record
+                                .visits
+                                .iter()
+                                .map(|v| (v.region.as_str(), v.risk.as_str(), v.date)),
+                        );
+                        statuses.insert(record.subject_id, Status::Itinerary(verdict));
+                    }
+                    answer.not_found
+                }
+            };
+            for subject_id in not_found {
                 statuses.entry(subject_id).or_insert(Status::NotRegistered);
             }
         }

@@ -58,9 +58,7 @@ async fn a_driver_needs_a_green_code_to_go_on_duty() {
         .unwrap()
         .contains("missing field `driver`"));
 
-    let (_, record) = app
-        .get_json("/v1/audit/decisions?hook=driver_shift")
-        .await;
+    let (_, record) = app.get_json("/v1/audit/decisions?hook=driver_shift").await;
     assert_eq!(record["decisions"].as_array().unwrap().len(), 2);
 }
 

@@ -11,4 +11,5 @@ mod helpers;
 mod hooks;
 mod operations;
 mod resilience;
+mod sources;
 mod trip_check;

@@ -1,0 +1,209 @@
+//! The optional sources: the itinerary card, and the national platform as
+//! the mediator of mutual recognition.
+
+use chrono::{TimeDelta, Utc};
+use serde_json::{json, Value};
+use tripgate::simulator::{PopulationSpec, Simulator};
+
+use crate::helpers::{codes, config_dir, trip, Options, TestApp};
+
+fn order(passengers: &[&str]) -> Value {
+    json!({"city": "hangzhou", "order_id": "O-1",
+           "passengers": passengers.iter().map(|p| json!({"id": p})).collect::<Vec<_>>()})
+}
+
+fn itinerary_policy() -> String {
+    std::fs::read_to_string(config_dir().join("policy.toml")).unwrap()
+        + "\n[cities.hangzhou.hooks]\npassenger_order = [\"health_code\", \"itinerary\"]\n"
+}
+
+async fn set_visits(app: &TestApp, subject: &str, visits: Value) {
+    let response = app
+        .http
+        .put(format!("{}/admin/itineraries/{subject}", app.simulator_url))
+        .json(&json!({"visits": visits}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+#[tokio::test]
+async fn a_recent_risk_area_visit_fails_the_itinerary_check_and_only_the_verdict_is_kept() {
+    let app = TestApp::spawn_with(Options {
+        policy: Some(itinerary_policy()),
+        customise: Box::new(|s| s.itinerary.base_url = s.provider.base_url.clone()),
+        ..Default::default()
+    })
+    .await;
+    let day = |days: i64| {
+        (Utc::now() - TimeDelta::days(days))
+            .date_naive()
+            .to_string()
+    };
+    for p in ["P-1", "P-2", "P-3"] {
+        app.set_code(p, "green", "hangzhou").await;
+    }
+    set_visits(
+        &app,
+        "P-1",
+        json!([
+            {"region": "330100", "risk": "low", "date": day(1)},
+            {"region": "420100", "risk": "high", "date": day(3)},
+        ]),
+    )
+    .await;
+    set_visits(
+        &app,
+        "P-2",
+        json!([{"region": "310000", "risk": "medium", "date": day(20)}]),
+    )
+    .await;
+
+    let (status, body) = {
+        let r = app
+            .http
+            .post(app.url("/v1/checks/passenger-order"))
+            .json(&order(&["P-1", "P-2", "P-3"]))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(codes(&body), vec!["ITINERARY_RISK_AREA"]);
+    assert_eq!(body["reasons"][0]["index"], 0);
+    assert_eq!(body["reasons"][0]["details"]["area"], "420100");
+    assert_eq!(
+        body["reasons"][0]["rule"],
+        "hangzhou.passenger_order.itinerary"
+    );
+
+    // Cached like health codes: the second check asks nobody.
+    let stats = app.simulator_stats().await["itinerary_requests"]
+        .as_u64()
+        .unwrap();
+    let body: Value = app
+        .http
+        .post(app.url("/v1/checks/passenger-order"))
+        .json(&order(&["P-2", "P-3"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["decision"], "allow",
+        "a visit outside the 14-day window passes: {body}"
+    );
+    assert_eq!(
+        app.simulator_stats().await["itinerary_requests"]
+            .as_u64()
+            .unwrap(),
+        stats
+    );
+
+    // Trips do not check the itinerary in this policy.
+    app.set_code("D-1", "green", "hangzhou").await;
+    assert_eq!(
+        app.decide(&trip("D-1", &["P-1"])).await["decision"],
+        "allow"
+    );
+
+    // The trail keeps the verdict and area, never the travel history.
+    let (_, page) = app
+        .get_json("/v1/audit/decisions?reason=ITINERARY_RISK_AREA")
+        .await;
+    assert_eq!(page["decisions"][0]["reasons"][0]["detail"], "420100");
+    let mut bytes = Vec::new();
+    for suffix in ["", "-wal"] {
+        let mut path = app.audit_file().into_os_string();
+        path.push(suffix);
+        bytes.extend(std::fs::read(path).unwrap_or_default());
+    }
+    assert!(
+        bytes.windows(6).all(|w| w != b"330100"),
+        "a low-risk region of the history reached the trail"
+    );
+}
+
+#[tokio::test]
+async fn a_required_itinerary_without_a_source_counts_as_unavailable() {
+    let app = TestApp::spawn_with(Options {
+        policy: Some(itinerary_policy()),
+        ..Default::default()
+    })
+    .await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    let body: Value = app
+        .http
+        .post(app.url("/v1/checks/passenger-order"))
+        .json(&order(&["P-1"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(codes(&body), vec!["STATUS_UNAVAILABLE"]);
+    assert_eq!(
+        body["reasons"][0]["rule"],
+        "hangzhou.passenger_order.itinerary"
+    );
+}
+
+#[tokio::test]
+async fn the_national_platform_mediates_codes_of_issuers_the_city_does_not_recognise() {
+    let national = Simulator::build(
+        "127.0.0.1:0".parse().unwrap(),
+        PopulationSpec {
+            drivers: 0,
+            passengers: 0,
+            seed: 3,
+        },
+        1,
+    )
+    .unwrap();
+    let national_url = national.base_url();
+    let national_state = national.state();
+    tokio::spawn(national.run_until_stopped());
+    let url = national_url.clone();
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(move |s| s.national.base_url = url),
+        ..Default::default()
+    })
+    .await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    for p in ["P-green", "P-red", "P-unknown"] {
+        app.set_code(p, "green", "xiamen").await;
+    }
+    let national_code = |subject: &str, color: &str| tripgate::provider_api::HealthCodeRecord {
+        subject_id: subject.into(),
+        color: color.into(),
+        issuer: "national".into(),
+        updated_at: Utc::now(),
+    };
+    national_state.set_code(national_code("P-green", "green"));
+    national_state.set_code(national_code("P-red", "red"));
+
+    let body = app.decide(&trip("D-1", &["P-green"])).await;
+    assert_eq!(body["decision"], "allow", "{body}");
+    assert_eq!(body["parties"][1]["issuer"], "national");
+
+    let body = app.decide(&trip("D-1", &["P-red"])).await;
+    assert_eq!(codes(&body), vec!["HEALTH_CODE_RED"]);
+
+    let body = app.decide(&trip("D-1", &["P-unknown"])).await;
+    assert_eq!(
+        codes(&body),
+        vec!["ISSUER_NOT_RECOGNISED"],
+        "no national answer: the original code stands"
+    );
+
+    // Codes the city recognises never go to the national platform.
+    app.set_code("P-hz", "green", "hangzhou").await;
+    let asked = national_state.stats().requests;
+    app.decide(&trip("D-1", &["P-hz"])).await;
+    assert_eq!(national_state.stats().requests, asked);
+}
