@@ -1,0 +1,656 @@
+//! The benchmark harness (`scripts/bench`): one run that measures tripgate
+//! against itself on this machine and prints, as a table and as JSON, the
+//! figures the targets are stated in, with an SVG of the latency percentile
+//! curves. Not part of the test suite: speed is checked here, not by timed
+//! tests.
+//!
+//! It starts its own redis-server, the provider simulator (100,000 drivers,
+//! 1,000,000 passengers) and `tripgate serve` (Redis cache, SQLite audit with
+//! synchronous=FULL), generates request bodies whose subjects follow a
+//! Zipf-like popularity, and drives them with `oha` (open-loop, corrected for
+//! coordinated omission at fixed rates). The load generator shares the
+//! machine, so compare ratios within one run.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const DRIVERS: u64 = 100_000;
+const PASSENGERS: u64 = 1_000_000;
+const RATE: u32 = 5_000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(name: &'static str, command: &mut Command) -> Process {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Process(child)
+}
+
+fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", url])
+            .status()
+            .is_ok_and(|s| s.success())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{url} did not answer within 30 s");
+}
+
+/// Zipf-like sampler over 0..n with exponent s (inverse CDF by bisection).
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for k in 1..=n {
+            total += 1.0 / (k as f64).powf(s);
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Self { cdf }
+    }
+
+    fn sample(&self, rng: &mut fastrand::Rng) -> usize {
+        let u = rng.f64();
+        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// Subject ids are permuted so popular ones are spread over the id space.
+fn scatter(rank: usize, n: u64) -> u64 {
+    (rank as u64).wrapping_mul(2_654_435_761) % n
+}
+
+fn write_bodies(path: &Path, lines: usize, candidates: usize, seed: u64) {
+    let drivers = Zipf::new(DRIVERS as usize, 1.0);
+    let passengers = Zipf::new(PASSENGERS as usize, 1.0);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    for n in 0..lines {
+        let mut seen = std::collections::HashSet::new();
+        let mut pick_passenger = |rng: &mut fastrand::Rng| loop {
+            let id = format!("P-{:07}", scatter(passengers.sample(rng), PASSENGERS));
+            if seen.insert(id.clone()) {
+                return json!({"id": id});
+            }
+        };
+        let body = if candidates == 0 {
+            let count = rng.usize(1..=3);
+            let ps: Vec<Value> = (0..count).map(|_| pick_passenger(&mut rng)).collect();
+            json!({"trip_id": format!("T-{n}"), "city": "hangzhou",
+                   "driver": {"id": format!("D-{:06}", scatter(drivers.sample(&mut rng), DRIVERS))},
+                   "passengers": ps})
+        } else {
+            let mut ds = std::collections::BTreeSet::new();
+            while ds.len() < candidates {
+                ds.insert(scatter(drivers.sample(&mut rng), DRIVERS));
+            }
+            json!({"trip_id": format!("T-{n}"), "city": "hangzhou",
+                   "passengers": [pick_passenger(&mut rng)],
+                   "drivers": ds.iter().map(|d| json!({"id": format!("D-{d:06}")})).collect::<Vec<_>>()})
+        };
+        writeln!(out, "{body}").unwrap();
+    }
+}
+
+/// Bodies that together name `distinct` different passengers, once each.
+fn write_distinct_bodies(path: &Path, distinct: u64) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut next = 0;
+    let mut n = 0;
+    while next < distinct {
+        let ps: Vec<Value> = (0..3)
+            .map(|k| json!({"id": format!("P-{:07}", (next + k) % PASSENGERS)}))
+            .collect();
+        next += 3;
+        n += 1;
+        writeln!(out, "{}", json!({"trip_id": format!("U-{n}"), "city": "hangzhou", "driver": {"id": format!("D-{:06}", n % DRIVERS)}, "passengers": ps})).unwrap();
+    }
+}
+
+fn oha(args: &[&str]) -> Value {
+    let output = Command::new("oha")
+        .args(["--no-tui", "--output-format", "json"])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("oha is needed: cargo install oha --locked (scripts/bench installs it)");
+    assert!(output.status.success(), "oha failed");
+    serde_json::from_slice(&output.stdout).expect("oha JSON")
+}
+
+fn rps(result: &Value) -> f64 {
+    result["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0)
+}
+
+fn ok_share(result: &Value) -> f64 {
+    let dist = result["statusCodeDistribution"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let total: u64 = dist.values().filter_map(Value::as_u64).sum();
+    let ok = dist.get("200").and_then(Value::as_u64).unwrap_or(0);
+    if total == 0 {
+        0.0
+    } else {
+        ok as f64 / total as f64
+    }
+}
+
+fn percentile_ms(result: &Value, p: &str) -> f64 {
+    result["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0
+}
+
+fn redis_calls(port: u16) -> u64 {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|r| r.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn redis_round_trips(port: u16) -> u64 {
+    // Commands a check sends: MGET (reads) and EVAL (write-backs, pipelined).
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "info", "commandstats"])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_mget:"))
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|r| r.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn simulator_requests(url: &str) -> u64 {
+    let output = Command::new("curl")
+        .args(["-s", &format!("{url}/admin/stats")])
+        .output()
+        .expect("curl");
+    serde_json::from_slice::<Value>(&output.stdout)
+        .ok()
+        .and_then(|v| v["requests"].as_u64())
+        .unwrap_or(0)
+}
+
+fn metric(admin: &str, series: &str) -> f64 {
+    let output = Command::new("curl")
+        .args(["-s", &format!("{admin}/metrics")])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Service {
+    process: Process,
+    url: String,
+    admin: String,
+}
+
+fn start_tripgate(
+    binary: &Path,
+    dir: &Path,
+    redis_port: u16,
+    provider: &str,
+    durable: bool,
+) -> Service {
+    let (port, admin_port) = (free_port(), free_port());
+    let audit = if durable {
+        dir.join("audit.sqlite3").display().to_string()
+    } else {
+        ":memory:".to_owned()
+    };
+    let process = spawn(
+        "tripgate serve",
+        Command::new(binary)
+            .arg("serve")
+            .env("TRIPGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "TRIPGATE__SERVER__ADMIN_LISTEN",
+                format!("127.0.0.1:{admin_port}"),
+            )
+            .env("TRIPGATE__CACHE__BACKEND", "redis")
+            .env(
+                "TRIPGATE__CACHE__REDIS_URL",
+                format!("redis://127.0.0.1:{redis_port}"),
+            )
+            .env("TRIPGATE__CACHE__L1_MAX_ENTRIES", "100000")
+            .env("TRIPGATE__PROVIDER__BASE_URL", provider)
+            .env("TRIPGATE__AUDIT__SQLITE_PATH", audit)
+            .env("TRIPGATE__LOG__LEVEL", "warn")
+            .env("TRIPGATE__LOG__FORMAT", "json")
+            .env("TRIPGATE__AUTH__RATE_PER_SEC", "1000000")
+            .env_remove("RUST_LOG"),
+    );
+    let service = Service {
+        process,
+        url: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+    };
+    wait_http(&format!("{}/healthz", service.url));
+    service
+}
+
+fn svg_plot(path: &Path, curves: &[(&str, &Value, &str)]) {
+    let points = [
+        "p10", "p25", "p50", "p75", "p90", "p95", "p99", "p99.9", "p99.99",
+    ];
+    // x: -log10(1 - p) so the tail spreads out.
+    let x_of = |p: &str| {
+        let v: f64 = p.trim_start_matches('p').parse::<f64>().unwrap() / 100.0;
+        -(1.0 - v).log10()
+    };
+    let max_ms = curves
+        .iter()
+        .flat_map(|(_, r, _)| points.iter().map(move |p| percentile_ms(r, p)))
+        .filter(|v| v.is_finite())
+        .fold(0.1_f64, f64::max);
+    let (w, h, left, bottom) = (720.0, 420.0, 70.0, 50.0);
+    let sx = |x: f64| left + x / 4.0 * (w - left - 20.0);
+    let sy = |ms: f64| h - bottom - ms / max_ms * (h - bottom - 30.0);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="18" font-size="14">tripgate latency percentiles at {RATE} req/s (oha, corrected for coordinated omission)</text>"#
+    );
+    for p in points {
+        let x = sx(x_of(p));
+        svg += &format!(
+            r##"<line x1="{x}" y1="{}" x2="{x}" y2="30" stroke="#eee"/><text x="{x}" y="{}" text-anchor="middle">{p}</text>"##,
+            h - bottom,
+            h - bottom + 16.0
+        );
+    }
+    for i in 0..=4 {
+        let ms = max_ms * i as f64 / 4.0;
+        let y = sy(ms);
+        svg += &format!(
+            r##"<line x1="{left}" y1="{y}" x2="{}" y2="{y}" stroke="#eee"/><text x="{}" y="{}" text-anchor="end">{ms:.2} ms</text>"##,
+            w - 20.0,
+            left - 6.0,
+            y + 4.0
+        );
+    }
+    for (k, (name, result, colour)) in curves.iter().enumerate() {
+        let path_points: Vec<String> = points
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", sx(x_of(p)), sy(percentile_ms(result, p))))
+            .collect();
+        svg += &format!(
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
+            path_points.join(" ")
+        );
+        svg += &format!(
+            r#"<text x="{}" y="{}" fill="{colour}">{name}</text>"#,
+            left + 10.0,
+            40.0 + 16.0 * k as f64
+        );
+    }
+    svg += "</svg>\n";
+    std::fs::write(path, svg).unwrap();
+}
+
+fn main() {
+    let out_dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "bench-results".into()),
+    );
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let work = std::env::temp_dir().join(format!("tripgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let seconds = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10u64);
+    let duration = format!("{seconds}s");
+    eprintln!("tripgate benchmark on {cores} cores; {seconds} s per measurement");
+
+    let redis_port = free_port();
+    let _redis = spawn(
+        "redis-server",
+        Command::new("redis-server").args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+    );
+    let sim_port = free_port();
+    let provider = format!("http://127.0.0.1:{sim_port}");
+    let _simulator = spawn(
+        "simulator",
+        Command::new(&binary).args([
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--drivers",
+            &DRIVERS.to_string(),
+            "--passengers",
+            &PASSENGERS.to_string(),
+            "--workers",
+            "1",
+        ]),
+    );
+    wait_http(&format!("{provider}/healthz"));
+
+    eprintln!("generating request bodies (Zipf-like popularity)...");
+    let trips = work.join("trips.ndjson");
+    let candidates = work.join("candidates.ndjson");
+    let distinct = work.join("distinct.ndjson");
+    write_bodies(&trips, 200_000, 0, 1);
+    write_bodies(&candidates, 5_000, 50, 2);
+    write_distinct_bodies(&distinct, PASSENGERS);
+
+    let service = start_tripgate(&binary, &work, redis_port, &provider, true);
+    let hook = format!("{}/v1/checks/trip", service.url);
+    let filter = format!("{}/v1/checks/candidates", service.url);
+    let post = |url: &str, bodies: &Path, extra: &[&str]| -> Value {
+        let mut args = vec![
+            "-m",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-Z",
+            bodies.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(url);
+        oha(&args)
+    };
+
+    eprintln!("warming the cache...");
+    post(&hook, &trips, &["-z", "15s", "-c", "32"]);
+    post(&filter, &candidates, &["-z", "5s", "-c", "8"]);
+
+    eprintln!("(a) /healthz peak");
+    let healthz = oha(&[
+        "-z",
+        &duration,
+        "-c",
+        "64",
+        &format!("{}/healthz", service.url),
+    ]);
+    eprintln!("(b) trip check peak");
+    let (redis_before, mget_before, sim_before) = (
+        redis_calls(redis_port),
+        redis_round_trips(redis_port),
+        simulator_requests(&provider),
+    );
+    let decisions_before = metric(
+        &service.admin,
+        r#"tripgate_checks_total{decision="allow",hook="trip"}"#,
+    ) + metric(
+        &service.admin,
+        r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
+    );
+    let lookups = |source: &str| {
+        metric(
+            &service.admin,
+            &format!("tripgate_status_lookups_total{{source=\"{source}\"}}"),
+        )
+    };
+    let l1_before = lookups("l1");
+    let all_before: f64 = ["l1", "redis", "upstream", "stale", "unavailable"]
+        .iter()
+        .map(|s| lookups(s))
+        .sum();
+    let trip_peak = post(&hook, &trips, &["-z", &duration, "-c", "64"]);
+    let decisions = metric(
+        &service.admin,
+        r#"tripgate_checks_total{decision="allow",hook="trip"}"#,
+    ) + metric(
+        &service.admin,
+        r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
+    ) - decisions_before;
+    let redis_per_decision = (redis_calls(redis_port) - redis_before) as f64 / decisions.max(1.0);
+    let mget_per_decision =
+        (redis_round_trips(redis_port) - mget_before) as f64 / decisions.max(1.0);
+    let provider_per_decision =
+        (simulator_requests(&provider) - sim_before) as f64 / decisions.max(1.0);
+    let all_after: f64 = ["l1", "redis", "upstream", "stale", "unavailable"]
+        .iter()
+        .map(|s| lookups(s))
+        .sum();
+    let l1_share = (lookups("l1") - l1_before) / (all_after - all_before).max(1.0);
+
+    eprintln!("(c) trip check latency at {RATE}/s");
+    let rate = RATE.to_string();
+    let trip_latency = post(
+        &hook,
+        &trips,
+        &[
+            "-z",
+            &duration,
+            "-c",
+            "64",
+            "-q",
+            &rate,
+            "--latency-correction",
+        ],
+    );
+    eprintln!("(d) candidate filter (50 drivers) latency");
+    let candidate_latency = post(
+        &filter,
+        &candidates,
+        &[
+            "-z",
+            &duration,
+            "-c",
+            "32",
+            "-q",
+            "500",
+            "--latency-correction",
+        ],
+    );
+    let candidate_peak = post(&filter, &candidates, &["-z", &duration, "-c", "32"]);
+
+    eprintln!("(f) resident memory across 1,000,000 distinct passengers");
+    let rss_before = rss_mib(service.process.0.id());
+    post(
+        &hook,
+        &distinct,
+        &["-n", &(PASSENGERS / 3).to_string(), "-c", "64"],
+    );
+    let rss_after = rss_mib(service.process.0.id());
+    drop(service);
+
+    eprintln!("(e) trip check peak with a non-durable in-memory audit sink");
+    let memory = start_tripgate(&binary, &work, redis_port, &provider, false);
+    let memory_hook = format!("{}/v1/checks/trip", memory.url);
+    post(&memory_hook, &trips, &["-z", "5s", "-c", "32"]);
+    let memory_peak = post(&memory_hook, &trips, &["-z", &duration, "-c", "64"]);
+    drop(memory);
+
+    let trip_p99 = percentile_ms(&trip_latency, "p99");
+    let candidate_p99 = percentile_ms(&candidate_latency, "p99");
+    let results = json!({
+        "machine": {"cores": cores, "load_generator": "oha, same machine"},
+        "healthz_rps": rps(&healthz),
+        "trip_peak_rps": rps(&trip_peak),
+        "trip_peak_ok_share": ok_share(&trip_peak),
+        "trip_vs_healthz": rps(&trip_peak) / rps(&healthz),
+        "trip_latency_ms": {"rate": RATE, "achieved_rps": rps(&trip_latency), "p50": percentile_ms(&trip_latency, "p50"), "p99": trip_p99, "p99.9": percentile_ms(&trip_latency, "p99.9")},
+        "candidates_latency_ms": {"rate": 500, "p50": percentile_ms(&candidate_latency, "p50"), "p99": candidate_p99, "p99.9": percentile_ms(&candidate_latency, "p99.9")},
+        "candidates_peak_rps": rps(&candidate_peak),
+        "memory_sink_peak_rps": rps(&memory_peak),
+        "durability_cost": 1.0 - rps(&trip_peak) / rps(&memory_peak),
+        "redis_commands_per_decision": redis_per_decision,
+        "redis_round_trips_per_decision": mget_per_decision,
+        "provider_calls_per_decision": provider_per_decision,
+        "l1_hit_share": l1_share,
+        "rss_mib": {"before": rss_before, "after_1m_distinct_passengers": rss_after},
+    });
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+    svg_plot(
+        &out_dir.join("latency.svg"),
+        &[
+            ("trip check", &trip_latency, "#1f77b4"),
+            (
+                "candidate filter (50 drivers)",
+                &candidate_latency,
+                "#d62728",
+            ),
+        ],
+    );
+
+    let check = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let rows = [
+        (
+            "GET /healthz peak (req/s)",
+            format!("{:.0}", rps(&healthz)),
+            String::new(),
+        ),
+        (
+            "trip check peak (req/s)",
+            format!("{:.0}", rps(&trip_peak)),
+            format!("{} >= 20000", check(rps(&trip_peak) >= 20_000.0)),
+        ),
+        (
+            "trip / healthz",
+            format!("{:.0}%", 100.0 * rps(&trip_peak) / rps(&healthz)),
+            format!("{} >= 50%", check(rps(&trip_peak) >= 0.5 * rps(&healthz))),
+        ),
+        (
+            "trip p50 @5000/s (ms)",
+            format!("{:.3}", percentile_ms(&trip_latency, "p50")),
+            String::new(),
+        ),
+        (
+            "trip p99 @5000/s (ms)",
+            format!("{trip_p99:.3}"),
+            format!("{} <= 2", check(trip_p99 <= 2.0)),
+        ),
+        (
+            "trip p99.9 @5000/s (ms)",
+            format!("{:.3}", percentile_ms(&trip_latency, "p99.9")),
+            format!(
+                "{} <= 5",
+                check(percentile_ms(&trip_latency, "p99.9") <= 5.0)
+            ),
+        ),
+        (
+            "candidates(50) p99 @500/s (ms)",
+            format!("{candidate_p99:.3}"),
+            format!("{} <= 3x trip p99", check(candidate_p99 <= 3.0 * trip_p99)),
+        ),
+        (
+            "candidates(50) peak (req/s)",
+            format!("{:.0}", rps(&candidate_peak)),
+            String::new(),
+        ),
+        (
+            "in-memory audit peak (req/s)",
+            format!("{:.0}", rps(&memory_peak)),
+            String::new(),
+        ),
+        (
+            "durability cost",
+            format!(
+                "{:.0}%",
+                100.0 * (1.0 - rps(&trip_peak) / rps(&memory_peak))
+            ),
+            format!(
+                "{} <= 20%",
+                check(rps(&trip_peak) >= 0.8 * rps(&memory_peak))
+            ),
+        ),
+        (
+            "Redis round trips / decision",
+            format!("{mget_per_decision:.3}"),
+            format!("{} <= 1", check(mget_per_decision <= 1.0)),
+        ),
+        (
+            "Redis commands / decision",
+            format!("{redis_per_decision:.3}"),
+            String::new(),
+        ),
+        (
+            "provider calls / decision",
+            format!("{provider_per_decision:.4}"),
+            String::new(),
+        ),
+        (
+            "L1 hit share of lookups",
+            format!("{:.0}%", 100.0 * l1_share),
+            String::new(),
+        ),
+        (
+            "RSS after 1M distinct (MiB)",
+            format!("{rss_after:.0} (before {rss_before:.0})"),
+            String::new(),
+        ),
+    ];
+    println!("\ntripgate benchmark, {cores} cores, load generator on the same machine\n");
+    println!("| measure | value | target |\n| --- | --- | --- |");
+    for (name, value, target) in rows {
+        println!("| {name} | {value} | {target} |");
+    }
+    println!(
+        "\nwritten: {}/results.json, {}/latency.svg",
+        out_dir.display(),
+        out_dir.display()
+    );
+    let _ = std::fs::remove_dir_all(&work);
+}
