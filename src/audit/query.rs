@@ -259,8 +259,9 @@ impl SqlWhere {
     pub fn build(
         filter: &DecisionFilter,
         cursor: Option<&Cursor>,
-        placeholder: fn(usize) -> String,
+        dialect: &super::store::Dialect,
     ) -> Self {
+        let placeholder = dialect.placeholder;
         let mut conditions: Vec<String> = Vec::new();
         let mut params: Vec<SqlValue> = Vec::new();
         let bind = |value: SqlValue, params: &mut Vec<SqlValue>| {
@@ -305,10 +306,13 @@ impl SqlWhere {
             ));
         }
         if let Some(trip_id) = &filter.trip_id {
-            conditions.push(format!(
-                "trip_id = {}",
-                bind(SqlValue::Text(trip_id.clone()), &mut params)
-            ));
+            let value = bind(SqlValue::Text(trip_id.clone()), &mut params);
+            conditions.push(match dialect.trips_table {
+                Some(table) => format!(
+                    "decision_id IN (SELECT decision_id FROM {table} WHERE trip_id = {value})"
+                ),
+                None => format!("trip_id = {value}"),
+            });
         }
         if !filter.subject_refs.is_empty() {
             let refs: Vec<String> = filter
@@ -317,7 +321,8 @@ impl SqlWhere {
                 .map(|r| bind(SqlValue::Text(r.clone()), &mut params))
                 .collect();
             conditions.push(format!(
-                "decision_id IN (SELECT decision_id FROM audit_subjects WHERE subject_ref IN ({}))",
+                "decision_id IN (SELECT decision_id FROM {} WHERE subject_ref IN ({}))",
+                dialect.subjects_table,
                 refs.join(", ")
             ));
         }

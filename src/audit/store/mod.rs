@@ -6,7 +6,8 @@
 //! Schema: `audit_decisions` holds one row per decision (indexed columns for
 //! the filters, reasons and parties in a JSON `detail` column, the chain
 //! link); `audit_subjects` maps subject refs to decisions for the `subject`
-//! filter; `audit_checkpoints` keeps, per chain, the last purged link.
+//! filter (in PostgreSQL a table beside it, in SQLite a derived index file);
+//! `audit_checkpoints` keeps, per chain, the last purged link.
 
 mod postgres;
 mod sqlite;
@@ -289,6 +290,27 @@ impl AuditStore {
     }
 }
 
+/// Lookups by subject and trip: PostgreSQL keeps them in the audit tables;
+/// SQLite keeps them in a derived index file (see `sqlite::Indexer`).
+pub const POSTGRES_SCHEMA: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS audit_decisions_trip ON audit_decisions (trip_id)",
+    "CREATE TABLE IF NOT EXISTS audit_subjects (
+        subject_ref TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        PRIMARY KEY (subject_ref, decision_id)
+    )",
+];
+
+/// How the two engines' SQL differs.
+pub struct Dialect {
+    /// The n-th (1-based) parameter: `?n` or `$n`.
+    pub placeholder: fn(usize) -> String,
+    /// Where subject refs are indexed.
+    pub subjects_table: &'static str,
+    /// Where trip ids are indexed, when not in `audit_decisions` itself.
+    pub trips_table: Option<&'static str>,
+}
+
 /// The schema, shared by both engines (types both understand).
 pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_decisions (
@@ -314,12 +336,6 @@ pub const SCHEMA: &[&str] = &[
     // scan with no sort, however many records match.
     "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at, decision_id)",
     "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at, decision_id)",
-    "CREATE INDEX IF NOT EXISTS audit_decisions_trip ON audit_decisions (trip_id)",
-    "CREATE TABLE IF NOT EXISTS audit_subjects (
-        subject_ref TEXT NOT NULL,
-        decision_id TEXT NOT NULL,
-        PRIMARY KEY (subject_ref, decision_id)
-    )",
     "CREATE TABLE IF NOT EXISTS audit_checkpoints (
         instance_id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
@@ -332,9 +348,9 @@ pub const SCHEMA: &[&str] = &[
 pub fn summary_sql(
     filter: &DecisionFilter,
     group_by: GroupBy,
-    placeholder: fn(usize) -> String,
+    dialect: &Dialect,
 ) -> (String, Vec<super::query::SqlValue>) {
-    let filter_sql = super::query::SqlWhere::build(filter, None, placeholder);
+    let filter_sql = super::query::SqlWhere::build(filter, None, dialect);
     let sql = if group_by == GroupBy::Reason {
         let sums: Vec<String> = crate::domain::ReasonCode::ALL
             .iter()

@@ -13,7 +13,9 @@ use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtim
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
-use super::{reason_rows, summary_sql, Row, StoreError, SCHEMA, SELECT_COLUMNS};
+use super::{
+    reason_rows, summary_sql, Dialect, Row, StoreError, POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS,
+};
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SqlWhere, SummaryRow};
 use crate::audit::record::SealedRecord;
@@ -26,9 +28,12 @@ pub struct PostgresStore {
     pool: Pool,
 }
 
-fn placeholder(n: usize) -> String {
-    format!("${n}")
-}
+/// Subjects and trips are indexed in the audit tables themselves.
+const DIALECT: Dialect = Dialect {
+    placeholder: |n| format!("${n}"),
+    subjects_table: "audit_subjects",
+    trips_table: None,
+};
 
 fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {
     params
@@ -107,7 +112,7 @@ impl PostgresStore {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await?;
-        for statement in SCHEMA {
+        for statement in SCHEMA.iter().chain(POSTGRES_SCHEMA) {
             tx.batch_execute(statement).await?;
         }
         tx.commit().await?;
@@ -221,7 +226,7 @@ impl PostgresStore {
         cursor: Option<&Cursor>,
         fetch: u32,
     ) -> Result<Vec<Row>, StoreError> {
-        let filter_sql = SqlWhere::build(filter, cursor, placeholder);
+        let filter_sql = SqlWhere::build(filter, cursor, &DIALECT);
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE {} \
              ORDER BY decided_at DESC, decision_id DESC LIMIT {fetch}",
@@ -245,7 +250,7 @@ impl PostgresStore {
         filter: &DecisionFilter,
         group_by: GroupBy,
     ) -> Result<Vec<SummaryRow>, StoreError> {
-        let (sql, params) = summary_sql(filter, group_by, placeholder);
+        let (sql, params) = summary_sql(filter, group_by, &DIALECT);
         let params = boxed(params);
         let client = self.client().await?;
         let rows = client.query(&sql, &refs(&params)).await?;

@@ -6,16 +6,16 @@
 //! blocking pool.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
-use super::{reason_rows, summary_sql, Row, StoreError, SCHEMA, SELECT_COLUMNS};
+use super::{reason_rows, summary_sql, Dialect, Row, StoreError, SCHEMA, SELECT_COLUMNS};
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SqlWhere, SummaryRow};
-use crate::audit::record::SealedRecord;
+use crate::audit::record::{RecordDetail, SealedRecord};
 
 const READ_POOL: usize = 4;
 
@@ -25,11 +25,15 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    indexer: Option<Arc<Indexer>>,
 }
 
-fn placeholder(n: usize) -> String {
-    format!("?{n}")
-}
+/// Subject and trip lookups go through the attached lookup index.
+const DIALECT: Dialect = Dialect {
+    placeholder: |n| format!("?{n}"),
+    subjects_table: "idx.audit_subjects",
+    trips_table: Some("idx.audit_trips"),
+};
 
 impl rusqlite::ToSql for SqlValue {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
@@ -59,6 +63,158 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     })
 }
 
+/// Where the derived lookup index of an audit file lives.
+fn index_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-index");
+    PathBuf::from(name)
+}
+
+/// The derived lookup index: which decisions name a subject ref or a trip.
+///
+/// Those lookups need indexes keyed by random values, and a random-key
+/// insert dirties a page of its own in every commit; kept in the audit file
+/// they multiplied the bytes each durable commit writes. They live in a
+/// second file instead, filled from the committed records by this indexer,
+/// off the decision path and without fsync: the records are the truth, and
+/// the index is rebuilt from them whenever it is missing, behind, or damaged.
+/// Queries catch the index up before they use it, so they see every
+/// committed record.
+struct Indexer {
+    /// (read connection to the audit file, connection to the index file)
+    connections: Mutex<(Connection, Connection)>,
+}
+
+const INDEX_SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS audit_subjects (
+        subject_ref TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        PRIMARY KEY (subject_ref, decision_id)
+    ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS audit_trips (
+        trip_id TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        PRIMARY KEY (trip_id, decision_id)
+    ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS index_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        high_water INTEGER NOT NULL
+    )",
+    "INSERT OR IGNORE INTO index_state (id, high_water) VALUES (1, 0)",
+];
+
+impl Indexer {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let index = index_path(path);
+        let open_index = || -> Result<Connection, StoreError> {
+            let connection = Connection::open(&index)?;
+            connection.busy_timeout(Duration::from_secs(5))?;
+            connection.pragma_update(None, "journal_mode", "WAL")?;
+            connection.pragma_update(None, "synchronous", "OFF")?;
+            let healthy: String = connection.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+            if healthy != "ok" {
+                return Err(StoreError::Invalid(format!("index damaged: {healthy}")));
+            }
+            for statement in INDEX_SCHEMA {
+                connection.execute(statement, [])?;
+            }
+            Ok(connection)
+        };
+        let index_connection = match open_index() {
+            Ok(connection) => connection,
+            Err(error) => {
+                // Derived data: drop it and build it again from the records.
+                tracing::warn!(%error, file = %index.display(), "rebuilding the audit lookup index");
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut name = index.as_os_str().to_owned();
+                    name.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(name));
+                }
+                open_index()?
+            }
+        };
+        let main = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        main.busy_timeout(Duration::from_secs(5))?;
+        Ok(Self {
+            connections: Mutex::new((main, index_connection)),
+        })
+    }
+
+    /// Drops entries of decisions older than `oldest` (all when `None`).
+    fn prune_before(&self, oldest: Option<&str>) -> Result<(), StoreError> {
+        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let index = &connections.1;
+        let bound = oldest.unwrap_or("\u{10FFFF}");
+        index.execute("DELETE FROM audit_subjects WHERE decision_id < ?1", [bound])?;
+        index.execute("DELETE FROM audit_trips WHERE decision_id < ?1", [bound])?;
+        Ok(())
+    }
+
+    /// Indexes every committed record not indexed yet; returns how many.
+    fn catch_up(&self) -> Result<usize, StoreError> {
+        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let (main, index) = &mut *connections;
+        let mut indexed = 0;
+        loop {
+            let high_water: i64 =
+                index.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| r.get(0))?;
+            let rows: Vec<(i64, String, String, String)> = {
+                let mut statement = main.prepare_cached(
+                    "SELECT rowid, decision_id, trip_id, detail FROM audit_decisions \
+                     WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
+                )?;
+                let rows = statement
+                    .query_map([high_water], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows
+            };
+            let Some(last) = rows.last().map(|r| r.0) else {
+                return Ok(indexed);
+            };
+            let tx = index.transaction()?;
+            {
+                let mut subject = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO audit_subjects (subject_ref, decision_id) VALUES (?1, ?2)",
+                )?;
+                let mut trip = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO audit_trips (trip_id, decision_id) VALUES (?1, ?2)",
+                )?;
+                for (_, decision_id, trip_id, detail) in &rows {
+                    if !trip_id.is_empty() {
+                        trip.execute(params![trip_id, decision_id])?;
+                    }
+                    // A record whose detail does not parse is reported by
+                    // `audit verify`; it simply is not found by subject.
+                    if let Ok(detail) = serde_json::from_str::<RecordDetail>(detail) {
+                        for party in &detail.parties {
+                            subject.execute(params![party.subject_ref, decision_id])?;
+                        }
+                    }
+                }
+            }
+            tx.execute("UPDATE index_state SET high_water = ?1 WHERE id = 1", [last])?;
+            tx.commit()?;
+            indexed += rows.len();
+        }
+    }
+}
+
+/// Keeps the index close behind the records; ends with the store.
+fn spawn_indexer(indexer: std::sync::Weak<Indexer>) {
+    let spawned = std::thread::Builder::new()
+        .name("audit-indexer".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let Some(indexer) = indexer.upgrade() else { return };
+            if let Err(error) = indexer.catch_up() {
+                tracing::warn!(%error, "audit lookup index could not catch up; will retry");
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the audit indexer; queries will index on demand");
+    }
+}
+
 impl SqliteStore {
     pub async fn open(path: PathBuf, busy_timeout_ms: u64) -> Result<Self, StoreError> {
         let busy_timeout = Duration::from_millis(busy_timeout_ms);
@@ -73,6 +229,7 @@ impl SqliteStore {
             connection.busy_timeout(busy_timeout)?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "FULL")?;
+            connection.pragma_update(None, "cache_size", -65_536)?;
             for statement in SCHEMA {
                 connection.execute(statement, [])?;
             }
@@ -80,11 +237,24 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
+        // An in-memory store (benchmarks only) has no file to index from.
+        let indexer = if path.as_os_str() == ":memory:" {
+            None
+        } else {
+            let index_from = path.clone();
+            let indexer = tokio::task::spawn_blocking(move || Indexer::open(&index_from))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+            let indexer = Arc::new(indexer);
+            spawn_indexer(Arc::downgrade(&indexer));
+            Some(indexer)
+        };
         Ok(Self {
             path,
             busy_timeout,
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            indexer,
         })
     }
 
@@ -108,6 +278,7 @@ impl SqliteStore {
         let readers = Arc::clone(&self.readers);
         let path = self.path.clone();
         let busy_timeout = self.busy_timeout;
+        let indexer = self.indexer.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let connection = match pooled {
@@ -118,6 +289,10 @@ impl SqliteStore {
                         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
                     connection.busy_timeout(busy_timeout)?;
+                    if indexer.is_some() {
+                        let index = index_path(&path);
+                        connection.execute("ATTACH DATABASE ?1 AS idx", [index.to_string_lossy()])?;
+                    }
                     connection
                 }
             };
@@ -141,9 +316,6 @@ impl SqliteStore {
                      trip_id, city, decision, degraded, policy_version, key_id, reason_mask, detail, \
                      prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )?;
-                let mut subject = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO audit_subjects (subject_ref, decision_id) VALUES (?1, ?2)",
-                )?;
                 for sealed in &batch {
                     let row = Row::from_sealed(sealed);
                     insert.execute(params![
@@ -163,9 +335,6 @@ impl SqliteStore {
                         row.prev_hash,
                         row.hash,
                     ])?;
-                    for subject_ref in sealed.record.subject_refs() {
-                        subject.execute(params![subject_ref, row.decision_id])?;
-                    }
                 }
             }
             tx.commit()?;
@@ -208,19 +377,33 @@ impl SqliteStore {
         .await
     }
 
+    /// Brings the lookup index up to date when `filter` needs it.
+    fn index_for(&self, filter: &DecisionFilter) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+        let indexer = self
+            .indexer
+            .clone()
+            .filter(|_| !filter.subject_refs.is_empty() || filter.trip_id.is_some());
+        move || match indexer {
+            Some(indexer) => indexer.catch_up().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     pub async fn page(
         &self,
         filter: &DecisionFilter,
         cursor: Option<&Cursor>,
         fetch: u32,
     ) -> Result<Vec<Row>, StoreError> {
-        let filter_sql = SqlWhere::build(filter, cursor, placeholder);
+        let filter_sql = SqlWhere::build(filter, cursor, &DIALECT);
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE {} \
              ORDER BY decided_at DESC, decision_id DESC LIMIT {fetch}",
             filter_sql.clause
         );
+        let index = self.index_for(filter);
         self.with_reader(move |connection| {
+            index()?;
             let mut statement = connection.prepare_cached(&sql)?;
             let rows = statement
                 .query_map(params_from_iter(filter_sql.params.iter()), row_of)?
@@ -249,8 +432,10 @@ impl SqliteStore {
         filter: &DecisionFilter,
         group_by: GroupBy,
     ) -> Result<Vec<SummaryRow>, StoreError> {
-        let (sql, params) = summary_sql(filter, group_by, placeholder);
+        let (sql, params) = summary_sql(filter, group_by, &DIALECT);
+        let index = self.index_for(filter);
         self.with_reader(move |connection| {
+            index()?;
             let mut statement = connection.prepare(&sql)?;
             if group_by == GroupBy::Reason {
                 let counts = statement.query_row(params_from_iter(params.iter()), |r| {
@@ -324,7 +509,7 @@ impl SqliteStore {
     }
 
     pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
-        self.with_writer(move |connection| {
+        let purged = self.with_writer(move |connection| {
             let tx = connection.transaction()?;
             let cut: Vec<(String, i64, String)> = {
                 let mut statement = tx.prepare(
@@ -345,11 +530,6 @@ impl SqliteStore {
                      ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
                     params![instance_id, seq, hash],
                 )?;
-                tx.execute(
-                    "DELETE FROM audit_subjects WHERE decision_id IN \
-                     (SELECT decision_id FROM audit_decisions WHERE instance_id = ?1 AND seq <= ?2)",
-                    params![instance_id, seq],
-                )?;
                 purged += tx.execute(
                     "DELETE FROM audit_decisions WHERE instance_id = ?1 AND seq <= ?2",
                     params![instance_id, seq],
@@ -358,6 +538,17 @@ impl SqliteStore {
             tx.commit()?;
             Ok(purged)
         })
-        .await
+        .await?;
+        // Index entries of purged decisions match nothing any more; drop
+        // those older than every remaining record (ids are time-ordered).
+        if let Some(indexer) = self.indexer.clone() {
+            let oldest: Option<String> = self
+                .with_reader(|c| Ok(c.query_row("SELECT MIN(decision_id) FROM audit_decisions", [], |r| r.get(0))?))
+                .await?;
+            tokio::task::spawn_blocking(move || indexer.prune_before(oldest.as_deref()))
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+        }
+        Ok(purged)
     }
 }
