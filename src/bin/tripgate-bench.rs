@@ -422,7 +422,11 @@ fn main() {
     // cached (steady state), and the audit file has some history.
     eprintln!("warming the cache (one pass over the request bodies)...");
     post(&hook, &trips, &["-n", &TRIP_BODIES.to_string(), "-c", "64"]);
-    post(&filter, &candidates, &["-n", &CANDIDATE_BODIES.to_string(), "-c", "16"]);
+    post(
+        &filter,
+        &candidates,
+        &["-n", &CANDIDATE_BODIES.to_string(), "-c", "16"],
+    );
 
     eprintln!("(a) /healthz peak");
     let healthz = oha(&[

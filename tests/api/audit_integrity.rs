@@ -469,3 +469,78 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 records"), "{out}");
 }
+
+#[tokio::test]
+async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite3");
+    let config = StoreConfig::Sqlite {
+        path: path.clone(),
+        busy_timeout_ms: 1000,
+    };
+    let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
+    let subject = tripgate::domain::SubjectId::parse("13900001111").unwrap();
+    {
+        let store = AuditStore::open(&config).await.unwrap();
+        let (writer, task) = AuditWriter::start(
+            store,
+            keys.clone(),
+            "index".into(),
+            8,
+            8,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+        for n in 0..3 {
+            let mut r = record(&keys, Utc::now().timestamp_micros() + n as i64, n);
+            r.parties.push(tripgate::audit::AuditParty {
+                party: "driver".into(),
+                index: None,
+                subject_ref: keys.subject_ref(&subject),
+                status: "green".into(),
+                color: None,
+                issuer: None,
+                source: None,
+                status_age_secs: None,
+                eligible: None,
+            });
+            writer.append(r).await.unwrap();
+        }
+        drop(writer);
+        task.await.unwrap();
+    }
+    let filter = tripgate::audit::DecisionFilter {
+        subject_refs: keys.all_subject_refs(&subject),
+        ..Default::default()
+    };
+    let index = |suffix: &str| {
+        let mut name = path.clone().into_os_string();
+        name.push("-index");
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    for damage in ["delete", "garbage"] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(index(suffix));
+        }
+        if damage == "garbage" {
+            std::fs::write(index(""), b"this is not an SQLite database, not at all").unwrap();
+        }
+        let store = AuditStore::open(&config).await.unwrap();
+        let page = store.page(&filter, None, 10).await.unwrap();
+        assert_eq!(
+            page.records.len(),
+            3,
+            "after {damage}, the index was not rebuilt"
+        );
+        let by_trip = tripgate::audit::DecisionFilter {
+            trip_id: Some("T-1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.page(&by_trip, None, 10).await.unwrap().records.len(),
+            1
+        );
+    }
+}

@@ -157,14 +157,18 @@ impl Indexer {
         let mut indexed = 0;
         loop {
             let high_water: i64 =
-                index.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| r.get(0))?;
+                index.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
             let rows: Vec<(i64, String, String, String)> = {
                 let mut statement = main.prepare_cached(
                     "SELECT rowid, decision_id, trip_id, detail FROM audit_decisions \
                      WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
                 )?;
                 let rows = statement
-                    .query_map([high_water], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .query_map([high_water], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows
             };
@@ -192,7 +196,10 @@ impl Indexer {
                     }
                 }
             }
-            tx.execute("UPDATE index_state SET high_water = ?1 WHERE id = 1", [last])?;
+            tx.execute(
+                "UPDATE index_state SET high_water = ?1 WHERE id = 1",
+                [last],
+            )?;
             tx.commit()?;
             indexed += rows.len();
         }
@@ -205,7 +212,9 @@ fn spawn_indexer(indexer: std::sync::Weak<Indexer>) {
         .name("audit-indexer".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(100));
-            let Some(indexer) = indexer.upgrade() else { return };
+            let Some(indexer) = indexer.upgrade() else {
+                return;
+            };
             if let Err(error) = indexer.catch_up() {
                 tracing::warn!(%error, "audit lookup index could not catch up; will retry");
             }
@@ -291,7 +300,8 @@ impl SqliteStore {
                     connection.busy_timeout(busy_timeout)?;
                     if indexer.is_some() {
                         let index = index_path(&path);
-                        connection.execute("ATTACH DATABASE ?1 AS idx", [index.to_string_lossy()])?;
+                        connection
+                            .execute("ATTACH DATABASE ?1 AS idx", [index.to_string_lossy()])?;
                     }
                     connection
                 }
@@ -378,7 +388,10 @@ impl SqliteStore {
     }
 
     /// Brings the lookup index up to date when `filter` needs it.
-    fn index_for(&self, filter: &DecisionFilter) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+    fn index_for(
+        &self,
+        filter: &DecisionFilter,
+    ) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
         let indexer = self
             .indexer
             .clone()
@@ -543,7 +556,13 @@ impl SqliteStore {
         // those older than every remaining record (ids are time-ordered).
         if let Some(indexer) = self.indexer.clone() {
             let oldest: Option<String> = self
-                .with_reader(|c| Ok(c.query_row("SELECT MIN(decision_id) FROM audit_decisions", [], |r| r.get(0))?))
+                .with_reader(|c| {
+                    Ok(
+                        c.query_row("SELECT MIN(decision_id) FROM audit_decisions", [], |r| {
+                            r.get(0)
+                        })?,
+                    )
+                })
                 .await?;
             tokio::task::spawn_blocking(move || indexer.prune_before(oldest.as_deref()))
                 .await
