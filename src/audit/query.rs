@@ -32,16 +32,24 @@ fn bad(param: &'static str, problem: impl Into<String>) -> FilterError {
     }
 }
 
-/// Query parameters as they arrive.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// Query parameters as they arrive (also their OpenAPI description).
+#[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RawFilter {
+    /// Inclusive RFC 3339 lower bound of decided_at.
     pub from: Option<String>,
+    /// Exclusive RFC 3339 upper bound.
     pub to: Option<String>,
+    /// allow or reject.
     pub decision: Option<String>,
+    /// A reason code.
     pub reason: Option<String>,
     pub city: Option<String>,
+    /// trip, driver_shift, passenger_order or candidates.
     pub hook: Option<String>,
+    /// The trip (or order) id.
     pub trip_id: Option<String>,
+    /// A raw subject id, hashed server-side with every configured key.
     pub subject: Option<String>,
 }
 

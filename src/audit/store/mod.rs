@@ -343,6 +343,22 @@ pub const SCHEMA: &[&str] = &[
     )",
 ];
 
+/// A page of decisions matching `filter` after `cursor`, newest first.
+pub fn page_sql(
+    filter: &DecisionFilter,
+    cursor: Option<&Cursor>,
+    fetch: u32,
+    dialect: &Dialect,
+) -> (String, Vec<super::query::SqlValue>) {
+    let filter_sql = super::query::SqlWhere::build(filter, cursor, dialect);
+    let sql = format!(
+        "SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE {} \
+         ORDER BY decided_at DESC, decision_id DESC LIMIT {fetch}",
+        filter_sql.clause
+    );
+    (sql, filter_sql.params)
+}
+
 /// The summary query for `group_by`; reasons are counted with one sum per
 /// code (a decision with two reasons counts once under each).
 pub fn summary_sql(

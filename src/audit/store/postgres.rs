@@ -14,10 +14,11 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::{
-    reason_rows, summary_sql, Dialect, Row, StoreError, POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS,
+    page_sql, reason_rows, summary_sql, Dialect, Row, StoreError, POSTGRES_SCHEMA, SCHEMA,
+    SELECT_COLUMNS,
 };
 use crate::audit::chain::ChainHead;
-use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SqlWhere, SummaryRow};
+use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
 use crate::audit::record::SealedRecord;
 
 /// Any constant works; it only has to be the same for every replica.
@@ -226,13 +227,8 @@ impl PostgresStore {
         cursor: Option<&Cursor>,
         fetch: u32,
     ) -> Result<Vec<Row>, StoreError> {
-        let filter_sql = SqlWhere::build(filter, cursor, &DIALECT);
-        let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE {} \
-             ORDER BY decided_at DESC, decision_id DESC LIMIT {fetch}",
-            filter_sql.clause
-        );
-        let params = boxed(filter_sql.params);
+        let (sql, params) = page_sql(filter, cursor, fetch, &DIALECT);
+        let params = boxed(params);
         let client = self.client().await?;
         let statement = client.prepare_cached(&sql).await?;
         rows_of(client.query(&statement, &refs(&params)).await?)

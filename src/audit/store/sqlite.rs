@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
-use super::{reason_rows, summary_sql, Dialect, Row, StoreError, SCHEMA, SELECT_COLUMNS};
+use super::{page_sql, reason_rows, summary_sql, Dialect, Row, StoreError, SCHEMA, SELECT_COLUMNS};
 use crate::audit::chain::ChainHead;
-use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SqlWhere, SummaryRow};
+use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
 use crate::audit::record::{RecordDetail, SealedRecord};
 
 const READ_POOL: usize = 4;
@@ -408,18 +408,13 @@ impl SqliteStore {
         cursor: Option<&Cursor>,
         fetch: u32,
     ) -> Result<Vec<Row>, StoreError> {
-        let filter_sql = SqlWhere::build(filter, cursor, &DIALECT);
-        let sql = format!(
-            "SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE {} \
-             ORDER BY decided_at DESC, decision_id DESC LIMIT {fetch}",
-            filter_sql.clause
-        );
+        let (sql, params) = page_sql(filter, cursor, fetch, &DIALECT);
         let index = self.index_for(filter);
         self.with_reader(move |connection| {
             index()?;
             let mut statement = connection.prepare_cached(&sql)?;
             let rows = statement
-                .query_map(params_from_iter(filter_sql.params.iter()), row_of)?
+                .query_map(params_from_iter(params.iter()), row_of)?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
