@@ -334,6 +334,13 @@ fn print_examples(address: SocketAddr, population: &SimulatorState) {
             "  curl -s http://{address}/v1/checks/trip -H 'content-type: application/json' \\\n    -d '{{\"trip_id\":\"T-1001\",\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}},\"passengers\":[{{\"id\":\"{passenger}\"}}]}}'\n"
         );
     }
+    println!("  # the other moments: a driver going on duty; candidate drivers before matching (answers in English)");
+    println!(
+        "  curl -s http://{address}/v1/checks/driver-shift -H 'content-type: application/json' \\\n    -d '{{\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}}}}'"
+    );
+    println!(
+        "  curl -s http://{address}/v1/checks/candidates -H 'content-type: application/json' -H 'accept-language: en' \\\n    -d '{{\"city\":\"hangzhou\",\"trip_id\":\"T-1003\",\"passengers\":[{{\"id\":\"{green}\"}}],\"drivers\":[{{\"id\":\"D-000001\"}},{{\"id\":\"D-000002\"}},{{\"id\":\"D-000003\"}}]}}'\n"
+    );
     println!("  # the regulator's view: the latest rejections, and counts by reason");
     println!("  curl -s 'http://{address}/v1/audit/decisions?decision=reject&limit=3'");
     println!("  curl -s 'http://{address}/v1/audit/summary?group_by=reason'\n");
