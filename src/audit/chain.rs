@@ -125,13 +125,18 @@ impl ChainReport {
     }
 }
 
-/// Verifies links fed in (instance_id, seq) order, one at a time, so a store
-/// of any size is checked in constant memory.
+/// Verifies links one at a time, in storage order: chains may interleave,
+/// but each chain's links must come in the order they were written. State is
+/// one head per chain, so a store of any size is checked in small memory.
 pub struct ChainVerifier<'k> {
     keys: &'k AuditKeys,
     checkpoints: HashMap<String, ChainHead>,
-    current: Option<(String, ChainHead, bool)>,
-    report: ChainReport,
+    /// Per chain: the link expected next, and whether a problem was reported.
+    chains: HashMap<String, (ChainHead, bool)>,
+    /// Chains in the order first seen, for the report.
+    order: Vec<String>,
+    records: u64,
+    problems: HashMap<String, ChainProblem>,
 }
 
 impl<'k> ChainVerifier<'k> {
@@ -139,27 +144,25 @@ impl<'k> ChainVerifier<'k> {
         Self {
             keys,
             checkpoints,
-            current: None,
-            report: ChainReport::default(),
+            chains: HashMap::new(),
+            order: Vec::new(),
+            records: 0,
+            problems: HashMap::new(),
         }
     }
 
     pub fn push(&mut self, link: StoredLink) {
-        self.report.records += 1;
-        let starts_chain = self
-            .current
-            .as_ref()
-            .is_none_or(|(id, _, _)| *id != link.instance_id);
-        if starts_chain {
-            self.report.chains += 1;
+        self.records += 1;
+        if !self.chains.contains_key(&link.instance_id) {
             let head = self
                 .checkpoints
                 .get(&link.instance_id)
                 .cloned()
                 .unwrap_or_else(ChainHead::genesis);
-            self.current = Some((link.instance_id.clone(), head, false));
+            self.chains.insert(link.instance_id.clone(), (head, false));
+            self.order.push(link.instance_id.clone());
         }
-        let Some((_, expected, reported)) = self.current.as_mut() else {
+        let Some((expected, reported)) = self.chains.get_mut(&link.instance_id) else {
             return;
         };
 
@@ -191,12 +194,15 @@ impl<'k> ChainVerifier<'k> {
         };
         if let Some(kind) = problem {
             if !*reported {
-                self.report.problems.push(ChainProblem {
-                    instance_id: link.instance_id.clone(),
-                    seq: link.seq,
-                    decision_id: link.decision_id.clone(),
-                    kind,
-                });
+                self.problems.insert(
+                    link.instance_id.clone(),
+                    ChainProblem {
+                        instance_id: link.instance_id.clone(),
+                        seq: link.seq,
+                        decision_id: link.decision_id.clone(),
+                        kind,
+                    },
+                );
                 *reported = true;
             }
         }
@@ -207,8 +213,16 @@ impl<'k> ChainVerifier<'k> {
         };
     }
 
-    pub fn finish(self) -> ChainReport {
-        self.report
+    pub fn finish(mut self) -> ChainReport {
+        ChainReport {
+            chains: self.order.len(),
+            records: self.records,
+            problems: self
+                .order
+                .iter()
+                .filter_map(|chain| self.problems.remove(chain))
+                .collect(),
+        }
     }
 }
 

@@ -177,19 +177,18 @@ pub async fn verify_store(
 ) -> Result<ChainReport, StoreError> {
     const PAGE: u32 = 5_000;
     let mut verifier = ChainVerifier::new(keys, store.checkpoints().await?);
-    let mut after: Option<(String, i64)> = None;
+    let mut after = None;
     let mut checked = 0;
     loop {
-        let links = store.links_after(after.clone(), PAGE).await?;
-        let Some(last) = links.last() else { break };
-        after = Some((last.instance_id.clone(), last.seq));
+        let (links, next) = store.links_after(after.take(), PAGE).await?;
+        after = next;
         let fetched = links.len();
         for link in links {
             verifier.push(link);
         }
         checked += fetched as u64;
         progress(checked);
-        if fetched < PAGE as usize {
+        if fetched < PAGE as usize || after.is_none() {
             break;
         }
     }

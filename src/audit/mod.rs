@@ -32,5 +32,5 @@ pub use query::{
 pub use reader::{export_stream, AuditReader};
 pub use record::{AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, FORMAT};
 pub use retention::spawn_retention;
-pub use store::{AuditStore, StoreConfig, StoreError};
+pub use store::{AuditStore, LinkPosition, StoreConfig, StoreError};
 pub use writer::{AuditWriter, WriteError};

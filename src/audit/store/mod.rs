@@ -159,6 +159,13 @@ fn group_expression(group_by: GroupBy) -> &'static str {
     }
 }
 
+/// Where a walk over every link (chain by chain, in order) stands.
+#[derive(Debug, Clone)]
+pub struct LinkPosition {
+    pub instance_id: String,
+    pub seq: i64,
+}
+
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
     Sqlite { path: PathBuf, busy_timeout_ms: u64 },
@@ -253,17 +260,18 @@ impl AuditStore {
         Ok(rows)
     }
 
-    /// Links in (instance_id, seq) order, strictly after `after`.
+    /// Up to `limit` links after `after` in (instance_id, seq) order, and
+    /// where the next call continues.
     pub async fn links_after(
         &self,
-        after: Option<(String, i64)>,
+        after: Option<LinkPosition>,
         limit: u32,
-    ) -> Result<Vec<StoredLink>, StoreError> {
-        let rows = match self {
+    ) -> Result<(Vec<StoredLink>, Option<LinkPosition>), StoreError> {
+        let (rows, next) = match self {
             AuditStore::Sqlite(s) => s.links_after(after, limit).await?,
             AuditStore::Postgres(s) => s.links_after(after, limit).await?,
         };
-        Ok(rows.into_iter().map(Row::into_link).collect())
+        Ok((rows.into_iter().map(Row::into_link).collect(), next))
     }
 
     pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {
@@ -290,9 +298,13 @@ impl AuditStore {
     }
 }
 
-/// Lookups by subject and trip: PostgreSQL keeps them in the audit tables;
-/// SQLite keeps them in a derived index file (see `sqlite::Indexer`).
+/// PostgreSQL indexes every lookup in the audit tables. (SQLite keeps the
+/// audit file append-only, with the page-order index alone, and indexes the
+/// rest in a derived file: see `sqlite::Indexer`.)
 pub const POSTGRES_SCHEMA: &[&str] = &[
+    "CREATE UNIQUE INDEX IF NOT EXISTS audit_decisions_id ON audit_decisions (decision_id)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at, decision_id)",
+    "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at, decision_id)",
     "CREATE INDEX IF NOT EXISTS audit_decisions_trip ON audit_decisions (trip_id)",
     "CREATE TABLE IF NOT EXISTS audit_subjects (
         subject_ref TEXT NOT NULL,
@@ -314,7 +326,7 @@ pub struct Dialect {
 /// The schema, shared by both engines (types both understand).
 pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_decisions (
-        decision_id TEXT PRIMARY KEY,
+        decision_id TEXT NOT NULL,
         instance_id TEXT NOT NULL,
         seq BIGINT NOT NULL,
         decided_at BIGINT NOT NULL,
@@ -328,14 +340,12 @@ pub const SCHEMA: &[&str] = &[
         reason_mask BIGINT NOT NULL,
         detail TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL,
-        UNIQUE (instance_id, seq)
+        hash TEXT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS audit_decisions_time ON audit_decisions (decided_at, decision_id)",
-    // Each filter index ends in the page order, so a page is an index range
-    // scan with no sort, however many records match.
-    "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at, decision_id)",
-    "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at, decision_id)",
+    // Chains are verified and resumed in (instance, seq) order; appends go
+    // to the end of each instance's range.
+    "CREATE UNIQUE INDEX IF NOT EXISTS audit_decisions_chain ON audit_decisions (instance_id, seq)",
     "CREATE TABLE IF NOT EXISTS audit_checkpoints (
         instance_id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,

@@ -14,8 +14,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::{
-    page_sql, reason_rows, summary_sql, Dialect, Row, StoreError, POSTGRES_SCHEMA, SCHEMA,
-    SELECT_COLUMNS,
+    page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Row, StoreError, POSTGRES_SCHEMA,
+    SCHEMA, SELECT_COLUMNS,
 };
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
@@ -271,10 +271,10 @@ impl PostgresStore {
 
     pub async fn links_after(
         &self,
-        after: Option<(String, i64)>,
+        after: Option<LinkPosition>,
         limit: u32,
-    ) -> Result<Vec<Row>, StoreError> {
-        let (instance, seq) = after.unwrap_or_default();
+    ) -> Result<(Vec<Row>, Option<LinkPosition>), StoreError> {
+        let (instance, seq) = after.map_or((String::new(), 0), |p| (p.instance_id, p.seq));
         let client = self.client().await?;
         let sql = format!(
             "SELECT {SELECT_COLUMNS} FROM audit_decisions \
@@ -282,7 +282,12 @@ impl PostgresStore {
              ORDER BY instance_id, seq LIMIT {limit}"
         );
         let statement = client.prepare_cached(&sql).await?;
-        rows_of(client.query(&statement, &[&instance, &seq]).await?)
+        let rows = rows_of(client.query(&statement, &[&instance, &seq]).await?)?;
+        let next = rows.last().map(|r| LinkPosition {
+            instance_id: r.instance_id.clone(),
+            seq: r.seq,
+        });
+        Ok((rows, next))
     }
 
     pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {

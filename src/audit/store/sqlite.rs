@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
-use super::{page_sql, reason_rows, summary_sql, Dialect, Row, StoreError, SCHEMA, SELECT_COLUMNS};
+use super::{
+    page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Row, StoreError, SCHEMA,
+    SELECT_COLUMNS,
+};
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
 use crate::audit::record::{RecordDetail, SealedRecord};
@@ -96,6 +99,11 @@ const INDEX_SCHEMA: &[&str] = &[
         decision_id TEXT NOT NULL,
         PRIMARY KEY (trip_id, decision_id)
     ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS by_id (
+        decision_id TEXT PRIMARY KEY,
+        row INTEGER NOT NULL
+    ) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS by_id_row ON by_id (row)",
     "CREATE TABLE IF NOT EXISTS index_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         high_water INTEGER NOT NULL
@@ -140,10 +148,12 @@ impl Indexer {
         })
     }
 
-    /// Drops entries of decisions older than `oldest` (all when `None`).
-    fn prune_before(&self, oldest: Option<&str>) -> Result<(), StoreError> {
+    /// Drops entries of purged decisions: rows up to `last_purged_row`, and
+    /// lookups of decisions older than `oldest` (ids are time-ordered).
+    fn prune(&self, last_purged_row: i64, oldest: Option<&str>) -> Result<(), StoreError> {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let index = &connections.1;
+        index.execute("DELETE FROM by_id WHERE row <= ?1", [last_purged_row])?;
         let bound = oldest.unwrap_or("\u{10FFFF}");
         index.execute("DELETE FROM audit_subjects WHERE decision_id < ?1", [bound])?;
         index.execute("DELETE FROM audit_trips WHERE decision_id < ?1", [bound])?;
@@ -183,7 +193,11 @@ impl Indexer {
                 let mut trip = tx.prepare_cached(
                     "INSERT OR IGNORE INTO audit_trips (trip_id, decision_id) VALUES (?1, ?2)",
                 )?;
-                for (_, decision_id, trip_id, detail) in &rows {
+                let mut by_id = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO by_id (decision_id, row) VALUES (?1, ?2)",
+                )?;
+                for (row, decision_id, trip_id, detail) in &rows {
+                    by_id.execute(params![decision_id, row])?;
                     if !trip_id.is_empty() {
                         trip.execute(params![trip_id, decision_id])?;
                     }
@@ -423,9 +437,20 @@ impl SqliteStore {
 
     pub async fn get(&self, decision_id: &str) -> Result<Option<Row>, StoreError> {
         let decision_id = decision_id.to_owned();
+        let indexer = self.indexer.clone();
         self.with_reader(move |connection| {
-            let sql =
-                format!("SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE decision_id = ?1");
+            let sql = match &indexer {
+                Some(indexer) => {
+                    indexer.catch_up()?;
+                    format!(
+                        "SELECT {SELECT_COLUMNS} FROM audit_decisions \
+                         WHERE rowid = (SELECT row FROM idx.by_id WHERE decision_id = ?1)"
+                    )
+                }
+                None => {
+                    format!("SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE decision_id = ?1")
+                }
+            };
             match connection.query_row(&sql, [&decision_id], row_of) {
                 Ok(row) => Ok(Some(row)),
                 Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
@@ -468,11 +493,11 @@ impl SqliteStore {
 
     pub async fn links_after(
         &self,
-        after: Option<(String, i64)>,
+        after: Option<LinkPosition>,
         limit: u32,
-    ) -> Result<Vec<Row>, StoreError> {
+    ) -> Result<(Vec<Row>, Option<LinkPosition>), StoreError> {
+        let (instance, seq) = after.map_or((String::new(), 0), |p| (p.instance_id, p.seq));
         self.with_reader(move |connection| {
-            let (instance, seq) = after.unwrap_or_default();
             let sql = format!(
                 "SELECT {SELECT_COLUMNS} FROM audit_decisions \
                  WHERE instance_id > ?1 OR (instance_id = ?1 AND seq > ?2) \
@@ -482,7 +507,11 @@ impl SqliteStore {
             let rows = statement
                 .query_map(params![instance, seq], row_of)?
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+            let next = rows.last().map(|r: &Row| LinkPosition {
+                instance_id: r.instance_id.clone(),
+                seq: r.seq,
+            });
+            Ok((rows, next))
         })
         .await
     }
@@ -516,40 +545,46 @@ impl SqliteStore {
         .await
     }
 
+    /// Deletes the oldest records, a prefix of the file in storage order:
+    /// everything up to the last record decided before `cutoff_us` (the
+    /// newest record always stays, so row ids are never reused). Each chain
+    /// keeps a checkpoint of its last deleted link.
     pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
-        let purged = self.with_writer(move |connection| {
-            let tx = connection.transaction()?;
-            let cut: Vec<(String, i64, String)> = {
-                let mut statement = tx.prepare(
-                    "SELECT d.instance_id, d.seq, d.hash FROM audit_decisions d \
-                     JOIN (SELECT instance_id, MAX(seq) AS seq FROM audit_decisions \
-                           WHERE decided_at < ?1 GROUP BY instance_id) m \
-                     ON d.instance_id = m.instance_id AND d.seq = m.seq",
+        let (purged, last_row) = self
+            .with_writer(move |connection| {
+                let tx = connection.transaction()?;
+                let last_row: i64 = tx.query_row(
+                    "SELECT MIN(COALESCE((SELECT MAX(rowid) FROM audit_decisions WHERE decided_at < ?1), 0), \
+                            COALESCE((SELECT MAX(rowid) FROM audit_decisions), 0) - 1)",
+                    [cutoff_us],
+                    |r| r.get(0),
                 )?;
-                let rows = statement
-                    .query_map([cutoff_us], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows
-            };
-            let mut purged = 0;
-            for (instance_id, seq, hash) in cut {
-                tx.execute(
-                    "INSERT INTO audit_checkpoints (instance_id, seq, hash) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                    params![instance_id, seq, hash],
-                )?;
-                purged += tx.execute(
-                    "DELETE FROM audit_decisions WHERE instance_id = ?1 AND seq <= ?2",
-                    params![instance_id, seq],
-                )? as u64;
-            }
-            tx.commit()?;
-            Ok(purged)
-        })
-        .await?;
-        // Index entries of purged decisions match nothing any more; drop
-        // those older than every remaining record (ids are time-ordered).
-        if let Some(indexer) = self.indexer.clone() {
+                if last_row <= 0 {
+                    return Ok((0, 0));
+                }
+                let cut: Vec<(String, i64, String)> = {
+                    let mut statement = tx.prepare(
+                        "SELECT instance_id, seq, hash FROM audit_decisions WHERE rowid IN \
+                         (SELECT MAX(rowid) FROM audit_decisions WHERE rowid <= ?1 GROUP BY instance_id)",
+                    )?;
+                    let rows = statement
+                        .query_map([last_row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    rows
+                };
+                for (instance_id, seq, hash) in cut {
+                    tx.execute(
+                        "INSERT INTO audit_checkpoints (instance_id, seq, hash) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+                        params![instance_id, seq, hash],
+                    )?;
+                }
+                let purged = tx.execute("DELETE FROM audit_decisions WHERE rowid <= ?1", [last_row])? as u64;
+                tx.commit()?;
+                Ok((purged, last_row))
+            })
+            .await?;
+        if let (Some(indexer), true) = (self.indexer.clone(), purged > 0) {
             let oldest: Option<String> = self
                 .with_reader(|c| {
                     Ok(
@@ -559,7 +594,7 @@ impl SqliteStore {
                     )
                 })
                 .await?;
-            tokio::task::spawn_blocking(move || indexer.prune_before(oldest.as_deref()))
+            tokio::task::spawn_blocking(move || indexer.prune(last_row, oldest.as_deref()))
                 .await
                 .map_err(|e| StoreError::Task(e.to_string()))??;
         }
