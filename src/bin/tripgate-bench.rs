@@ -344,6 +344,14 @@ fn svg_plot(path: &Path, curves: &[(&str, &Value, &str)]) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("audit-query") {
+        let records = std::env::args()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(10_000_000);
+        audit_query(records);
+        return;
+    }
     let out_dir = PathBuf::from(
         std::env::args()
             .nth(1)
@@ -666,4 +674,107 @@ fn main() {
         out_dir.display()
     );
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// `tripgate-bench audit-query [RECORDS]`: fills an SQLite audit file with
+/// RECORDS synthetic sealed records spread over 180 days (10% rejections,
+/// two cities) and times the regulator's queries on it.
+pub fn audit_query(records: u64) {
+    use tripgate::audit::{
+        AuditKeys, AuditReason, AuditRecord, AuditStore, DecisionFilter, GroupBy, Hook,
+        StoreConfig, FORMAT,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("tripgate-audit-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = StoreConfig::Sqlite { path: dir.join("audit.sqlite3"), busy_timeout_ms: 5000 };
+        let store = AuditStore::open(&config).await.unwrap();
+        let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();
+        let day_us: i64 = 86_400_000_000;
+        let end = chrono::Utc::now().timestamp_micros();
+        let start = end - 180 * day_us;
+        let step = (end - start) / records as i64;
+        let filled = Instant::now();
+        let mut head = (0i64, tripgate::audit::GENESIS_HASH.to_owned());
+        let mut batch = Vec::with_capacity(10_000);
+        for n in 0..records {
+            let reject = n % 10 == 0;
+            let decided_at_us = start + n as i64 * step;
+            let record = AuditRecord {
+                format: FORMAT,
+                decision_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+                    uuid::NoContext,
+                    (decided_at_us / 1_000_000) as u64,
+                    ((decided_at_us % 1_000_000) * 1000) as u32,
+                ))
+                .to_string(),
+                decided_at_us,
+                hook: Hook::Trip,
+                trip_id: format!("T-{n}"),
+                city: if n % 3 == 0 { "xiamen" } else { "hangzhou" }.into(),
+                decision: if reject { "reject" } else { "allow" }.into(),
+                degraded: false,
+                policy_version: "bench".into(),
+                instance_id: "bench".into(),
+                key_id: "k".into(),
+                reasons: vec![AuditReason {
+                    party: if reject { "driver" } else { "all" }.into(),
+                    index: None,
+                    code: if reject { "HEALTH_CODE_RED" } else { "ALL_GREEN" }.into(),
+                    rule: "hangzhou.trip".into(),
+                    detail: None,
+                }],
+                parties: vec![],
+            };
+            let link = tripgate::audit::seal(&keys, &tripgate::audit::ChainHead { seq: head.0, hash: head.1.clone() }, record);
+            head = (link.seq, link.hash.clone());
+            batch.push(link);
+            if batch.len() == 10_000 {
+                store.append(std::mem::take(&mut batch)).await.unwrap();
+                if n % 1_000_000 == 999_999 {
+                    eprintln!("  {} records written", n + 1);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            store.append(batch).await.unwrap();
+        }
+        eprintln!("filled {records} records in {:.0} s", filled.elapsed().as_secs_f64());
+        let day_start = end - 10 * day_us;
+        let day = DecisionFilter {
+            from_us: Some(day_start),
+            to_us: Some(day_start + day_us),
+            ..Default::default()
+        };
+        let rejections = DecisionFilter { decision: Some("reject"), ..day.clone() };
+        let timed = |label: &str, started: Instant, count: usize| {
+            println!("| {label} | {count} | {:.1} ms |", started.elapsed().as_secs_f64() * 1000.0);
+        };
+        println!("\n{records} audit records over 180 days, SQLite\n\n| query | rows | time |\n| --- | --- | --- |");
+        let t = Instant::now();
+        let page = store.page(&rejections, None, 100).await.unwrap();
+        timed("a day's rejections, first page of 100", t, page.records.len());
+        let t = Instant::now();
+        let mut cursor = page.next_cursor;
+        let mut total = page.records.len();
+        while let Some(c) = cursor {
+            let page = store.page(&rejections, Some(&c), 1000).await.unwrap();
+            total += page.records.len();
+            cursor = page.next_cursor;
+        }
+        timed("the rest of that day's rejections, pages of 1000", t, total);
+        let t = Instant::now();
+        let rows = store.summary(&day, GroupBy::Reason).await.unwrap();
+        timed("a day's summary by reason", t, rows.iter().map(|r| r.count as usize).sum());
+        let t = Instant::now();
+        let city = DecisionFilter { city: Some("xiamen".into()), ..rejections.clone() };
+        let page = store.page(&city, None, 100).await.unwrap();
+        timed("a day's rejections in one city, first page", t, page.records.len());
+        let t = Instant::now();
+        let one = store.get(&page.records[0].record.decision_id).await.unwrap();
+        timed("one decision by id (after indexing)", t, usize::from(one.is_some()));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
