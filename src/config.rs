@@ -568,8 +568,18 @@ impl Settings {
         Ok(clients)
     }
 
-    /// Production must authenticate and must not run on example secrets.
+    /// Production must authenticate, must not run on example secrets, and
+    /// must keep its audit trail on disk.
     fn refuse_unsafe_production(&self) -> Result<(), ConfigError> {
+        if self.audit.backend == AuditBackend::Sqlite
+            && self.audit.sqlite_path.as_os_str() == ":memory:"
+        {
+            return Err(ConfigError::Invalid {
+                key: "audit.sqlite_path",
+                problem: "production refuses an in-memory audit trail (it is lost on restart)"
+                    .into(),
+            });
+        }
         if !self.auth.enabled {
             return Err(ConfigError::Invalid {
                 key: "auth.enabled",

@@ -176,27 +176,15 @@ fn percentile_ms(result: &Value, p: &str) -> f64 {
     result["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0
 }
 
-fn redis_calls(port: u16) -> u64 {
+/// Calls Redis has served, of every command or of the one named.
+fn redis_calls(port: u16, command: Option<&str>) -> u64 {
     let output = Command::new("redis-cli")
         .args(["-p", &port.to_string(), "info", "commandstats"])
         .output()
         .expect("redis-cli");
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .filter_map(|l| l.split("calls=").nth(1))
-        .filter_map(|r| r.split(',').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn redis_round_trips(port: u16) -> u64 {
-    // Commands a check sends: MGET (reads) and EVAL (write-backs, pipelined).
-    let output = Command::new("redis-cli")
-        .args(["-p", &port.to_string(), "info", "commandstats"])
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_mget:"))
+        .filter(|l| command.is_none_or(|c| l.starts_with(&format!("cmdstat_{c}:"))))
         .filter_map(|l| l.split("calls=").nth(1))
         .filter_map(|r| r.split(',').next()?.parse::<u64>().ok())
         .sum()
@@ -451,8 +439,8 @@ fn main() {
     ]);
     eprintln!("(b) trip check peak");
     let (redis_before, mget_before, sim_before) = (
-        redis_calls(redis_port),
-        redis_round_trips(redis_port),
+        redis_calls(redis_port, None),
+        redis_calls(redis_port, Some("mget")),
         simulator_requests(&provider),
     );
     let decisions_before = metric(
@@ -481,9 +469,10 @@ fn main() {
         &service.admin,
         r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
     ) - decisions_before;
-    let redis_per_decision = (redis_calls(redis_port) - redis_before) as f64 / decisions.max(1.0);
+    let redis_per_decision =
+        (redis_calls(redis_port, None) - redis_before) as f64 / decisions.max(1.0);
     let mget_per_decision =
-        (redis_round_trips(redis_port) - mget_before) as f64 / decisions.max(1.0);
+        (redis_calls(redis_port, Some("mget")) - mget_before) as f64 / decisions.max(1.0);
     let provider_per_decision =
         (simulator_requests(&provider) - sim_before) as f64 / decisions.max(1.0);
     let all_after: f64 = ["l1", "redis", "upstream", "stale", "unavailable"]

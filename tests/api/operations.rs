@@ -386,6 +386,14 @@ fn production_starts_with_real_secrets_and_refuses_unsafe_settings() {
         "production with real secrets should start: {stderr}"
     );
 
+    let (running, stderr) =
+        serve_production(dir.path(), &[("TRIPGATE__AUDIT__SQLITE_PATH", ":memory:")]);
+    assert!(!running);
+    assert!(
+        stderr.contains("audit.sqlite_path: production refuses an in-memory audit trail"),
+        "{stderr}"
+    );
+
     let (running, stderr) = serve_production(dir.path(), &[("TRIPGATE__AUTH__ENABLED", "false")]);
     assert!(!running);
     assert!(
