@@ -142,18 +142,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(options: Options) -> Self {
-        let simulator = Simulator::build(
-            "127.0.0.1:0".parse().unwrap(),
-            PopulationSpec {
-                drivers: 0,
-                passengers: 0,
-                seed: 1,
-            },
-            1,
-        )
-        .expect("start the simulator");
-        let simulator_url = simulator.base_url();
-        tokio::spawn(simulator.run_until_stopped());
+        let (simulator_url, _) = start_simulator(0, 0, 1);
 
         let mut settings =
             Settings::load_from(&config_dir(), Environment::Local).expect("load config/");
@@ -529,21 +518,32 @@ impl Drop for ServiceProcess {
     }
 }
 
-/// Starts a simulator in this process; returns its base URL.
-pub fn spawn_simulator() -> String {
+/// Starts a simulator in this process on a free port; returns its base
+/// URL and its state (to set codes without HTTP).
+pub fn start_simulator(
+    drivers: u64,
+    passengers: u64,
+    seed: u64,
+) -> (String, std::sync::Arc<tripgate::simulator::SimulatorState>) {
     let simulator = Simulator::build(
         "127.0.0.1:0".parse().unwrap(),
         PopulationSpec {
-            drivers: 1000,
-            passengers: 10000,
-            seed: 7,
+            drivers,
+            passengers,
+            seed,
         },
         2,
     )
     .expect("start the simulator");
     let url = simulator.base_url();
+    let state = simulator.state();
     tokio::spawn(simulator.run_until_stopped());
-    url
+    (url, state)
+}
+
+/// A simulator with a seeded population (D-000000.., P-0000000..).
+pub fn spawn_simulator() -> String {
+    start_simulator(1000, 10000, 7).0
 }
 
 /// Runs `tripgate audit verify` with extra arguments; (exit code, stdout).

@@ -3,7 +3,6 @@
 
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
-use tripgate::simulator::{PopulationSpec, Simulator};
 
 use crate::helpers::{codes, config_dir, trip, Options, TestApp};
 
@@ -155,19 +154,7 @@ async fn a_required_itinerary_without_a_source_counts_as_unavailable() {
 
 #[tokio::test]
 async fn the_national_platform_mediates_codes_of_issuers_the_city_does_not_recognise() {
-    let national = Simulator::build(
-        "127.0.0.1:0".parse().unwrap(),
-        PopulationSpec {
-            drivers: 0,
-            passengers: 0,
-            seed: 3,
-        },
-        1,
-    )
-    .unwrap();
-    let national_url = national.base_url();
-    let national_state = national.state();
-    tokio::spawn(national.run_until_stopped());
+    let (national_url, national_state) = crate::helpers::start_simulator(0, 0, 3);
     let url = national_url.clone();
     let app = TestApp::spawn_with(Options {
         customise: Box::new(move |s| s.national.base_url = url),
