@@ -193,7 +193,10 @@ async fn checks_are_answered_while_redis_is_down_and_redis_is_used_again_after()
     tokio::time::sleep(Duration::from_millis(300)).await;
     let body = app.decide(&trip("D-0", &["P-0"])).await;
     assert_eq!(body["decision"], "allow");
-    assert_eq!(body["parties"][0]["source"], "upstream");
+    // From the provider, or from an L1 entry the concurrent load wrote back
+    // within the last millisecond; never from the stopped Redis.
+    let source = body["parties"][0]["source"].as_str().unwrap();
+    assert!(["upstream", "l1"].contains(&source), "served from {source}");
 
     app.redis.as_mut().unwrap().restart();
     // Redis is skipped for a moment after failures, then used again.
