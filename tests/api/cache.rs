@@ -34,6 +34,8 @@ async fn the_second_identical_check_is_served_from_redis() {
     assert_eq!(first["parties"][0]["source"], "upstream");
     let requests = app.provider_requests().await;
 
+    // Past the 1 ms L1 lifetime, so Redis is what answers.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let second = app.decide(&trip("D-1", &["P-1"])).await;
 
     assert_eq!(
