@@ -104,6 +104,16 @@ impl PartyList {
         Ok(())
     }
 
+    /// The `passengers` list every hook that has one shares: 1 to 8.
+    fn add_passengers(&mut self, list: &[PartyBody]) -> Result<(), InvalidRequest> {
+        self.add_list(
+            ("passengers", "passenger"),
+            Party::Passenger,
+            list,
+            MAX_PASSENGERS,
+        )
+    }
+
     /// `name` is the plural field name; `one` its singular, for messages.
     fn add_list(
         &mut self,
@@ -147,12 +157,7 @@ impl TryFrom<TripCheckBody> for Check {
         let city = city(&body.city)?;
         let mut parties = PartyList::new();
         parties.add(Party::Driver, "driver.id".into(), &body.driver.id)?;
-        parties.add_list(
-            ("passengers", "passenger"),
-            Party::Passenger,
-            &body.passengers,
-            MAX_PASSENGERS,
-        )?;
+        parties.add_passengers(&body.passengers)?;
         Ok(Self {
             hook: Hook::Trip,
             city,
@@ -201,12 +206,7 @@ impl TryFrom<PassengerOrderBody> for Check {
         let reference = reference("order_id", &body.order_id)?;
         let city = city(&body.city)?;
         let mut parties = PartyList::new();
-        parties.add_list(
-            ("passengers", "passenger"),
-            Party::Passenger,
-            &body.passengers,
-            MAX_PASSENGERS,
-        )?;
+        parties.add_passengers(&body.passengers)?;
         Ok(Self {
             hook: Hook::PassengerOrder,
             city,
@@ -236,12 +236,7 @@ impl TryFrom<CandidatesBody> for Check {
         let reference = reference("trip_id", &body.trip_id)?;
         let city = city(&body.city)?;
         let mut parties = PartyList::new();
-        parties.add_list(
-            ("passengers", "passenger"),
-            Party::Passenger,
-            &body.passengers,
-            MAX_PASSENGERS,
-        )?;
+        parties.add_passengers(&body.passengers)?;
         parties.add_list(
             ("drivers", "driver"),
             Party::Candidate,

@@ -259,16 +259,9 @@ impl TestApp {
 
     /// Provider requests the simulator has served so far.
     pub async fn provider_requests(&self) -> u64 {
-        let stats: Value = self
-            .http
-            .get(format!("{}/admin/stats", self.simulator_url))
-            .send()
-            .await
-            .expect("simulator stats")
-            .json()
-            .await
-            .expect("stats JSON");
-        stats["requests"].as_u64().expect("requests counter")
+        self.simulator_stats().await["requests"]
+            .as_u64()
+            .expect("requests counter")
     }
 }
 
