@@ -253,6 +253,8 @@ pub struct AuditSettings {
     /// Relative paths are relative to the working directory.
     pub sqlite_path: PathBuf,
     pub sqlite_busy_timeout_ms: u64,
+    /// Size at which the SQLite store's log starts a new segment.
+    pub sqlite_log_segment_bytes: u64,
     pub postgres_url: String,
     pub postgres_pool_size: usize,
     /// Names this instance's chain; empty means `<hostname>-<pid>`.
@@ -416,6 +418,10 @@ impl Settings {
             (
                 "audit.sqlite_busy_timeout_ms",
                 self.audit.sqlite_busy_timeout_ms,
+            ),
+            (
+                "audit.sqlite_log_segment_bytes",
+                self.audit.sqlite_log_segment_bytes,
             ),
             (
                 "audit.postgres_pool_size",
@@ -663,6 +669,7 @@ impl Settings {
             AuditBackend::Sqlite => crate::audit::StoreConfig::Sqlite {
                 path: self.audit.sqlite_path.clone(),
                 busy_timeout_ms: self.audit.sqlite_busy_timeout_ms,
+                log_segment_bytes: self.audit.sqlite_log_segment_bytes,
             },
             AuditBackend::Postgres => crate::audit::StoreConfig::Postgres {
                 url: self.audit.postgres_url.clone(),

@@ -192,7 +192,9 @@ impl Gate {
             })
             .collect();
         let decided = Decided {
-            decision_id: Uuid::now_v7(),
+            // Minted from the decision time: the time index finds a decision
+            // by id (see `SqliteStore::get`).
+            decision_id: decision_id_at(decided_at),
             hook: check.hook,
             reference: check.reference.clone(),
             city: check.city.clone(),
@@ -341,4 +343,11 @@ fn report(party: Party, lookup: &StatusLookup, standing: Standing) -> PartyRepor
         }
     }
     report
+}
+
+/// A UUIDv7 whose timestamp is the decision time, to the millisecond.
+fn decision_id_at(decided_at: chrono::DateTime<Utc>) -> Uuid {
+    let nanos = decided_at.timestamp_subsec_nanos();
+    let secs = decided_at.timestamp().max(0) as u64;
+    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
 }

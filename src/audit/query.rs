@@ -313,26 +313,43 @@ impl SqlWhere {
                 bind(SqlValue::Text(hook.as_str().into()), &mut params)
             ));
         }
+        use super::store::{lookup_key, Lookups};
         if let Some(trip_id) = &filter.trip_id {
             let value = bind(SqlValue::Text(trip_id.clone()), &mut params);
-            conditions.push(match dialect.trips_table {
-                Some(table) => format!(
-                    "decision_id IN (SELECT decision_id FROM {table} WHERE trip_id = {value})"
-                ),
-                None => format!("trip_id = {value}"),
-            });
+            if let Lookups::DerivedIndex = dialect.lookups {
+                let key = bind(SqlValue::Int(lookup_key(trip_id)), &mut params);
+                conditions.push(format!(
+                    "rowid IN (SELECT row FROM idx.trip_rows WHERE \
+                     day IN (SELECT day FROM idx.index_days) AND trip_key = {key})"
+                ));
+            }
+            conditions.push(format!("trip_id = {value}"));
         }
         if !filter.subject_refs.is_empty() {
-            let refs: Vec<String> = filter
-                .subject_refs
-                .iter()
-                .map(|r| bind(SqlValue::Text(r.clone()), &mut params))
-                .collect();
-            conditions.push(format!(
-                "decision_id IN (SELECT decision_id FROM {} WHERE subject_ref IN ({}))",
-                dialect.subjects_table,
-                refs.join(", ")
-            ));
+            let mut bound = |r: &String| bind(SqlValue::Text(r.clone()), &mut params);
+            let refs: Vec<String> = filter.subject_refs.iter().map(&mut bound).collect();
+            match dialect.lookups {
+                Lookups::Tables => conditions.push(format!(
+                    "decision_id IN (SELECT decision_id FROM audit_subjects WHERE subject_ref IN ({}))",
+                    refs.join(", ")
+                )),
+                Lookups::DerivedIndex => {
+                    let keys: Vec<String> = filter
+                        .subject_refs
+                        .iter()
+                        .map(|r| bind(SqlValue::Int(lookup_key(r)), &mut params))
+                        .collect();
+                    let named: Vec<String> =
+                        refs.iter().map(|r| format!("instr(detail, {r}) > 0")).collect();
+                    conditions.push(format!(
+                        "rowid IN (SELECT row FROM idx.subject_rows WHERE \
+                         day IN (SELECT day FROM idx.index_days) AND subject_key IN ({})) \
+                         AND ({})",
+                        keys.join(", "),
+                        named.join(" OR ")
+                    ));
+                }
+            }
         }
         if let Some(cursor) = cursor {
             let at = bind(SqlValue::Int(cursor.decided_at_us), &mut params);

@@ -677,7 +677,7 @@ pub fn audit_query(records: u64) {
     runtime.block_on(async move {
         let dir = std::env::temp_dir().join(format!("tripgate-audit-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = StoreConfig::Sqlite { path: dir.join("audit.sqlite3"), busy_timeout_ms: 5000 };
+        let config = StoreConfig::Sqlite { path: dir.join("audit.sqlite3"), busy_timeout_ms: 5000, log_segment_bytes: 64 << 20 };
         let store = AuditStore::open(&config).await.unwrap();
         let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();
         let day_us: i64 = 86_400_000_000;

@@ -276,16 +276,31 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
 }
 
 /// Every byte of the audit database, WAL and shared-memory files.
+/// Every byte the SQLite store keeps: the file, its WAL, its lookup index
+/// and the log segments.
 fn audit_bytes(app: &TestApp) -> Vec<u8> {
     let mut bytes = Vec::new();
-    for suffix in ["", "-wal", "-shm"] {
+    let mut paths = Vec::new();
+    for suffix in ["", "-wal", "-shm", "-index", "-index-wal"] {
         let mut path = app.audit_file().into_os_string();
         path.push(suffix);
+        paths.push(std::path::PathBuf::from(path));
+    }
+    if let Ok(segments) = std::fs::read_dir(log_dir(app)) {
+        paths.extend(segments.filter_map(Result::ok).map(|e| e.path()));
+    }
+    for path in paths {
         if let Ok(content) = std::fs::read(path) {
             bytes.extend(content);
         }
     }
     bytes
+}
+
+fn log_dir(app: &TestApp) -> std::path::PathBuf {
+    let mut path = app.audit_file().into_os_string();
+    path.push("-log");
+    path.into()
 }
 
 fn occurrences(haystack: &[u8], needle: &str) -> usize {
@@ -301,6 +316,9 @@ async fn the_audit_store_never_holds_a_raw_subject_id() {
     five_decisions(&app).await;
     let bytes = audit_bytes(&app);
     assert!(bytes.len() > 4096, "the audit files were not found");
+    // Once loaded into the SQLite file as well.
+    assert_eq!(app.get_json("/v1/audit/decisions").await.0, 200);
+    let bytes = [bytes, audit_bytes(&app)].concat();
     for raw in [PHONE, "D-1", "P-2"] {
         assert_eq!(
             occurrences(&bytes, raw),
@@ -316,14 +334,22 @@ async fn the_audit_store_never_holds_a_raw_subject_id() {
 
 #[tokio::test]
 async fn a_decision_that_cannot_be_recorded_is_not_given_and_service_recovers() {
-    let app = TestApp::spawn().await;
+    // Every batch starts a log segment, so a lost log directory fails the
+    // next append at once.
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(|s| s.audit.sqlite_log_segment_bytes = 1),
+        ..Default::default()
+    })
+    .await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
     app.decide(&trip("D-1", &["P-1"])).await;
 
-    // Another process holding the write lock: every commit times out.
-    let blocker = rusqlite::Connection::open(app.audit_file()).unwrap();
-    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The log's volume is gone: nothing can be made durable.
+    let log = log_dir(&app);
+    let away = app.data_dir.path().join("log-away");
+    std::fs::rename(&log, &away).unwrap();
+    std::fs::write(&log, b"not a directory").unwrap();
     let response = app.check_trip(&trip("D-1", &["P-1"])).await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
@@ -332,12 +358,55 @@ async fn a_decision_that_cannot_be_recorded_is_not_given_and_service_recovers() 
         body.get("decision").is_none(),
         "no decision may be given: {body}"
     );
+    let (status, ready) = app.get_admin_json("/readyz").await;
+    assert_eq!(
+        status, 503,
+        "readiness must fail while nothing can be recorded: {ready}"
+    );
 
-    blocker.execute_batch("ROLLBACK").unwrap();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(&away, &log).unwrap();
     let body = app.decide(&trip("D-1", &["P-1"])).await;
     assert_eq!(body["decision"], "allow");
+    assert_eq!(app.get_admin("/readyz").await.0, 200);
     let (_, page) = app.get_json("/v1/audit/decisions").await;
     assert_eq!(ids(&page).len(), 2, "only the decisions given are recorded");
+}
+
+#[tokio::test]
+async fn a_locked_audit_file_delays_queries_but_no_decision() {
+    let app = TestApp::spawn().await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    app.decide(&trip("D-1", &["P-1"])).await;
+
+    // Another process holds the SQLite file's write lock: decisions are
+    // still made durable (in the log), the regulator's queries cannot load
+    // them and say so, and once the lock is gone every one of them is there.
+    let blocker = rusqlite::Connection::open(app.audit_file()).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut given = Vec::new();
+    for _ in 0..3 {
+        let body = app.decide(&trip("D-1", &["P-1"])).await;
+        given.push(body["decision_id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = app.get_json("/v1/audit/decisions").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE");
+    assert_eq!(
+        app.get_admin("/readyz").await.0,
+        200,
+        "decisions can still be made"
+    );
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    let (status, page) = app.get_json("/v1/audit/decisions").await;
+    assert_eq!(status, 200, "{page}");
+    let found = ids(&page);
+    assert_eq!(found.len(), 4, "{page}");
+    for id in &given {
+        assert!(found.contains(id), "decision {id} is missing");
+    }
 }
 
 #[tokio::test]

@@ -32,7 +32,9 @@ async fn six_decisions(app: &TestApp) -> Vec<String> {
 }
 
 /// A consistent copy of the live audit file, to tamper with.
-fn copy_of(app: &TestApp, name: &str) -> std::path::PathBuf {
+async fn copy_of(app: &TestApp, name: &str) -> std::path::PathBuf {
+    // A query loads every logged record into the file first.
+    assert_eq!(app.get_json("/v1/audit/decisions?limit=1").await.0, 200);
     let copy = app.data_dir.path().join(name);
     let source = rusqlite::Connection::open(app.audit_file()).unwrap();
     source
@@ -46,7 +48,7 @@ async fn audit_verify_reports_each_kind_of_tampering() {
     let app = TestApp::spawn().await;
     let ids = six_decisions(&app).await;
 
-    let intact = copy_of(&app, "intact.sqlite3");
+    let intact = copy_of(&app, "intact.sqlite3").await;
     let (code, out) = audit_verify(&["--sqlite", intact.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("intact: 6 records in 1 chains"), "{out}");
@@ -84,7 +86,7 @@ async fn audit_verify_reports_each_kind_of_tampering() {
         ),
     ];
     for (name, tamper, blamed, says) in cases {
-        let copy = copy_of(&app, &format!("{name}.sqlite3"));
+        let copy = copy_of(&app, &format!("{name}.sqlite3")).await;
         rusqlite::Connection::open(&copy)
             .unwrap()
             .execute_batch(tamper)
@@ -252,9 +254,16 @@ async fn every_answered_decision_survives_a_sigkill() {
         0,
         "a raw subject id reached the log"
     );
-    for suffix in ["", "-wal", "-shm"] {
+    let mut log = audit_path.clone().into_os_string();
+    log.push("-log");
+    let segments = std::fs::read_dir(&log).unwrap().filter_map(Result::ok);
+    let mut paths: Vec<std::path::PathBuf> = segments.map(|e| e.path()).collect();
+    for suffix in ["", "-wal", "-shm", "-index", "-index-wal"] {
         let mut path = audit_path.clone().into_os_string();
         path.push(suffix);
+        paths.push(path.into());
+    }
+    for path in paths {
         if let Ok(bytes) = std::fs::read(&path) {
             let hits = bytes.windows(11).filter(|w| *w == b"13912345678").count();
             assert_eq!(hits, 0, "a raw subject id is in {path:?}");
@@ -387,6 +396,7 @@ async fn sqlite_retention_purges_old_records_and_the_rest_verifies() {
     retention_keeps_the_rest_verifiable(StoreConfig::Sqlite {
         path: dir.path().join("a.sqlite3"),
         busy_timeout_ms: 1000,
+        log_segment_bytes: 1 << 20,
     })
     .await;
 }
@@ -477,6 +487,7 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
     let config = StoreConfig::Sqlite {
         path: path.clone(),
         busy_timeout_ms: 1000,
+        log_segment_bytes: 1 << 20,
     };
     let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
     let subject = tripgate::domain::SubjectId::parse("13900001111").unwrap();

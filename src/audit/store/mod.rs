@@ -9,6 +9,7 @@
 //! filter (in PostgreSQL a table beside it, in SQLite a derived index file);
 //! `audit_checkpoints` keeps, per chain, the last purged link.
 
+mod journal;
 mod postgres;
 mod sqlite;
 
@@ -168,8 +169,15 @@ pub struct LinkPosition {
 
 #[derive(Debug, Clone)]
 pub enum StoreConfig {
-    Sqlite { path: PathBuf, busy_timeout_ms: u64 },
-    Postgres { url: String, pool_size: usize },
+    Sqlite {
+        path: PathBuf,
+        busy_timeout_ms: u64,
+        log_segment_bytes: u64,
+    },
+    Postgres {
+        url: String,
+        pool_size: usize,
+    },
 }
 
 #[derive(Clone)]
@@ -185,8 +193,9 @@ impl AuditStore {
             StoreConfig::Sqlite {
                 path,
                 busy_timeout_ms,
+                log_segment_bytes,
             } => Ok(AuditStore::Sqlite(
-                SqliteStore::open(path.clone(), *busy_timeout_ms).await?,
+                SqliteStore::open(path.clone(), *busy_timeout_ms, *log_segment_bytes).await?,
             )),
             StoreConfig::Postgres { url, pool_size } => Ok(AuditStore::Postgres(
                 PostgresStore::open(url, *pool_size).await?,
@@ -317,10 +326,35 @@ pub const POSTGRES_SCHEMA: &[&str] = &[
 pub struct Dialect {
     /// The n-th (1-based) parameter: `?n` or `$n`.
     pub placeholder: fn(usize) -> String,
-    /// Where subject refs are indexed.
-    pub subjects_table: &'static str,
-    /// Where trip ids are indexed, when not in `audit_decisions` itself.
-    pub trips_table: Option<&'static str>,
+    /// How the subject and trip filters find their decisions.
+    pub lookups: Lookups,
+}
+
+/// Where subject refs and trip ids are indexed.
+pub enum Lookups {
+    /// Beside the records: an `audit_subjects` table and an index on
+    /// `trip_id` (PostgreSQL).
+    Tables,
+    /// In the derived index file attached as `idx` (SQLite): row ids by day
+    /// and by `lookup_key` of the value; the record itself is then checked
+    /// for the value, so a key collision can never return a wrong record.
+    DerivedIndex,
+}
+
+/// The 64-bit key under which the derived index files a subject ref or a
+/// trip id: a prefix of its SHA-256, stable across versions and machines.
+pub fn lookup_key(value: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(prefix)
+}
+
+/// The day bucket of a decision time: the derived index groups entries by
+/// day so that appends touch only today's part of it.
+pub fn day_of(decided_at_us: i64) -> i64 {
+    decided_at_us.div_euclid(86_400_000_000)
 }
 
 /// The schema, shared by both engines (types both understand).

@@ -14,8 +14,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 use super::{
-    page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Row, StoreError, POSTGRES_SCHEMA,
-    SCHEMA, SELECT_COLUMNS,
+    page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row, StoreError,
+    POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS,
 };
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
@@ -32,8 +32,7 @@ pub struct PostgresStore {
 /// Subjects and trips are indexed in the audit tables themselves.
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
-    subjects_table: "audit_subjects",
-    trips_table: None,
+    lookups: Lookups::Tables,
 };
 
 fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {

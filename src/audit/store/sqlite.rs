@@ -1,9 +1,13 @@
-//! The embedded audit store: one SQLite file, WAL, `synchronous=FULL`.
+//! The embedded audit store: one SQLite file, WAL, `synchronous=FULL`, fed
+//! from a journal.
 //!
-//! One write connection (only the audit writer appends, so it never
-//! contends) and a small pool of read connections; WAL lets readers run
-//! beside the writer. rusqlite is blocking, so every call runs on tokio's
-//! blocking pool.
+//! A batch is durable once it is in the journal (see `journal`); a loader
+//! thread moves journaled rows into the SQLite file in large transactions,
+//! and every query and chain read first loads what is still pending, so it
+//! sees every decision that was answered. One write connection (the loader
+//! and retention share it) and a small pool of read connections; WAL lets
+//! readers run beside the writer. rusqlite is blocking, so every call runs
+//! on tokio's blocking pool.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +16,14 @@ use std::time::Duration;
 
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
+use super::journal::{self, Journal, JournalRow};
 use super::{
-    page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Row, StoreError, SCHEMA,
-    SELECT_COLUMNS,
+    day_of, lookup_key, page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row,
+    StoreError, SCHEMA, SELECT_COLUMNS,
 };
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
-use crate::audit::record::{RecordDetail, SealedRecord};
+use crate::audit::record::SealedRecord;
 
 const READ_POOL: usize = 4;
 
@@ -29,13 +34,81 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     indexer: Option<Arc<Indexer>>,
+    /// None for an in-memory store (benchmarks), which commits directly, and
+    /// for a process that does not own the journal (it cannot append).
+    journal: Option<Arc<Mutex<Journaled>>>,
+}
+
+/// The journal and the rows in it that are not in the SQLite file yet.
+struct Journaled {
+    journal: Journal,
+    pending: Vec<JournalRow>,
+}
+
+const INSERT_ROW: &str = "INSERT OR IGNORE INTO audit_decisions (decision_id, instance_id, seq, \
+     decided_at, hook, trip_id, city, decision, degraded, policy_version, key_id, reason_mask, \
+     detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+
+/// Inserts rows in one transaction. A row already there (same chain and
+/// seq: loaded before a crash, or by another process) is left as it is.
+fn insert_rows(connection: &mut Connection, rows: &[JournalRow]) -> Result<(), StoreError> {
+    let tx = connection.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(INSERT_ROW)?;
+        for JournalRow { row, reason_mask } in rows {
+            insert.execute(params![
+                row.decision_id,
+                row.instance_id,
+                row.seq,
+                row.decided_at_us,
+                row.hook,
+                row.trip_id,
+                row.city,
+                row.decision,
+                row.degraded,
+                row.policy_version,
+                row.key_id,
+                reason_mask,
+                row.detail,
+                row.prev_hash,
+                row.hash,
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Moves the pending journal rows into the SQLite file, then deletes the
+/// segments that are wholly committed there. The caller holds the write
+/// connection, so loads never interleave (rows keep their chain order).
+fn load_pending(
+    connection: &mut Connection,
+    journaled: &Mutex<Journaled>,
+) -> Result<usize, StoreError> {
+    let (rows, active) = {
+        let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+        (std::mem::take(&mut state.pending), state.journal.active())
+    };
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    if let Err(error) = insert_rows(connection, &rows) {
+        let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+        let later = std::mem::replace(&mut state.pending, rows);
+        state.pending.extend(later);
+        return Err(error);
+    }
+    // Rows appended after the take went to segment `active` or later.
+    let state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+    state.journal.remove_before(active)?;
+    Ok(rows.len())
 }
 
 /// Subject and trip lookups go through the attached lookup index.
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("?{n}"),
-    subjects_table: "idx.audit_subjects",
-    trips_table: Some("idx.audit_trips"),
+    lookups: Lookups::DerivedIndex,
 };
 
 impl rusqlite::ToSql for SqlValue {
@@ -80,36 +153,55 @@ fn index_path(path: &Path) -> PathBuf {
 /// they multiplied the bytes each durable commit writes. They live in a
 /// second file instead, filled from the committed records by this indexer,
 /// off the decision path and without fsync: the records are the truth, and
-/// the index is rebuilt from them whenever it is missing, behind, or damaged.
-/// Queries catch the index up before they use it, so they see every
-/// committed record.
+/// the index is rebuilt from them whenever it is missing, behind, damaged or
+/// of another layout. Queries catch the index up before they use it, so they
+/// see every committed record.
+///
+/// Entries are 64-bit keys (`lookup_key`) and row ids, grouped by day: small
+/// entries keep the index a fraction of the records' size, and the day comes
+/// first so that appends only touch today's part of the tree, however long
+/// the trail has grown (a search probes each day, a seek apiece).
 struct Indexer {
     /// (read connection to the audit file, connection to the index file)
     connections: Mutex<(Connection, Connection)>,
 }
 
+/// The index file's layout; another value in `user_version` means rebuild.
+const INDEX_LAYOUT: i64 = 2;
+
 const INDEX_SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS audit_subjects (
-        subject_ref TEXT NOT NULL,
-        decision_id TEXT NOT NULL,
-        PRIMARY KEY (subject_ref, decision_id)
+    "CREATE TABLE IF NOT EXISTS subject_rows (
+        day INTEGER NOT NULL,
+        subject_key INTEGER NOT NULL,
+        row INTEGER NOT NULL,
+        PRIMARY KEY (day, subject_key, row)
     ) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS audit_trips (
-        trip_id TEXT NOT NULL,
-        decision_id TEXT NOT NULL,
-        PRIMARY KEY (trip_id, decision_id)
+    "CREATE TABLE IF NOT EXISTS trip_rows (
+        day INTEGER NOT NULL,
+        trip_key INTEGER NOT NULL,
+        row INTEGER NOT NULL,
+        PRIMARY KEY (day, trip_key, row)
     ) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS by_id (
-        decision_id TEXT PRIMARY KEY,
-        row INTEGER NOT NULL
-    ) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS by_id_row ON by_id (row)",
+    "CREATE TABLE IF NOT EXISTS index_days (day INTEGER PRIMARY KEY)",
     "CREATE TABLE IF NOT EXISTS index_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         high_water INTEGER NOT NULL
     )",
     "INSERT OR IGNORE INTO index_state (id, high_water) VALUES (1, 0)",
 ];
+
+/// Only the subject refs of a record's detail (the rest is skipped unread).
+#[derive(serde::Deserialize)]
+struct DetailRefs<'a> {
+    #[serde(borrow)]
+    parties: Vec<PartyRef<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PartyRef<'a> {
+    #[serde(borrow)]
+    subject_ref: std::borrow::Cow<'a, str>,
+}
 
 impl Indexer {
     fn open(path: &Path) -> Result<Self, StoreError> {
@@ -119,13 +211,23 @@ impl Indexer {
             connection.busy_timeout(Duration::from_secs(5))?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "OFF")?;
+            connection.pragma_update(None, "cache_size", -65_536)?;
             let healthy: String = connection.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
             if healthy != "ok" {
                 return Err(StoreError::Invalid(format!("index damaged: {healthy}")));
             }
+            let layout: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let empty: bool =
+                connection.query_row("SELECT COUNT(*) = 0 FROM sqlite_master", [], |r| r.get(0))?;
+            if layout != INDEX_LAYOUT && !empty {
+                return Err(StoreError::Invalid(format!(
+                    "index layout {layout}, expected {INDEX_LAYOUT}"
+                )));
+            }
             for statement in INDEX_SCHEMA {
                 connection.execute(statement, [])?;
             }
+            connection.pragma_update(None, "user_version", INDEX_LAYOUT)?;
             Ok(connection)
         };
         let index_connection = match open_index() {
@@ -148,15 +250,15 @@ impl Indexer {
         })
     }
 
-    /// Drops entries of purged decisions: rows up to `last_purged_row`, and
-    /// lookups of decisions older than `oldest` (ids are time-ordered).
-    fn prune(&self, last_purged_row: i64, oldest: Option<&str>) -> Result<(), StoreError> {
+    /// Drops the entries of days before `oldest_day` (the day of the oldest
+    /// record kept). Entries of purged records within that day stay behind
+    /// harmlessly: row ids are never reused, so they match nothing.
+    fn prune(&self, oldest_day: i64) -> Result<(), StoreError> {
         let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let index = &connections.1;
-        index.execute("DELETE FROM by_id WHERE row <= ?1", [last_purged_row])?;
-        let bound = oldest.unwrap_or("\u{10FFFF}");
-        index.execute("DELETE FROM audit_subjects WHERE decision_id < ?1", [bound])?;
-        index.execute("DELETE FROM audit_trips WHERE decision_id < ?1", [bound])?;
+        for table in ["subject_rows", "trip_rows", "index_days"] {
+            index.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [oldest_day])?;
+        }
         Ok(())
     }
 
@@ -170,9 +272,9 @@ impl Indexer {
                 index.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| {
                     r.get(0)
                 })?;
-            let rows: Vec<(i64, String, String, String)> = {
+            let rows: Vec<(i64, i64, String, String)> = {
                 let mut statement = main.prepare_cached(
-                    "SELECT rowid, decision_id, trip_id, detail FROM audit_decisions \
+                    "SELECT rowid, decided_at, trip_id, detail FROM audit_decisions \
                      WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
                 )?;
                 let rows = statement
@@ -188,24 +290,28 @@ impl Indexer {
             let tx = index.transaction()?;
             {
                 let mut subject = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO audit_subjects (subject_ref, decision_id) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO subject_rows (day, subject_key, row) VALUES (?1, ?2, ?3)",
                 )?;
                 let mut trip = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO audit_trips (trip_id, decision_id) VALUES (?1, ?2)",
+                    "INSERT OR IGNORE INTO trip_rows (day, trip_key, row) VALUES (?1, ?2, ?3)",
                 )?;
-                let mut by_id = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO by_id (decision_id, row) VALUES (?1, ?2)",
-                )?;
-                for (row, decision_id, trip_id, detail) in &rows {
-                    by_id.execute(params![decision_id, row])?;
+                let mut day_seen =
+                    tx.prepare_cached("INSERT OR IGNORE INTO index_days (day) VALUES (?1)")?;
+                let mut last_day = None;
+                for (row, decided_at_us, trip_id, detail) in &rows {
+                    let day = day_of(*decided_at_us);
+                    if last_day != Some(day) {
+                        day_seen.execute([day])?;
+                        last_day = Some(day);
+                    }
                     if !trip_id.is_empty() {
-                        trip.execute(params![trip_id, decision_id])?;
+                        trip.execute(params![day, lookup_key(trip_id), row])?;
                     }
                     // A record whose detail does not parse is reported by
                     // `audit verify`; it simply is not found by subject.
-                    if let Ok(detail) = serde_json::from_str::<RecordDetail>(detail) {
+                    if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
                         for party in &detail.parties {
-                            subject.execute(params![party.subject_ref, decision_id])?;
+                            subject.execute(params![day, lookup_key(&party.subject_ref), row])?;
                         }
                     }
                 }
@@ -220,26 +326,56 @@ impl Indexer {
     }
 }
 
-/// Keeps the index close behind the records; ends with the store.
-fn spawn_indexer(indexer: std::sync::Weak<Indexer>) {
+/// How often the loader moves journaled rows into the SQLite file.
+const LOAD_EVERY: Duration = Duration::from_millis(250);
+/// Every this many loads it also brings the lookup index up to date. Index
+/// inserts land on random pages, so a commit rewrites about as many pages as
+/// it has entries until most of the index is dirty: the fewer commits, the
+/// fewer bytes written per decision. Queries that need the index bring it
+/// up to date themselves.
+const INDEX_EVERY_LOADS: u32 = 8;
+
+/// Keeps the SQLite file and its index close behind the journal; ends with
+/// the store.
+fn spawn_loader(
+    writer: std::sync::Weak<Mutex<Connection>>,
+    journaled: Option<std::sync::Weak<Mutex<Journaled>>>,
+    indexer: std::sync::Weak<Indexer>,
+) {
     let spawned = std::thread::Builder::new()
-        .name("audit-indexer".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(100));
+        .name("audit-loader".into())
+        .spawn(move || for round in 1.. {
+            std::thread::sleep(LOAD_EVERY);
             let Some(indexer) = indexer.upgrade() else {
                 return;
             };
+            if let (Some(writer), Some(journaled)) = (
+                writer.upgrade(),
+                journaled.as_ref().and_then(std::sync::Weak::upgrade),
+            ) {
+                let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(error) = load_pending(&mut connection, &journaled) {
+                    tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
+                }
+            }
+            if round % INDEX_EVERY_LOADS != 0 {
+                continue;
+            }
             if let Err(error) = indexer.catch_up() {
                 tracing::warn!(%error, "audit lookup index could not catch up; will retry");
             }
         });
     if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot start the audit indexer; queries will index on demand");
+        tracing::warn!(%error, "cannot start the audit loader; queries will load on demand");
     }
 }
 
 impl SqliteStore {
-    pub async fn open(path: PathBuf, busy_timeout_ms: u64) -> Result<Self, StoreError> {
+    pub async fn open(
+        path: PathBuf,
+        busy_timeout_ms: u64,
+        segment_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let busy_timeout = Duration::from_millis(busy_timeout_ms);
         let open_path = path.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
@@ -260,34 +396,71 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        // An in-memory store (benchmarks only) has no file to index from.
-        let indexer = if path.as_os_str() == ":memory:" {
-            None
-        } else {
-            let index_from = path.clone();
-            let indexer = tokio::task::spawn_blocking(move || Indexer::open(&index_from))
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))??;
-            let indexer = Arc::new(indexer);
-            spawn_indexer(Arc::downgrade(&indexer));
-            Some(indexer)
-        };
+        let mut writer = writer;
+        // An in-memory store (benchmarks only) has no file to index from and
+        // needs no journal.
+        if path.as_os_str() == ":memory:" {
+            return Ok(Self {
+                path,
+                busy_timeout,
+                writer: Arc::new(Mutex::new(writer)),
+                readers: Arc::new(Mutex::new(Vec::new())),
+                indexer: None,
+                journal: None,
+            });
+        }
+        let journal_dir = journal::dir_for(&path);
+        let (writer, journal) = tokio::task::spawn_blocking(move || {
+            let opened = Journal::open(&journal_dir, segment_bytes)?;
+            // What a crash (or a running owner) left unloaded.
+            insert_rows(&mut writer, &opened.rows)?;
+            let journal = match opened.journal {
+                Some(journal) => {
+                    journal.remove_before(journal.active())?;
+                    Some(Arc::new(Mutex::new(Journaled {
+                        journal,
+                        pending: Vec::new(),
+                    })))
+                }
+                None => None,
+            };
+            Ok::<_, StoreError>((Arc::new(Mutex::new(writer)), journal))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+        let index_from = path.clone();
+        let indexer = tokio::task::spawn_blocking(move || Indexer::open(&index_from))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let indexer = Arc::new(indexer);
+        spawn_loader(
+            Arc::downgrade(&writer),
+            journal.as_ref().map(Arc::downgrade),
+            Arc::downgrade(&indexer),
+        );
         Ok(Self {
             path,
             busy_timeout,
-            writer: Arc::new(Mutex::new(writer)),
+            writer,
             readers: Arc::new(Mutex::new(Vec::new())),
-            indexer,
+            indexer: Some(indexer),
+            journal,
         })
     }
 
+    /// Runs `work` with the write connection, after loading what the
+    /// journal holds (so chain heads and purges see every record).
     async fn with_writer<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let writer = Arc::clone(&self.writer);
+        let journal = self.journal.clone();
         tokio::task::spawn_blocking(move || {
             let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(journaled) = &journal {
+                load_pending(&mut connection, journaled)?;
+            }
             work(&mut connection)
         })
         .await
@@ -302,7 +475,13 @@ impl SqliteStore {
         let path = self.path.clone();
         let busy_timeout = self.busy_timeout;
         let indexer = self.indexer.clone();
+        let writer = Arc::clone(&self.writer);
+        let journal = self.journal.clone();
         tokio::task::spawn_blocking(move || {
+            if let Some(journaled) = &journal {
+                let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+                load_pending(&mut connection, journaled)?;
+            }
             let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let connection = match pooled {
                 Some(connection) => connection,
@@ -331,48 +510,54 @@ impl SqliteStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Durable on return: in the journal, or (without one) committed.
     pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
-        self.with_writer(move |connection| {
-            let tx = connection.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO audit_decisions (decision_id, instance_id, seq, decided_at, hook, \
-                     trip_id, city, decision, degraded, policy_version, key_id, reason_mask, detail, \
-                     prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )?;
-                for sealed in &batch {
-                    let row = Row::from_sealed(sealed);
-                    insert.execute(params![
-                        row.decision_id,
-                        row.instance_id,
-                        row.seq,
-                        row.decided_at_us,
-                        row.hook,
-                        row.trip_id,
-                        row.city,
-                        row.decision,
-                        row.degraded,
-                        row.policy_version,
-                        row.key_id,
-                        sealed.record.reason_mask(),
-                        row.detail,
-                        row.prev_hash,
-                        row.hash,
-                    ])?;
-                }
+        let rows: Vec<JournalRow> = batch
+            .iter()
+            .map(|sealed| JournalRow {
+                row: Row::from_sealed(sealed),
+                reason_mask: sealed.record.reason_mask(),
+            })
+            .collect();
+        match self.journal.clone() {
+            Some(journaled) => tokio::task::spawn_blocking(move || {
+                let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+                state.journal.append(&rows)?;
+                state.pending.extend(rows);
+                Ok(())
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?,
+            None => {
+                let writer = Arc::clone(&self.writer);
+                tokio::task::spawn_blocking(move || {
+                    let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+                    insert_rows(&mut connection, &rows)
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
             }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        }
     }
 
+    /// Whether an append could be made durable now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.with_writer(|connection| {
+        if let Some(journaled) = self.journal.clone() {
+            return tokio::task::spawn_blocking(move || {
+                let state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+                state.journal.check_writable()
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?;
+        }
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let connection = writer.lock().unwrap_or_else(|p| p.into_inner());
             connection.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
             Ok(())
         })
         .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
@@ -435,23 +620,29 @@ impl SqliteStore {
         .await
     }
 
+    /// A decision id is a UUIDv7 minted from the decision time, so the
+    /// time index finds it within its millisecond.
     pub async fn get(&self, decision_id: &str) -> Result<Option<Row>, StoreError> {
+        let Some(ms) = uuid::Uuid::parse_str(decision_id)
+            .ok()
+            .filter(|id| id.get_version_num() == 7)
+            .and_then(|id| id.get_timestamp())
+            .map(|at| at.to_unix())
+            .map(|(secs, nanos)| secs as i64 * 1_000 + i64::from(nanos / 1_000_000))
+        else {
+            return Ok(None);
+        };
         let decision_id = decision_id.to_owned();
-        let indexer = self.indexer.clone();
         self.with_reader(move |connection| {
-            let sql = match &indexer {
-                Some(indexer) => {
-                    indexer.catch_up()?;
-                    format!(
-                        "SELECT {SELECT_COLUMNS} FROM audit_decisions \
-                         WHERE rowid = (SELECT row FROM idx.by_id WHERE decision_id = ?1)"
-                    )
-                }
-                None => {
-                    format!("SELECT {SELECT_COLUMNS} FROM audit_decisions WHERE decision_id = ?1")
-                }
-            };
-            match connection.query_row(&sql, [&decision_id], row_of) {
+            let sql = format!(
+                "SELECT {SELECT_COLUMNS} FROM audit_decisions \
+                 WHERE decided_at >= ?1 AND decided_at < ?2 AND decision_id = ?3"
+            );
+            match connection.query_row(
+                &sql,
+                params![ms * 1_000, (ms + 1) * 1_000, decision_id],
+                row_of,
+            ) {
                 Ok(row) => Ok(Some(row)),
                 Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
                 Err(e) => Err(e.into()),
@@ -550,7 +741,7 @@ impl SqliteStore {
     /// newest record always stays, so row ids are never reused). Each chain
     /// keeps a checkpoint of its last deleted link.
     pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
-        let (purged, last_row) = self
+        let purged = self
             .with_writer(move |connection| {
                 let tx = connection.transaction()?;
                 let last_row: i64 = tx.query_row(
@@ -560,7 +751,7 @@ impl SqliteStore {
                     |r| r.get(0),
                 )?;
                 if last_row <= 0 {
-                    return Ok((0, 0));
+                    return Ok(0);
                 }
                 let cut: Vec<(String, i64, String)> = {
                     let mut statement = tx.prepare(
@@ -581,20 +772,21 @@ impl SqliteStore {
                 }
                 let purged = tx.execute("DELETE FROM audit_decisions WHERE rowid <= ?1", [last_row])? as u64;
                 tx.commit()?;
-                Ok((purged, last_row))
+                Ok(purged)
             })
             .await?;
         if let (Some(indexer), true) = (self.indexer.clone(), purged > 0) {
-            let oldest: Option<String> = self
+            let oldest: Option<i64> = self
                 .with_reader(|c| {
                     Ok(
-                        c.query_row("SELECT MIN(decision_id) FROM audit_decisions", [], |r| {
+                        c.query_row("SELECT MIN(decided_at) FROM audit_decisions", [], |r| {
                             r.get(0)
                         })?,
                     )
                 })
                 .await?;
-            tokio::task::spawn_blocking(move || indexer.prune(last_row, oldest.as_deref()))
+            let oldest_day = oldest.map_or(i64::MAX, day_of);
+            tokio::task::spawn_blocking(move || indexer.prune(oldest_day))
                 .await
                 .map_err(|e| StoreError::Task(e.to_string()))??;
         }

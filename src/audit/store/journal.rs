@@ -1,0 +1,391 @@
+//! The SQLite store's journal: where a decision's record is durable first.
+//!
+//! An SQLite commit of a few records rewrites whole pages of the table and
+//! its indexes, checksums them into the WAL, fsyncs, and now and then stops
+//! to checkpoint; at thousands of decisions a second that was most of the
+//! hook's CPU and all of its tail latency. So the audit writer appends each
+//! batch here instead, as checksummed frames in a segment file, and fsyncs
+//! once: a sequential write of the records' own bytes. The store then loads
+//! the records into the SQLite file in large transactions, off the decision
+//! path, and deletes a segment only once everything in it is committed
+//! there. Opening the store loads whatever a crash left in the journal.
+//!
+//! One process owns the journal (it holds the lock on `LOCK`): it appends
+//! and deletes segments. Anyone else who opens the store (the `audit` CLI
+//! beside a running server) only reads the segments, so it sees every
+//! record without disturbing the owner.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::{Row, StoreError};
+
+/// A row of `audit_decisions` as the journal keeps it.
+#[derive(Debug, Clone)]
+pub struct JournalRow {
+    pub row: Row,
+    pub reason_mask: i64,
+}
+
+/// Where the journal of an audit file lives (not `-journal`: SQLite takes
+/// that name for its own rollback journal).
+pub fn dir_for(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-log");
+    PathBuf::from(name)
+}
+
+/// What opening the journal found: the records still in it, and the journal
+/// itself when this process owns it.
+pub struct Opened {
+    pub journal: Option<Journal>,
+    pub rows: Vec<JournalRow>,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+    /// Held for the life of the journal: the lock is the ownership.
+    _lock: File,
+    active: u64,
+    file: File,
+    len: u64,
+    segment_bytes: u64,
+    /// Set when a failed append could not be undone: frames of a batch that
+    /// was refused might remain, so nothing more is appended by this process.
+    poisoned: Option<String>,
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Invalid(format!(
+        "audit journal: cannot {what} {}: {e}",
+        path.display()
+    ))
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.seg"))
+}
+
+/// The journal's segments, oldest first.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let n = name.strip_suffix(".seg")?.parse().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+impl Journal {
+    /// Opens (creating) the journal of `dir` and reads what is in it.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<Opened, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_error("open", &lock_path, e))?;
+        let owner = match lock.try_lock() {
+            Ok(()) => true,
+            Err(std::fs::TryLockError::WouldBlock) => false,
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_error("lock", &lock_path, e)),
+        };
+        let existing = segments(dir)?;
+        let mut rows = Vec::new();
+        for (_, path) in &existing {
+            let bytes = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
+            // A torn frame ends a segment: it was never acknowledged.
+            rows.extend(decode_frames(&bytes));
+        }
+        if !owner {
+            return Ok(Opened {
+                journal: None,
+                rows,
+            });
+        }
+        let active = existing.last().map_or(0, |(n, _)| n + 1);
+        let file = create_segment(dir, active)?;
+        Ok(Opened {
+            journal: Some(Journal {
+                dir: dir.to_owned(),
+                _lock: lock,
+                active,
+                file,
+                len: 0,
+                segment_bytes: segment_bytes.max(1),
+                poisoned: None,
+            }),
+            rows,
+        })
+    }
+
+    /// The segment appends go to now.
+    pub fn active(&self) -> u64 {
+        self.active
+    }
+
+    /// Appends the rows and makes them durable; on failure none of them is.
+    pub fn append(&mut self, rows: &[JournalRow]) -> Result<(), StoreError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StoreError::Invalid(format!(
+                "audit journal unusable until restart: {why}"
+            )));
+        }
+        if self.len >= self.segment_bytes {
+            let next = self.active + 1;
+            self.file = create_segment(&self.dir, next)?;
+            self.active = next;
+            self.len = 0;
+        }
+        let mut frames = Vec::with_capacity(rows.len() * 1024);
+        for row in rows {
+            encode_frame(row, &mut frames);
+        }
+        let path = segment_path(&self.dir, self.active);
+        let written = self
+            .file
+            .write_all(&frames)
+            .and_then(|()| self.file.sync_data());
+        match written {
+            Ok(()) => {
+                self.len += frames.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let undone = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data());
+                if let Err(undo) = undone {
+                    self.poisoned = Some(format!("{e}; then {undo}"));
+                }
+                Err(io_error("append to", &path, e))
+            }
+        }
+    }
+
+    /// Deletes the segments before `segment` (their rows are committed).
+    pub fn remove_before(&self, segment: u64) -> Result<(), StoreError> {
+        for (n, path) in segments(&self.dir)? {
+            if n < segment {
+                std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether an append could succeed now (for readiness).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        if let Some(why) = &self.poisoned {
+            return Err(StoreError::Invalid(format!(
+                "audit journal unusable: {why}"
+            )));
+        }
+        let path = segment_path(&self.dir, self.active);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map(drop)
+            .map_err(|e| io_error("write", &path, e))
+    }
+}
+
+fn create_segment(dir: &Path, n: u64) -> Result<File, StoreError> {
+    let path = segment_path(dir, n);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| io_error("create", &path, e))?;
+    // The new name must survive a crash as well as what is written to it.
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync", dir, e))?;
+    Ok(file)
+}
+
+// Frame: u32 body length, body, first 8 bytes of the body's SHA-256.
+const CHECK_BYTES: usize = 8;
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_int(out: &mut Vec<u8>, i: i64) {
+    out.extend_from_slice(&i.to_le_bytes());
+}
+
+fn encode_frame(stored: &JournalRow, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let r = &stored.row;
+    for s in [&r.decision_id, &r.instance_id] {
+        put_str(out, s);
+    }
+    put_int(out, r.seq);
+    put_int(out, r.decided_at_us);
+    for s in [&r.hook, &r.trip_id, &r.city, &r.decision] {
+        put_str(out, s);
+    }
+    put_int(out, i64::from(r.degraded));
+    for s in [&r.policy_version, &r.key_id] {
+        put_str(out, s);
+    }
+    put_int(out, stored.reason_mask);
+    for s in [&r.detail, &r.prev_hash, &r.hash] {
+        put_str(out, s);
+    }
+    let body_len = out.len() - start - 4;
+    out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+    let check = sha2::Sha256::digest(&out[start + 4..]);
+    out.extend_from_slice(&check[..CHECK_BYTES]);
+}
+
+/// Reads fields off a frame body; `None` once it runs short or is not UTF-8.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn int(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn text(&mut self) -> Option<String> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+fn decode_body(body: &[u8]) -> Option<JournalRow> {
+    let mut f = Fields(body);
+    let (decision_id, instance_id) = (f.text()?, f.text()?);
+    let (seq, decided_at_us) = (f.int()?, f.int()?);
+    let (hook, trip_id, city, decision) = (f.text()?, f.text()?, f.text()?, f.text()?);
+    let degraded = f.int()? != 0;
+    let (policy_version, key_id) = (f.text()?, f.text()?);
+    let reason_mask = f.int()?;
+    let (detail, prev_hash, hash) = (f.text()?, f.text()?, f.text()?);
+    f.0.is_empty().then_some(JournalRow {
+        row: Row {
+            decision_id,
+            instance_id,
+            seq,
+            decided_at_us,
+            hook,
+            trip_id,
+            city,
+            decision,
+            degraded,
+            policy_version,
+            key_id,
+            detail,
+            prev_hash,
+            hash,
+        },
+        reason_mask,
+    })
+}
+
+/// The frames of a segment up to the first one that is torn or damaged.
+fn decode_frames(mut bytes: &[u8]) -> Vec<JournalRow> {
+    let mut rows = Vec::new();
+    while bytes.len() >= 4 {
+        let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        let Some(frame) = bytes.get(4..4 + len + CHECK_BYTES) else {
+            break;
+        };
+        let (body, check) = frame.split_at(len);
+        if sha2::Sha256::digest(body)[..CHECK_BYTES] != *check {
+            break;
+        }
+        let Some(row) = decode_body(body) else {
+            break;
+        };
+        rows.push(row);
+        bytes = &bytes[4 + len + CHECK_BYTES..];
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64) -> JournalRow {
+        JournalRow {
+            row: Row {
+                decision_id: format!("id-{seq}"),
+                instance_id: "i".into(),
+                seq,
+                decided_at_us: 1_700_000_000_000_000 + seq,
+                hook: "trip".into(),
+                trip_id: "T-1".into(),
+                city: "hangzhou".into(),
+                decision: "allow".into(),
+                degraded: seq % 2 == 0,
+                policy_version: "v".into(),
+                key_id: "k".into(),
+                detail: "{\"parties\":[]}".into(),
+                prev_hash: "p".into(),
+                hash: "h".into(),
+            },
+            reason_mask: seq * 3,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_a_torn_or_damaged_tail_ends_the_segment() {
+        let mut bytes = Vec::new();
+        for seq in 1..=3 {
+            encode_frame(&row(seq), &mut bytes);
+        }
+        let read = decode_frames(&bytes);
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[2].row.seq, 3);
+        assert!(read[1].row.degraded ^ read[2].row.degraded);
+        assert_eq!(read[2].reason_mask, 9);
+        assert_eq!(read[0].row.detail, "{\"parties\":[]}");
+
+        let whole = bytes.len();
+        assert_eq!(decode_frames(&bytes[..whole - 1]).len(), 2, "torn tail");
+        bytes[whole - 20] ^= 1;
+        assert_eq!(decode_frames(&bytes).len(), 2, "damaged frame");
+    }
+
+    #[test]
+    fn only_one_process_owns_a_journal_and_others_still_read_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let Opened { journal, rows } = Journal::open(dir.path(), 1).unwrap();
+        let mut owner = journal.expect("the first opener owns the journal");
+        assert!(rows.is_empty());
+        owner.append(&[row(1), row(2)]).unwrap();
+        owner.append(&[row(3)]).unwrap();
+        assert_eq!(owner.active(), 1, "a full segment starts another");
+
+        let reader = Journal::open(dir.path(), 1).unwrap();
+        assert!(reader.journal.is_none(), "a second opener must not own it");
+        assert_eq!(reader.rows.len(), 3);
+
+        owner.remove_before(owner.active()).unwrap();
+        assert_eq!(Journal::open(dir.path(), 1).unwrap().rows.len(), 1);
+    }
+}
