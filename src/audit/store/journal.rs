@@ -174,14 +174,13 @@ impl Journal {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Deletes the segments before `segment` (their rows are committed).
     pub fn remove_before(&self, segment: u64) -> Result<(), StoreError> {
-        for (n, path) in segments(&self.dir)? {
-            if n < segment {
-                std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
-            }
-        }
-        Ok(())
+        remove_segments_before(&self.dir, segment)
     }
 
     /// Whether an append could succeed now (for readiness).
@@ -198,6 +197,17 @@ impl Journal {
             .map(drop)
             .map_err(|e| io_error("write", &path, e))
     }
+}
+
+/// Deletes the segments of `dir` before `segment`. The owner never writes
+/// to those again, so this needs no lock on the journal.
+pub fn remove_segments_before(dir: &Path, segment: u64) -> Result<(), StoreError> {
+    for (n, path) in segments(dir)? {
+        if n < segment {
+            std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn create_segment(dir: &Path, n: u64) -> Result<File, StoreError> {

@@ -86,9 +86,14 @@ fn load_pending(
     connection: &mut Connection,
     journaled: &Mutex<Journaled>,
 ) -> Result<usize, StoreError> {
-    let (rows, active) = {
+    let (rows, active, dir) = {
         let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
-        (std::mem::take(&mut state.pending), state.journal.active())
+        let dir = state.journal.dir().to_owned();
+        (
+            std::mem::take(&mut state.pending),
+            state.journal.active(),
+            dir,
+        )
     };
     if rows.is_empty() {
         return Ok(0);
@@ -100,8 +105,7 @@ fn load_pending(
         return Err(error);
     }
     // Rows appended after the take went to segment `active` or later.
-    let state = journaled.lock().unwrap_or_else(|p| p.into_inner());
-    state.journal.remove_before(active)?;
+    journal::remove_segments_before(&dir, active)?;
     Ok(rows.len())
 }
 
@@ -328,6 +332,10 @@ impl Indexer {
 
 /// How often the loader moves journaled rows into the SQLite file.
 const LOAD_EVERY: Duration = Duration::from_millis(250);
+/// Rows logged but not loaded, at most: past it an append first loads them
+/// itself, and is refused if it cannot (SQLite locked or failing), so memory
+/// and the log stay bounded and the lag shows as 503s, not as growth.
+const MAX_PENDING: usize = 50_000;
 /// Every this many loads it also brings the lookup index up to date. Index
 /// inserts land on random pages, so a commit rewrites about as many pages as
 /// it has entries until most of the index is dirty: the fewer commits, the
@@ -344,29 +352,55 @@ fn spawn_loader(
 ) {
     let spawned = std::thread::Builder::new()
         .name("audit-loader".into())
-        .spawn(move || for round in 1.. {
-            std::thread::sleep(LOAD_EVERY);
-            let Some(indexer) = indexer.upgrade() else {
-                return;
-            };
-            if let (Some(writer), Some(journaled)) = (
-                writer.upgrade(),
-                journaled.as_ref().and_then(std::sync::Weak::upgrade),
-            ) {
-                let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-                if let Err(error) = load_pending(&mut connection, &journaled) {
-                    tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
-                }
-            }
-            if round % INDEX_EVERY_LOADS != 0 {
-                continue;
-            }
-            if let Err(error) = indexer.catch_up() {
-                tracing::warn!(%error, "audit lookup index could not catch up; will retry");
-            }
+        .spawn(move || {
+            lower_priority();
+            loader_loop(writer, journaled, indexer);
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start the audit loader; queries will load on demand");
+    }
+}
+
+/// The loader's work can wait, and an index catch-up is a burst of CPU and
+/// page writes: at nice 10 it runs in the gaps between decisions instead of
+/// taking a core from them at peak, and catches up when the peak passes
+/// (the log bounds how far it may fall behind: see `MAX_PENDING`).
+fn lower_priority() {
+    // SAFETY: plain system calls on this thread's own id; no memory shared.
+    let changed = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+    };
+    if changed != 0 {
+        tracing::debug!("the audit loader runs at normal priority");
+    }
+}
+
+fn loader_loop(
+    writer: std::sync::Weak<Mutex<Connection>>,
+    journaled: Option<std::sync::Weak<Mutex<Journaled>>>,
+    indexer: std::sync::Weak<Indexer>,
+) {
+    for round in 1.. {
+        std::thread::sleep(LOAD_EVERY);
+        let Some(indexer) = indexer.upgrade() else {
+            return;
+        };
+        if let (Some(writer), Some(journaled)) = (
+            writer.upgrade(),
+            journaled.as_ref().and_then(std::sync::Weak::upgrade),
+        ) {
+            let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(error) = load_pending(&mut connection, &journaled) {
+                tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
+            }
+        }
+        if round % INDEX_EVERY_LOADS != 0 {
+            continue;
+        }
+        if let Err(error) = indexer.catch_up() {
+            tracing::warn!(%error, "audit lookup index could not catch up; will retry");
+        }
     }
 }
 
@@ -520,14 +554,26 @@ impl SqliteStore {
             })
             .collect();
         match self.journal.clone() {
-            Some(journaled) => tokio::task::spawn_blocking(move || {
-                let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
-                state.journal.append(&rows)?;
-                state.pending.extend(rows);
-                Ok(())
-            })
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?,
+            Some(journaled) => {
+                let writer = Arc::clone(&self.writer);
+                tokio::task::spawn_blocking(move || {
+                    let backlog = journaled
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .pending
+                        .len();
+                    if backlog > MAX_PENDING {
+                        let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+                        load_pending(&mut connection, &journaled)?;
+                    }
+                    let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+                    state.journal.append(&rows)?;
+                    state.pending.extend(rows);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+            }
             None => {
                 let writer = Arc::clone(&self.writer);
                 tokio::task::spawn_blocking(move || {
