@@ -130,14 +130,18 @@ async fn run(
                 .map(|h| h.unwrap_or_else(ChainHead::genesis)),
         };
         let timer = std::time::Instant::now();
+        let (records, waiters): (Vec<AuditRecord>, Vec<_>) = batch
+            .drain(..)
+            .map(|pending| (pending.record, pending.committed))
+            .unzip();
         let outcome = match start {
-            Ok(start) => commit(&store, &keys, start, &mut batch).await,
+            Ok(start) => commit(&store, &keys, start, records).await,
             Err(e) => Err(e),
         };
         metrics
             .audit_commit_seconds
             .observe(timer.elapsed().as_secs_f64());
-        metrics.audit_batch_size.observe(batch.len() as f64);
+        metrics.audit_batch_size.observe(waiters.len() as f64);
         let reply = match outcome {
             Ok(new_head) => {
                 head = Some(new_head);
@@ -145,13 +149,13 @@ async fn run(
             }
             Err(error) => {
                 metrics.audit_commit_failures.inc();
-                tracing::error!(%error, records = batch.len(), "audit commit failed; answering 503 for these decisions");
+                tracing::error!(%error, records = waiters.len(), "audit commit failed; answering 503 for these decisions");
                 Err(WriteError::Unavailable(error.to_string()))
             }
         };
-        for pending in batch.drain(..) {
+        for committed in waiters {
             // A waiter that gave up (client gone) needs no answer.
-            let _ = pending.committed.send(reply.clone());
+            let _ = committed.send(reply.clone());
         }
     }
     tracing::info!("audit writer stopped after committing every queued record");
@@ -162,12 +166,12 @@ async fn commit(
     store: &AuditStore,
     keys: &AuditKeys,
     start: ChainHead,
-    batch: &mut [Pending],
+    records: Vec<AuditRecord>,
 ) -> Result<ChainHead, StoreError> {
     let mut head = start;
-    let mut sealed = Vec::with_capacity(batch.len());
-    for pending in batch.iter() {
-        let link = seal(keys, &head, pending.record.clone());
+    let mut sealed = Vec::with_capacity(records.len());
+    for record in records {
+        let link = seal(keys, &head, record);
         head = ChainHead {
             seq: link.seq,
             hash: link.hash.clone(),

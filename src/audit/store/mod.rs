@@ -60,29 +60,33 @@ pub const SELECT_COLUMNS: &str = "decision_id, instance_id, seq, decided_at, hoo
      decision, degraded, policy_version, key_id, detail, prev_hash, hash";
 
 impl Row {
-    pub fn from_sealed(sealed: &SealedRecord) -> Self {
-        let r = &sealed.record;
+    /// The row of a sealed record, and its reason bits (consumes it: the
+    /// hot path copies no string of it).
+    pub fn from_sealed(sealed: SealedRecord) -> (Self, i64) {
+        let reason_mask = sealed.record.reason_mask();
+        let r = sealed.record;
         let detail = RecordDetail {
-            reasons: r.reasons.clone(),
-            parties: r.parties.clone(),
+            reasons: r.reasons,
+            parties: r.parties,
         };
-        Self {
-            decision_id: r.decision_id.clone(),
-            instance_id: r.instance_id.clone(),
+        let row = Self {
+            decision_id: r.decision_id,
+            instance_id: r.instance_id,
             seq: sealed.seq,
             decided_at_us: r.decided_at_us,
             hook: r.hook.as_str().to_owned(),
-            trip_id: r.trip_id.clone(),
-            city: r.city.clone(),
-            decision: r.decision.clone(),
+            trip_id: r.trip_id,
+            city: r.city,
+            decision: r.decision,
             degraded: r.degraded,
-            policy_version: r.policy_version.clone(),
-            key_id: r.key_id.clone(),
+            policy_version: r.policy_version,
+            key_id: r.key_id,
             // Plain data: serialisation cannot fail.
             detail: serde_json::to_string(&detail).unwrap_or_default(),
-            prev_hash: sealed.prev_hash.clone(),
-            hash: sealed.hash.clone(),
-        }
+            prev_hash: sealed.prev_hash,
+            hash: sealed.hash,
+        };
+        (row, reason_mask)
     }
 
     fn record(&self) -> Result<AuditRecord, String> {

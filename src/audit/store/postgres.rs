@@ -120,7 +120,15 @@ impl PostgresStore {
     }
 
     pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
-        let rows: Vec<Row> = batch.iter().map(Row::from_sealed).collect();
+        let mut subject_refs = Vec::new();
+        let mut subject_decisions = Vec::new();
+        for sealed in &batch {
+            for subject_ref in sealed.record.subject_refs() {
+                subject_refs.push(subject_ref.to_owned());
+                subject_decisions.push(sealed.record.decision_id.clone());
+            }
+        }
+        let (rows, masks): (Vec<Row>, Vec<i64>) = batch.into_iter().map(Row::from_sealed).unzip();
         let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
         let decision_ids = column(|r| r.decision_id.clone());
         let instance_ids = column(|r| r.instance_id.clone());
@@ -133,18 +141,9 @@ impl PostgresStore {
         let degradeds: Vec<bool> = rows.iter().map(|r| r.degraded).collect();
         let policy_versions = column(|r| r.policy_version.clone());
         let key_ids = column(|r| r.key_id.clone());
-        let masks: Vec<i64> = batch.iter().map(|s| s.record.reason_mask()).collect();
         let details = column(|r| r.detail.clone());
         let prev_hashes = column(|r| r.prev_hash.clone());
         let hashes = column(|r| r.hash.clone());
-        let mut subject_refs = Vec::new();
-        let mut subject_decisions = Vec::new();
-        for sealed in &batch {
-            for subject_ref in sealed.record.subject_refs() {
-                subject_refs.push(subject_ref.to_owned());
-                subject_decisions.push(sealed.record.decision_id.clone());
-            }
-        }
 
         let mut client = self.client().await?;
         let tx = client.transaction().await?;

@@ -336,12 +336,14 @@ const LOAD_EVERY: Duration = Duration::from_millis(250);
 /// itself, and is refused if it cannot (SQLite locked or failing), so memory
 /// and the log stay bounded and the lag shows as 503s, not as growth.
 const MAX_PENDING: usize = 50_000;
-/// Every this many loads it also brings the lookup index up to date. Index
-/// inserts land on random pages, so a commit rewrites about as many pages as
-/// it has entries until most of the index is dirty: the fewer commits, the
-/// fewer bytes written per decision. Queries that need the index bring it
-/// up to date themselves.
-const INDEX_EVERY_LOADS: u32 = 8;
+/// Every this many loads (15 s) it also brings the lookup index up to date.
+/// Index inserts land on random pages of the day's part of the index, so a
+/// commit rewrites about as many pages as it has entries until most of that
+/// part is dirty: the fewer commits, the fewer bytes written per decision
+/// (at 5,000 decisions/s, every 2 s wrote 16 MB/s). Queries that need the
+/// index bring it up to date themselves, which costs them at most these
+/// 15 s of records.
+const INDEX_EVERY_LOADS: u32 = 60;
 
 /// Keeps the SQLite file and its index close behind the journal; ends with
 /// the store.
@@ -352,27 +354,9 @@ fn spawn_loader(
 ) {
     let spawned = std::thread::Builder::new()
         .name("audit-loader".into())
-        .spawn(move || {
-            lower_priority();
-            loader_loop(writer, journaled, indexer);
-        });
+        .spawn(move || loader_loop(writer, journaled, indexer));
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start the audit loader; queries will load on demand");
-    }
-}
-
-/// The loader's work can wait, and an index catch-up is a burst of CPU and
-/// page writes: at nice 10 it runs in the gaps between decisions instead of
-/// taking a core from them at peak, and catches up when the peak passes
-/// (the log bounds how far it may fall behind: see `MAX_PENDING`).
-fn lower_priority() {
-    // SAFETY: plain system calls on this thread's own id; no memory shared.
-    let changed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
-    };
-    if changed != 0 {
-        tracing::debug!("the audit loader runs at normal priority");
     }
 }
 
@@ -547,10 +531,10 @@ impl SqliteStore {
     /// Durable on return: in the journal, or (without one) committed.
     pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
         let rows: Vec<JournalRow> = batch
-            .iter()
-            .map(|sealed| JournalRow {
-                row: Row::from_sealed(sealed),
-                reason_mask: sealed.record.reason_mask(),
+            .into_iter()
+            .map(|sealed| {
+                let (row, reason_mask) = Row::from_sealed(sealed);
+                JournalRow { row, reason_mask }
             })
             .collect();
         match self.journal.clone() {
