@@ -107,6 +107,10 @@ impl Gate {
         self.audit.backlog()
     }
 
+    pub fn audit_unloaded(&self) -> usize {
+        self.audit.unloaded()
+    }
+
     /// Whether the audit store takes writes now (for readiness).
     pub async fn audit_writable(&self) -> Result<(), String> {
         self.audit.store_writable().await

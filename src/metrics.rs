@@ -38,6 +38,7 @@ pub struct Metrics {
     pub audit_commit_seconds: Histogram,
     pub audit_batch_size: Histogram,
     pub audit_backlog: IntGauge,
+    pub audit_unloaded: IntGauge,
     pub audit_commit_failures: IntCounter,
     pub policy_version: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
@@ -193,6 +194,14 @@ impl Metrics {
                 IntGauge::new(
                     "tripgate_audit_backlog",
                     "Decisions waiting for the audit writer.",
+                )
+                .expect("valid metric"),
+            ),
+            audit_unloaded: register(
+                r,
+                IntGauge::new(
+                    "tripgate_audit_unloaded",
+                    "Records durable in the SQLite store's log, not yet loaded into the audit file.",
                 )
                 .expect("valid metric"),
             ),

@@ -83,6 +83,11 @@ impl AuditWriter {
         self.queue.max_capacity() - self.queue.capacity()
     }
 
+    /// Records durable but not yet queryable (see `AuditStore::unloaded`).
+    pub fn unloaded(&self) -> usize {
+        self.store.unloaded()
+    }
+
     pub async fn store_writable(&self) -> Result<(), String> {
         self.store.ping().await.map_err(|e| e.to_string())
     }

@@ -32,6 +32,7 @@ pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
         "policy_version": gate.policy().version(),
         "audit": match &audit { Ok(()) => "writable".to_owned(), Err(e) => e.clone() },
         "audit_backlog": gate.audit_backlog(),
+        "audit_unloaded": gate.audit_unloaded(),
         "cache": {"backend": status.cache, "up": status.cache_up, "l1_entries": status.l1_entries},
         "provider_circuit": status.provider_circuit,
     });
@@ -47,6 +48,7 @@ pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
 pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
     metrics.set_circuit(gate.resolver().breaker_state());
     metrics.audit_backlog.set(gate.audit_backlog() as i64);
+    metrics.audit_unloaded.set(gate.audit_unloaded() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(metrics.encode())

@@ -379,6 +379,7 @@ async fn a_locked_audit_file_delays_queries_but_no_decision() {
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
     app.decide(&trip("D-1", &["P-1"])).await;
+    assert_eq!(app.get_json("/v1/audit/decisions").await.0, 200);
 
     // Another process holds the SQLite file's write lock: decisions are
     // still made durable (in the log), the regulator's queries cannot load
@@ -393,10 +394,13 @@ async fn a_locked_audit_file_delays_queries_but_no_decision() {
     let (status, body) = app.get_json("/v1/audit/decisions").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE");
-    assert_eq!(
-        app.get_admin("/readyz").await.0,
-        200,
-        "decisions can still be made"
+    let (status, ready) = app.get_admin_json("/readyz").await;
+    assert_eq!(status, 200, "decisions can still be made: {ready}");
+    assert_eq!(ready["audit_unloaded"], 3, "{ready}");
+    let (_, text) = app.get_admin("/metrics").await;
+    assert!(
+        text.lines().any(|l| l == "tripgate_audit_unloaded 3"),
+        "the waiting records are not exported"
     );
 
     blocker.execute_batch("ROLLBACK").unwrap();

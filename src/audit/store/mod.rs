@@ -215,6 +215,14 @@ impl AuditStore {
         }
     }
 
+    /// Records durable but not yet in the queryable store (SQLite's log).
+    pub fn unloaded(&self) -> usize {
+        match self {
+            AuditStore::Sqlite(s) => s.unloaded(),
+            AuditStore::Postgres(_) => 0,
+        }
+    }
+
     /// Whether a write could start now (takes and releases the write lock).
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

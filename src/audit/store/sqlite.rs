@@ -43,6 +43,8 @@ pub struct SqliteStore {
 struct Journaled {
     journal: Journal,
     pending: Vec<JournalRow>,
+    /// Rows taken from `pending` by a load still under way.
+    loading: usize,
 }
 
 const INSERT_ROW: &str = "INSERT OR IGNORE INTO audit_decisions (decision_id, instance_id, seq, \
@@ -89,21 +91,22 @@ fn load_pending(
     let (rows, active, dir) = {
         let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
         let dir = state.journal.dir().to_owned();
-        (
-            std::mem::take(&mut state.pending),
-            state.journal.active(),
-            dir,
-        )
+        state.loading = state.pending.len();
+        let rows = std::mem::take(&mut state.pending);
+        (rows, state.journal.active(), dir)
     };
     if rows.is_empty() {
         return Ok(0);
     }
-    if let Err(error) = insert_rows(connection, &rows) {
-        let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+    let inserted = insert_rows(connection, &rows);
+    let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+    state.loading = 0;
+    if let Err(error) = inserted {
         let later = std::mem::replace(&mut state.pending, rows);
         state.pending.extend(later);
         return Err(error);
     }
+    drop(state);
     // Rows appended after the take went to segment `active` or later.
     journal::remove_segments_before(&dir, active)?;
     Ok(rows.len())
@@ -438,6 +441,7 @@ impl SqliteStore {
                     Some(Arc::new(Mutex::new(Journaled {
                         journal,
                         pending: Vec::new(),
+                        loading: 0,
                     })))
                 }
                 None => None,
@@ -568,6 +572,14 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Task(e.to_string()))?
             }
         }
+    }
+
+    /// Rows in the log not yet loaded into the file.
+    pub fn unloaded(&self) -> usize {
+        self.journal.as_ref().map_or(0, |journaled| {
+            let state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+            state.pending.len() + state.loading
+        })
     }
 
     /// Whether an append could be made durable now.
