@@ -399,7 +399,7 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let busy_timeout = Duration::from_millis(busy_timeout_ms);
         let open_path = path.clone();
-        let writer = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        let mut writer = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
             if let Some(dir) = open_path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
@@ -417,7 +417,6 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))??;
-        let mut writer = writer;
         // An in-memory store (benchmarks only) has no file to index from and
         // needs no journal.
         if path.as_os_str() == ":memory:" {
