@@ -178,11 +178,6 @@ impl Journal {
         &self.dir
     }
 
-    /// Deletes the segments before `segment` (their rows are committed).
-    pub fn remove_before(&self, segment: u64) -> Result<(), StoreError> {
-        remove_segments_before(&self.dir, segment)
-    }
-
     /// Whether an append could succeed now (for readiness).
     pub fn check_writable(&self) -> Result<(), StoreError> {
         if let Some(why) = &self.poisoned {
@@ -395,7 +390,7 @@ mod tests {
         assert!(reader.journal.is_none(), "a second opener must not own it");
         assert_eq!(reader.rows.len(), 3);
 
-        owner.remove_before(owner.active()).unwrap();
+        remove_segments_before(owner.dir(), owner.active()).unwrap();
         assert_eq!(Journal::open(dir.path(), 1).unwrap().rows.len(), 1);
     }
 }

@@ -51,6 +51,21 @@ const INSERT_ROW: &str = "INSERT OR IGNORE INTO audit_decisions (decision_id, in
      decided_at, hook, trip_id, city, decision, degraded, policy_version, key_id, reason_mask, \
      detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
+/// A mutex's data, even if a thread panicked while holding it: every
+/// structure here stays consistent between statements.
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs blocking SQLite or file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+}
+
 /// Inserts rows in one transaction. A row already there (same chain and
 /// seq: loaded before a crash, or by another process) is left as it is.
 fn insert_rows(connection: &mut Connection, rows: &[JournalRow]) -> Result<(), StoreError> {
@@ -89,7 +104,7 @@ fn load_pending(
     journaled: &Mutex<Journaled>,
 ) -> Result<usize, StoreError> {
     let (rows, active, dir) = {
-        let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = locked(journaled);
         let dir = state.journal.dir().to_owned();
         state.loading = state.pending.len();
         let rows = std::mem::take(&mut state.pending);
@@ -99,7 +114,7 @@ fn load_pending(
         return Ok(0);
     }
     let inserted = insert_rows(connection, &rows);
-    let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = locked(journaled);
     state.loading = 0;
     if let Err(error) = inserted {
         let later = std::mem::replace(&mut state.pending, rows);
@@ -261,7 +276,7 @@ impl Indexer {
     /// record kept). Entries of purged records within that day stay behind
     /// harmlessly: row ids are never reused, so they match nothing.
     fn prune(&self, oldest_day: i64) -> Result<(), StoreError> {
-        let connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let connections = locked(&self.connections);
         let index = &connections.1;
         for table in ["subject_rows", "trip_rows", "index_days"] {
             index.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [oldest_day])?;
@@ -271,7 +286,7 @@ impl Indexer {
 
     /// Indexes every committed record not indexed yet; returns how many.
     fn catch_up(&self) -> Result<usize, StoreError> {
-        let mut connections = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let mut connections = locked(&self.connections);
         let (main, index) = &mut *connections;
         let mut indexed = 0;
         loop {
@@ -377,8 +392,7 @@ fn loader_loop(
             writer.upgrade(),
             journaled.as_ref().and_then(std::sync::Weak::upgrade),
         ) {
-            let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(error) = load_pending(&mut connection, &journaled) {
+            if let Err(error) = load_pending(&mut locked(&writer), &journaled) {
                 tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
             }
         }
@@ -399,7 +413,7 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         let busy_timeout = Duration::from_millis(busy_timeout_ms);
         let open_path = path.clone();
-        let mut writer = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+        let mut writer = blocking(move || {
             if let Some(dir) = open_path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
@@ -415,8 +429,7 @@ impl SqliteStore {
             }
             Ok(connection)
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .await?;
         // An in-memory store (benchmarks only) has no file to index from and
         // needs no journal.
         if path.as_os_str() == ":memory:" {
@@ -430,13 +443,13 @@ impl SqliteStore {
             });
         }
         let journal_dir = journal::dir_for(&path);
-        let (writer, journal) = tokio::task::spawn_blocking(move || {
+        let (writer, journal) = blocking(move || {
             let opened = Journal::open(&journal_dir, segment_bytes)?;
             // What a crash (or a running owner) left unloaded.
             insert_rows(&mut writer, &opened.rows)?;
             let journal = match opened.journal {
                 Some(journal) => {
-                    journal.remove_before(journal.active())?;
+                    journal::remove_segments_before(journal.dir(), journal.active())?;
                     Some(Arc::new(Mutex::new(Journaled {
                         journal,
                         pending: Vec::new(),
@@ -445,14 +458,11 @@ impl SqliteStore {
                 }
                 None => None,
             };
-            Ok::<_, StoreError>((Arc::new(Mutex::new(writer)), journal))
+            Ok((Arc::new(Mutex::new(writer)), journal))
         })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .await?;
         let index_from = path.clone();
-        let indexer = tokio::task::spawn_blocking(move || Indexer::open(&index_from))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))??;
+        let indexer = blocking(move || Indexer::open(&index_from)).await?;
         let indexer = Arc::new(indexer);
         spawn_loader(
             Arc::downgrade(&writer),
@@ -477,15 +487,14 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let writer = Arc::clone(&self.writer);
         let journal = self.journal.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
+        blocking(move || {
+            let mut connection = locked(&writer);
             if let Some(journaled) = &journal {
                 load_pending(&mut connection, journaled)?;
             }
             work(&mut connection)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     async fn with_reader<T: Send + 'static>(
@@ -498,12 +507,11 @@ impl SqliteStore {
         let indexer = self.indexer.clone();
         let writer = Arc::clone(&self.writer);
         let journal = self.journal.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             if let Some(journaled) = &journal {
-                let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-                load_pending(&mut connection, journaled)?;
+                load_pending(&mut locked(&writer), journaled)?;
             }
-            let pooled = readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let pooled = locked(&readers).pop();
             let connection = match pooled {
                 Some(connection) => connection,
                 None => {
@@ -521,14 +529,13 @@ impl SqliteStore {
                 }
             };
             let result = work(&connection);
-            let mut pool = readers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pool = locked(&readers);
             if pool.len() < READ_POOL {
                 pool.push(connection);
             }
             result
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Durable on return: in the journal, or (without one) committed.
@@ -540,65 +547,44 @@ impl SqliteStore {
                 JournalRow { row, reason_mask }
             })
             .collect();
-        match self.journal.clone() {
-            Some(journaled) => {
-                let writer = Arc::clone(&self.writer);
-                tokio::task::spawn_blocking(move || {
-                    let backlog = journaled
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .pending
-                        .len();
-                    if backlog > MAX_PENDING {
-                        let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-                        load_pending(&mut connection, &journaled)?;
-                    }
-                    let mut state = journaled.lock().unwrap_or_else(|p| p.into_inner());
-                    state.journal.append(&rows)?;
-                    state.pending.extend(rows);
-                    Ok(())
-                })
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))?
+        let Some(journaled) = self.journal.clone() else {
+            return self
+                .with_writer(move |connection| insert_rows(connection, &rows))
+                .await;
+        };
+        let writer = Arc::clone(&self.writer);
+        blocking(move || {
+            if locked(&journaled).pending.len() > MAX_PENDING {
+                load_pending(&mut locked(&writer), &journaled)?;
             }
-            None => {
-                let writer = Arc::clone(&self.writer);
-                tokio::task::spawn_blocking(move || {
-                    let mut connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-                    insert_rows(&mut connection, &rows)
-                })
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))?
-            }
-        }
+            let mut state = locked(&journaled);
+            state.journal.append(&rows)?;
+            state.pending.extend(rows);
+            Ok(())
+        })
+        .await
     }
 
     /// Rows in the log not yet loaded into the file.
     pub fn unloaded(&self) -> usize {
         self.journal.as_ref().map_or(0, |journaled| {
-            let state = journaled.lock().unwrap_or_else(|p| p.into_inner());
+            let state = locked(journaled);
             state.pending.len() + state.loading
         })
     }
 
     /// Whether an append could be made durable now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        if let Some(journaled) = self.journal.clone() {
-            return tokio::task::spawn_blocking(move || {
-                let state = journaled.lock().unwrap_or_else(|p| p.into_inner());
-                state.journal.check_writable()
-            })
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?;
+        match self.journal.clone() {
+            Some(journaled) => blocking(move || locked(&journaled).journal.check_writable()).await,
+            None => {
+                self.with_writer(|connection| {
+                    connection.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
+                    Ok(())
+                })
+                .await
+            }
         }
-        let writer = Arc::clone(&self.writer);
-        tokio::task::spawn_blocking(move || {
-            let connection = writer.lock().unwrap_or_else(|p| p.into_inner());
-            connection.execute_batch("BEGIN IMMEDIATE; ROLLBACK")?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
@@ -827,9 +813,7 @@ impl SqliteStore {
                 })
                 .await?;
             let oldest_day = oldest.map_or(i64::MAX, day_of);
-            tokio::task::spawn_blocking(move || indexer.prune(oldest_day))
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))??;
+            blocking(move || indexer.prune(oldest_day)).await?;
         }
         Ok(purged)
     }
