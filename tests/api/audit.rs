@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use tripgate::config::AuditBackend;
 
-use crate::helpers::{trip, trip_in, Options, TestApp, TestPostgres};
+use crate::helpers::{audit_bytes, audit_log_dir, trip, trip_in, Options, TestApp, TestPostgres};
 
 const PHONE: &str = "13912345678";
 
@@ -275,34 +275,6 @@ async fn bad_query_parameters_are_refused_naming_the_parameter() {
     }
 }
 
-/// Every byte of the audit database, WAL and shared-memory files.
-/// Every byte the SQLite store keeps: the file, its WAL, its lookup index
-/// and the log segments.
-fn audit_bytes(app: &TestApp) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut paths = Vec::new();
-    for suffix in ["", "-wal", "-shm", "-index", "-index-wal"] {
-        let mut path = app.audit_file().into_os_string();
-        path.push(suffix);
-        paths.push(std::path::PathBuf::from(path));
-    }
-    if let Ok(segments) = std::fs::read_dir(log_dir(app)) {
-        paths.extend(segments.filter_map(Result::ok).map(|e| e.path()));
-    }
-    for path in paths {
-        if let Ok(content) = std::fs::read(path) {
-            bytes.extend(content);
-        }
-    }
-    bytes
-}
-
-fn log_dir(app: &TestApp) -> std::path::PathBuf {
-    let mut path = app.audit_file().into_os_string();
-    path.push("-log");
-    path.into()
-}
-
 fn occurrences(haystack: &[u8], needle: &str) -> usize {
     haystack
         .windows(needle.len())
@@ -314,11 +286,11 @@ fn occurrences(haystack: &[u8], needle: &str) -> usize {
 async fn the_audit_store_never_holds_a_raw_subject_id() {
     let app = TestApp::spawn().await;
     five_decisions(&app).await;
-    let bytes = audit_bytes(&app);
+    let bytes = audit_bytes(&app.audit_file());
     assert!(bytes.len() > 4096, "the audit files were not found");
     // Once loaded into the SQLite file as well.
     assert_eq!(app.get_json("/v1/audit/decisions").await.0, 200);
-    let bytes = [bytes, audit_bytes(&app)].concat();
+    let bytes = [bytes, audit_bytes(&app.audit_file())].concat();
     for raw in [PHONE, "D-1", "P-2"] {
         assert_eq!(
             occurrences(&bytes, raw),
@@ -346,7 +318,7 @@ async fn a_decision_that_cannot_be_recorded_is_not_given_and_service_recovers() 
     app.decide(&trip("D-1", &["P-1"])).await;
 
     // The log's volume is gone: nothing can be made durable.
-    let log = log_dir(&app);
+    let log = audit_log_dir(&app.audit_file());
     let away = app.data_dir.path().join("log-away");
     std::fs::rename(&log, &away).unwrap();
     std::fs::write(&log, b"not a directory").unwrap();

@@ -11,7 +11,8 @@ use tripgate::audit::{AuditKeys, AuditRecord, AuditStore, AuditWriter, Hook, Sto
 use tripgate::config::AuditBackend;
 
 use crate::helpers::{
-    audit_verify, spawn_simulator, trip, Options, ServiceProcess, TestApp, TestPostgres,
+    audit_files, audit_verify, spawn_simulator, trip, Options, ServiceProcess, TestApp,
+    TestPostgres,
 };
 
 async fn six_decisions(app: &TestApp) -> Vec<String> {
@@ -254,16 +255,7 @@ async fn every_answered_decision_survives_a_sigkill() {
         0,
         "a raw subject id reached the log"
     );
-    let mut log = audit_path.clone().into_os_string();
-    log.push("-log");
-    let segments = std::fs::read_dir(&log).unwrap().filter_map(Result::ok);
-    let mut paths: Vec<std::path::PathBuf> = segments.map(|e| e.path()).collect();
-    for suffix in ["", "-wal", "-shm", "-index", "-index-wal"] {
-        let mut path = audit_path.clone().into_os_string();
-        path.push(suffix);
-        paths.push(path.into());
-    }
-    for path in paths {
+    for path in audit_files(&audit_path) {
         if let Ok(bytes) = std::fs::read(&path) {
             let hits = bytes.windows(11).filter(|w| *w == b"13912345678").count();
             assert_eq!(hits, 0, "a raw subject id is in {path:?}");

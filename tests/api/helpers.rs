@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -431,6 +431,51 @@ impl TestApp {
     pub fn audit_file(&self) -> PathBuf {
         self.data_dir.path().join("audit.sqlite3")
     }
+
+    /// POSTs `body` as JSON to the API; the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("send request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+}
+
+/// The log directory beside the SQLite audit file at `path`.
+pub fn audit_log_dir(path: &Path) -> PathBuf {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push("-log");
+    dir.into()
+}
+
+/// Every file the SQLite audit store at `path` keeps: the file, its WAL and
+/// shared memory, the lookup index and its WAL, and the log's segments.
+pub fn audit_files(path: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = ["", "-wal", "-shm", "-index", "-index-wal"]
+        .iter()
+        .map(|suffix| {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            file.into()
+        })
+        .collect();
+    if let Ok(segments) = std::fs::read_dir(audit_log_dir(path)) {
+        files.extend(segments.filter_map(Result::ok).map(|e| e.path()));
+    }
+    files
+}
+
+/// The bytes of every file of the SQLite audit store at `path`.
+pub fn audit_bytes(path: &Path) -> Vec<u8> {
+    audit_files(path)
+        .iter()
+        .flat_map(|file| std::fs::read(file).unwrap_or_default())
+        .collect()
 }
 
 /// The real `tripgate` binary, for tests that kill or restart it.

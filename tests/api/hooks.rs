@@ -5,53 +5,39 @@ use serde_json::{json, Value};
 
 use crate::helpers::{codes, config_dir, Options, TestApp};
 
-async fn post(app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_driver_needs_a_green_code_to_go_on_duty() {
     let app = TestApp::spawn().await;
     app.set_code("D-green", "green", "hangzhou").await;
     app.set_code("D-red", "red", "hangzhou").await;
 
-    let (status, body) = post(
-        &app,
-        "/v1/checks/driver-shift",
-        &json!({"city": "hangzhou", "driver": {"id": "D-green"}}),
-    )
-    .await;
+    let (status, body) = app
+        .post_json(
+            "/v1/checks/driver-shift",
+            &json!({"city": "hangzhou", "driver": {"id": "D-green"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], "allow");
     assert_eq!(body["hook"], "driver_shift");
     assert!(body.get("trip_id").is_none());
     assert_eq!(body["reasons"][0]["rule"], "hangzhou.driver_shift");
 
-    let (_, body) = post(
-        &app,
-        "/v1/checks/driver-shift",
-        &json!({"city": "hangzhou", "driver": {"id": "D-red"}}),
-    )
-    .await;
+    let (_, body) = app
+        .post_json(
+            "/v1/checks/driver-shift",
+            &json!({"city": "hangzhou", "driver": {"id": "D-red"}}),
+        )
+        .await;
     assert_eq!(codes(&body), vec!["HEALTH_CODE_RED"]);
     assert_eq!(
         body["reasons"][0]["rule"],
         "hangzhou.driver_shift.health_code"
     );
 
-    let (status, body) = post(
-        &app,
-        "/v1/checks/driver-shift",
-        &json!({"city": "hangzhou"}),
-    )
-    .await;
+    let (status, body) = app
+        .post_json("/v1/checks/driver-shift", &json!({"city": "hangzhou"}))
+        .await;
     assert_eq!(status, 400);
     assert!(body["error"]["message"]
         .as_str()
@@ -69,14 +55,14 @@ async fn passengers_need_green_codes_to_place_an_order() {
     app.set_code("P-2", "yellow", "hangzhou").await;
     let order = json!({"city": "hangzhou", "order_id": "O-77", "passengers": [{"id": "P-1"}, {"id": "P-2"}]});
 
-    let (status, body) = post(&app, "/v1/checks/passenger-order", &order).await;
+    let (status, body) = app.post_json("/v1/checks/passenger-order", &order).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["order_id"], "O-77");
     assert_eq!(body["hook"], "passenger_order");
     assert_eq!(codes(&body), vec!["HEALTH_CODE_YELLOW"]);
     assert_eq!(body["reasons"][0]["index"], 1);
 
-    let (status, body) = post(&app, "/v1/checks/passenger-order", &json!({"city": "hangzhou", "order_id": "O-1", "passengers": [{"id": "P-1"}, {"id": "P-1"}]})).await;
+    let (status, body) = app.post_json("/v1/checks/passenger-order", &json!({"city": "hangzhou", "order_id": "O-1", "passengers": [{"id": "P-1"}, {"id": "P-1"}]})).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["field"], "passengers[1].id");
 
@@ -113,7 +99,7 @@ async fn the_candidate_filter_returns_eligible_drivers_in_order_and_why_others_a
     };
     let before = mgets(&mut redis);
     let provider_before = app.provider_requests().await;
-    let (status, body) = post(&app, "/v1/checks/candidates", &filter).await;
+    let (status, body) = app.post_json("/v1/checks/candidates", &filter).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         mgets(&mut redis) - before,
@@ -168,7 +154,7 @@ async fn the_candidate_filter_returns_eligible_drivers_in_order_and_why_others_a
     app.set_code("P-2", "red", "hangzhou").await;
     let mut filter = filter;
     filter["passengers"] = json!([{"id": "P-2"}]);
-    let (_, body) = post(&app, "/v1/checks/candidates", &filter).await;
+    let (_, body) = app.post_json("/v1/checks/candidates", &filter).await;
     assert_eq!(body["decision"], "reject");
     assert_eq!(codes(&body), vec!["HEALTH_CODE_RED"]);
     assert_eq!(body["reasons"][0]["party"], "passenger");
@@ -205,7 +191,7 @@ async fn bad_candidate_filters_are_refused() {
         ),
     ] {
         let body = json!({"city": "hangzhou", "trip_id": "T-1", "passengers": passengers, "drivers": drivers});
-        let (status, answer) = post(&app, "/v1/checks/candidates", &body).await;
+        let (status, answer) = app.post_json("/v1/checks/candidates", &body).await;
         assert_eq!(status, 400, "{answer}");
         assert_eq!(answer["error"]["field"], field);
         assert!(

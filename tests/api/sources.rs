@@ -4,7 +4,7 @@
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 
-use crate::helpers::{codes, config_dir, trip, Options, TestApp};
+use crate::helpers::{audit_bytes, codes, config_dir, trip, Options, TestApp};
 
 fn order(passengers: &[&str]) -> Value {
     json!({"city": "hangzhou", "order_id": "O-1",
@@ -59,16 +59,9 @@ async fn a_recent_risk_area_visit_fails_the_itinerary_check_and_only_the_verdict
     )
     .await;
 
-    let (status, body) = {
-        let r = app
-            .http
-            .post(app.url("/v1/checks/passenger-order"))
-            .json(&order(&["P-1", "P-2", "P-3"]))
-            .send()
-            .await
-            .unwrap();
-        (r.status(), r.json::<Value>().await.unwrap())
-    };
+    let (status, body) = app
+        .post_json("/v1/checks/passenger-order", &order(&["P-1", "P-2", "P-3"]))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(codes(&body), vec!["ITINERARY_RISK_AREA"]);
     assert_eq!(body["reasons"][0]["index"], 0);
@@ -82,16 +75,9 @@ async fn a_recent_risk_area_visit_fails_the_itinerary_check_and_only_the_verdict
     let stats = app.simulator_stats().await["itinerary_requests"]
         .as_u64()
         .unwrap();
-    let body: Value = app
-        .http
-        .post(app.url("/v1/checks/passenger-order"))
-        .json(&order(&["P-2", "P-3"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = app
+        .post_json("/v1/checks/passenger-order", &order(&["P-2", "P-3"]))
+        .await;
     assert_eq!(
         body["decision"], "allow",
         "a visit outside the 14-day window passes: {body}"
@@ -115,12 +101,7 @@ async fn a_recent_risk_area_visit_fails_the_itinerary_check_and_only_the_verdict
         .get_json("/v1/audit/decisions?reason=ITINERARY_RISK_AREA")
         .await;
     assert_eq!(page["decisions"][0]["reasons"][0]["detail"], "420100");
-    let mut bytes = Vec::new();
-    for suffix in ["", "-wal"] {
-        let mut path = app.audit_file().into_os_string();
-        path.push(suffix);
-        bytes.extend(std::fs::read(path).unwrap_or_default());
-    }
+    let bytes = audit_bytes(&app.audit_file());
     assert!(
         bytes.windows(6).all(|w| w != b"330100"),
         "a low-risk region of the history reached the trail"
@@ -135,16 +116,9 @@ async fn a_required_itinerary_without_a_source_counts_as_unavailable() {
     })
     .await;
     app.set_code("P-1", "green", "hangzhou").await;
-    let body: Value = app
-        .http
-        .post(app.url("/v1/checks/passenger-order"))
-        .json(&order(&["P-1"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, body) = app
+        .post_json("/v1/checks/passenger-order", &order(&["P-1"]))
+        .await;
     assert_eq!(codes(&body), vec!["STATUS_UNAVAILABLE"]);
     assert_eq!(
         body["reasons"][0]["rule"],
