@@ -251,6 +251,19 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Trip checks the service has decided so far (allowed or rejected).
+fn trip_decisions(admin: &str) -> f64 {
+    ["allow", "reject"]
+        .iter()
+        .map(|d| {
+            metric(
+                admin,
+                &format!(r#"tripgate_checks_total{{decision="{d}",hook="trip"}}"#),
+            )
+        })
+        .sum()
+}
+
 fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -489,13 +502,7 @@ fn main() {
         redis_calls(redis_port, Some("mget")),
         simulator_requests(&provider),
     );
-    let decisions_before = metric(
-        &service.admin,
-        r#"tripgate_checks_total{decision="allow",hook="trip"}"#,
-    ) + metric(
-        &service.admin,
-        r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
-    );
+    let decisions_before = trip_decisions(&service.admin);
     let lookups = |source: &str| {
         metric(
             &service.admin,
@@ -512,13 +519,7 @@ fn main() {
         post(&hook, &trips, &["-z", &duration, "-c", "64"])
     });
     let peak_cpu = cpu_seconds(service.process.0.id()) - peak_cpu_before;
-    let decisions = metric(
-        &service.admin,
-        r#"tripgate_checks_total{decision="allow",hook="trip"}"#,
-    ) + metric(
-        &service.admin,
-        r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
-    ) - decisions_before;
+    let decisions = trip_decisions(&service.admin) - decisions_before;
     let durable_cpu_us = 1e6 * peak_cpu / decisions.max(1.0);
     let redis_per_decision =
         (redis_calls(redis_port, None) - redis_before) as f64 / decisions.max(1.0);
@@ -534,16 +535,10 @@ fn main() {
 
     eprintln!("(c) trip check latency at {RATE}/s");
     let rate = RATE.to_string();
-    let trip_decisions = || {
-        metric(
-            &service.admin,
-            r#"tripgate_checks_total{decision="allow",hook="trip"}"#,
-        ) + metric(
-            &service.admin,
-            r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
-        )
-    };
-    let (cpu_before, checks_before) = (cpu_seconds(service.process.0.id()), trip_decisions());
+    let (cpu_before, checks_before) = (
+        cpu_seconds(service.process.0.id()),
+        trip_decisions(&service.admin),
+    );
     let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
         post(
             &hook,
@@ -561,7 +556,7 @@ fn main() {
     });
     // CPU per decision is steadier than throughput on a shared machine.
     let cpu_us_per_decision = 1e6 * (cpu_seconds(service.process.0.id()) - cpu_before)
-        / (trip_decisions() - checks_before).max(1.0);
+        / (trip_decisions(&service.admin) - checks_before).max(1.0);
     eprintln!("(d) candidate filter (50 drivers) latency");
     let candidate_latency = post(
         &filter,
@@ -592,22 +587,15 @@ fn main() {
     let memory = start_tripgate(&binary, &work, redis_port, &provider, false);
     let memory_hook = format!("{}/v1/checks/trip", memory.url);
     post(&memory_hook, &trips, &["-z", "5s", "-c", "32"]);
-    let memory_decisions = || {
-        metric(
-            &memory.admin,
-            r#"tripgate_checks_total{decision="allow",hook="trip"}"#,
-        ) + metric(
-            &memory.admin,
-            r#"tripgate_checks_total{decision="reject",hook="trip"}"#,
-        )
-    };
-    let (memory_cpu_before, memory_before) =
-        (cpu_seconds(memory.process.0.id()), memory_decisions());
+    let (memory_cpu_before, memory_before) = (
+        cpu_seconds(memory.process.0.id()),
+        trip_decisions(&memory.admin),
+    );
     let (memory_peak, memory_peak_runs) = median_of(repeats, rps, || {
         post(&memory_hook, &trips, &["-z", &duration, "-c", "64"])
     });
     let memory_cpu_us = 1e6 * (cpu_seconds(memory.process.0.id()) - memory_cpu_before)
-        / (memory_decisions() - memory_before).max(1.0);
+        / (trip_decisions(&memory.admin) - memory_before).max(1.0);
     drop(memory);
 
     let trip_p99 = percentile_ms(&trip_latency, "p99");
