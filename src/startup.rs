@@ -70,7 +70,8 @@ pub struct Application {
     server: Server,
     admin: Server,
     shutdown_grace: Duration,
-    audit_writer: tokio::task::JoinHandle<()>,
+    /// Completes when the audit writer has committed its last record.
+    audit_writer: tokio::sync::oneshot::Receiver<()>,
     /// Background tasks that end with the server: retention, invalidations.
     background: Vec<tokio::task::JoinHandle<()>>,
 }

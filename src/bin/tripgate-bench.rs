@@ -5,8 +5,9 @@
 //! tests.
 //!
 //! It starts its own redis-server, the provider simulator (100,000 drivers,
-//! 1,000,000 passengers) and `tripgate serve` (Redis cache, SQLite audit with
-//! synchronous=FULL), generates request bodies whose subjects follow a
+//! 1,000,000 passengers) and `tripgate serve` (Redis cache, SQLite audit:
+//! every batch fsynced to its log before its decisions are answered),
+//! generates request bodies whose subjects follow a
 //! Zipf-like popularity, and drives them with `oha` (open-loop, corrected for
 //! coordinated omission at fixed rates). The load generator shares the
 //! machine, so compare ratios within one run.

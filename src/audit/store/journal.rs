@@ -10,13 +10,17 @@
 //! path, and deletes a segment only once everything in it is committed
 //! there. Opening the store loads whatever a crash left in the journal.
 //!
+//! Segments are zero-filled ahead of use (the next one on a helper thread
+//! while the current one fills), so an append overwrites blocks the file
+//! already has and its fdatasync writes only data, not also the inode.
+//!
 //! One process owns the journal (it holds the lock on `LOCK`): it appends
 //! and deletes segments. Anyone else who opens the store (the `audit` CLI
 //! beside a running server) only reads the segments, so it sees every
 //! record without disturbing the owner.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use sha2::Digest;
@@ -53,6 +57,8 @@ pub struct Journal {
     file: File,
     len: u64,
     segment_bytes: u64,
+    /// The segment after `active`, being zeroed by a helper thread.
+    next: Option<std::thread::JoinHandle<Result<File, StoreError>>>,
     /// Set when a failed append could not be undone: frames of a batch that
     /// was refused might remain, so nothing more is appended by this process.
     poisoned: Option<String>,
@@ -114,7 +120,8 @@ impl Journal {
             });
         }
         let active = existing.last().map_or(0, |(n, _)| n + 1);
-        let file = create_segment(dir, active)?;
+        let segment_bytes = segment_bytes.max(1);
+        let file = prepare_segment(dir, active, segment_bytes)?;
         Ok(Opened {
             journal: Some(Journal {
                 dir: dir.to_owned(),
@@ -122,7 +129,8 @@ impl Journal {
                 active,
                 file,
                 len: 0,
-                segment_bytes: segment_bytes.max(1),
+                segment_bytes,
+                next: prepare_in_background(dir, active + 1, segment_bytes),
                 poisoned: None,
             }),
             rows,
@@ -142,10 +150,7 @@ impl Journal {
             )));
         }
         if self.len >= self.segment_bytes {
-            let next = self.active + 1;
-            self.file = create_segment(&self.dir, next)?;
-            self.active = next;
-            self.len = 0;
+            self.roll()?;
         }
         let mut frames = Vec::with_capacity(rows.len() * 1024);
         for row in rows {
@@ -154,7 +159,7 @@ impl Journal {
         let path = segment_path(&self.dir, self.active);
         let written = self
             .file
-            .write_all(&frames)
+            .write_all_at(&frames, self.len)
             .and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
@@ -172,6 +177,35 @@ impl Journal {
                 Err(io_error("append to", &path, e))
             }
         }
+    }
+
+    /// Moves appends to the next segment: the one zeroed in the background
+    /// if that worked, else a new one made here.
+    fn roll(&mut self) -> Result<(), StoreError> {
+        let next = self.active + 1;
+        let path = segment_path(&self.dir, next);
+        let prepared = match self.next.take().map(std::thread::JoinHandle::join) {
+            // Still the file at that name: a handle to a segment unlinked
+            // since (the directory removed, say) would take appends that
+            // no restart can read.
+            Some(Ok(Ok(file))) if same_file(&file, &path) => Ok(file),
+            Some(Ok(Err(error))) => Err(error),
+            _ => Err(StoreError::Invalid(format!(
+                "audit journal: {} was not prepared",
+                path.display()
+            ))),
+        };
+        self.file = match prepared {
+            Ok(file) => file,
+            Err(error) => {
+                tracing::warn!(%error, "the next audit log segment was not prepared; making it now");
+                prepare_segment(&self.dir, next, self.segment_bytes)?
+            }
+        };
+        self.active = next;
+        self.len = 0;
+        self.next = prepare_in_background(&self.dir, next + 1, self.segment_bytes);
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -205,18 +239,62 @@ pub fn remove_segments_before(dir: &Path, segment: u64) -> Result<(), StoreError
     Ok(())
 }
 
-fn create_segment(dir: &Path, n: u64) -> Result<File, StoreError> {
+/// Whether `dir` holds segments before `segment` (to be removed).
+pub fn has_segments_before(dir: &Path, segment: u64) -> Result<bool, StoreError> {
+    Ok(segments(dir)?.first().is_some_and(|(n, _)| *n < segment))
+}
+
+/// Creates segment `n` filled with `bytes` of zeros. Appends then
+/// overwrite allocated blocks, so their fdatasync writes only the data; an
+/// append that extends a file must also write its inode, a second
+/// synchronous I/O on every batch. Zeros end a segment for the reader (no
+/// frame has length 0 and an empty check), like a torn frame does.
+fn prepare_segment(dir: &Path, n: u64, bytes: u64) -> Result<File, StoreError> {
     let path = segment_path(dir, n);
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(true)
+        .write(true)
         .open(&path)
         .map_err(|e| io_error("create", &path, e))?;
+    let zeros = vec![0u8; ZERO_CHUNK.min(bytes as usize)];
+    let mut written = 0;
+    while written < bytes {
+        let chunk = &zeros[..zeros.len().min((bytes - written) as usize)];
+        file.write_all_at(chunk, written)
+            .map_err(|e| io_error("prepare", &path, e))?;
+        written += chunk.len() as u64;
+    }
+    file.sync_all().map_err(|e| io_error("sync", &path, e))?;
     // The new name must survive a crash as well as what is written to it.
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error("sync", dir, e))?;
     Ok(file)
+}
+
+const ZERO_CHUNK: usize = 1 << 20;
+
+/// Zeroes segment `n` on a helper thread while the active one fills (none
+/// if no thread can be started: the roll then prepares it itself).
+fn prepare_in_background(
+    dir: &Path,
+    n: u64,
+    bytes: u64,
+) -> Option<std::thread::JoinHandle<Result<File, StoreError>>> {
+    let dir = dir.to_owned();
+    std::thread::Builder::new()
+        .name("audit-log-prep".into())
+        .spawn(move || prepare_segment(&dir, n, bytes))
+        .ok()
+}
+
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 // Frame: u32 body length, body, first 8 bytes of the body's SHA-256.
@@ -374,6 +452,28 @@ mod tests {
         assert_eq!(decode_frames(&bytes[..whole - 1]).len(), 2, "torn tail");
         bytes[whole - 20] ^= 1;
         assert_eq!(decode_frames(&bytes).len(), 2, "damaged frame");
+    }
+
+    #[test]
+    fn appends_overwrite_a_zeroed_segment_without_growing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = Journal::open(dir.path(), 64 * 1024)
+            .unwrap()
+            .journal
+            .unwrap();
+        let active = segment_path(dir.path(), journal.active());
+        assert_eq!(std::fs::metadata(&active).unwrap().len(), 64 * 1024);
+        assert!(Journal::open(dir.path(), 1).unwrap().rows.is_empty(), "zeros hold no rows");
+
+        journal.append(&[row(1), row(2)]).unwrap();
+        journal.append(&[row(3)]).unwrap();
+        assert_eq!(
+            std::fs::metadata(&active).unwrap().len(),
+            64 * 1024,
+            "an append within the segment must not change its size (no inode write per fsync)"
+        );
+        let read = Journal::open(dir.path(), 1).unwrap().rows;
+        assert_eq!(read.iter().map(|r| r.row.seq).collect::<Vec<_>>(), [1, 2, 3]);
     }
 
     #[test]

@@ -215,6 +215,20 @@ impl AuditStore {
         }
     }
 
+    /// `append` from a thread that may block (the audit writer's): SQLite
+    /// writes and syncs its log right on it; PostgreSQL's client is async,
+    /// so it is driven on `runtime`.
+    pub fn append_blocking(
+        &self,
+        batch: Vec<SealedRecord>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.append_blocking(batch),
+            AuditStore::Postgres(s) => runtime.block_on(s.append(batch)),
+        }
+    }
+
     /// Records durable but not yet in the queryable store (SQLite's log).
     pub fn unloaded(&self) -> usize {
         match self {
