@@ -463,7 +463,10 @@ mod tests {
             .unwrap();
         let active = segment_path(dir.path(), journal.active());
         assert_eq!(std::fs::metadata(&active).unwrap().len(), 64 * 1024);
-        assert!(Journal::open(dir.path(), 1).unwrap().rows.is_empty(), "zeros hold no rows");
+        assert!(
+            Journal::open(dir.path(), 1).unwrap().rows.is_empty(),
+            "zeros hold no rows"
+        );
 
         journal.append(&[row(1), row(2)]).unwrap();
         journal.append(&[row(3)]).unwrap();
@@ -473,7 +476,10 @@ mod tests {
             "an append within the segment must not change its size (no inode write per fsync)"
         );
         let read = Journal::open(dir.path(), 1).unwrap().rows;
-        assert_eq!(read.iter().map(|r| r.row.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            read.iter().map(|r| r.row.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
     }
 
     #[test]
