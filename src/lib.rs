@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod policy;
 pub mod provider_api;
 pub mod routes;
+pub mod scheduling;
 pub mod simulator;
 pub mod startup;
 pub mod status;

@@ -155,6 +155,8 @@ impl Application {
                 messages.clone(),
             );
             HttpServer::new(move || {
+                // The factory runs once on each worker thread, as it starts.
+                crate::scheduling::prefer_low_latency();
                 App::new()
                     .wrap(TracingLogger::<RedactedRootSpan>::new())
                     .app_data(gate.clone())

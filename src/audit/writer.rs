@@ -77,6 +77,7 @@ impl AuditWriter {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
+                crate::scheduling::prefer_low_latency();
                 committer.run(receiver, head);
                 let _ = finished.send(());
             })

@@ -438,7 +438,7 @@ fn loader_loop(
     urgent_only: bool,
 ) {
     if !urgent_only {
-        lower_priority();
+        crate::scheduling::yield_to_decisions();
     }
     loop {
         std::thread::sleep(LOAD_EVERY);
@@ -455,20 +455,8 @@ fn loader_loop(
     }
 }
 
-fn lower_priority() {
-    // SAFETY: two system calls about this thread's own id; no memory is
-    // shared with them.
-    let changed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
-    };
-    if changed != 0 {
-        tracing::debug!("an audit background thread runs at normal priority");
-    }
-}
-
 fn indexer_loop(indexer: std::sync::Weak<Indexer>) {
-    lower_priority();
+    crate::scheduling::yield_to_decisions();
     loop {
         std::thread::sleep(INDEX_EVERY);
         let Some(indexer) = indexer.upgrade() else {
