@@ -314,15 +314,23 @@ impl Indexer {
     }
 
     /// Indexes every committed record not indexed yet; returns how many.
+    /// Indexes every record past the high-water mark, in one transaction:
+    /// index entries land on random pages of the day's part of the tree, so
+    /// each commit rewrites most of that part; one commit per catch-up
+    /// writes each page once (it committed every 5,000 records, which at
+    /// peak rewrote the same pages dozens of times per catch-up). Records
+    /// are read in chunks so memory stays small.
     fn catch_up(&self) -> Result<usize, StoreError> {
         let mut connections = locked(&self.connections);
         let (main, index) = &mut *connections;
+        let tx = index.transaction()?;
+        let mut high_water: i64 =
+            tx.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
         let mut indexed = 0;
+        let mut last_day = None;
         loop {
-            let high_water: i64 =
-                index.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| {
-                    r.get(0)
-                })?;
             let rows: Vec<(i64, i64, String, String)> = {
                 let mut statement = main.prepare_cached(
                     "SELECT rowid, decided_at, trip_id, detail FROM audit_decisions \
@@ -336,44 +344,44 @@ impl Indexer {
                 rows
             };
             let Some(last) = rows.last().map(|r| r.0) else {
-                return Ok(indexed);
+                break;
             };
-            let tx = index.transaction()?;
-            {
-                let mut subject = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO subject_rows (day, subject_key, row) VALUES (?1, ?2, ?3)",
-                )?;
-                let mut trip = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO trip_rows (day, trip_key, row) VALUES (?1, ?2, ?3)",
-                )?;
-                let mut day_seen =
-                    tx.prepare_cached("INSERT OR IGNORE INTO index_days (day) VALUES (?1)")?;
-                let mut last_day = None;
-                for (row, decided_at_us, trip_id, detail) in &rows {
-                    let day = day_of(*decided_at_us);
-                    if last_day != Some(day) {
-                        day_seen.execute([day])?;
-                        last_day = Some(day);
-                    }
-                    if !trip_id.is_empty() {
-                        trip.execute(params![day, lookup_key(trip_id), row])?;
-                    }
-                    // A record whose detail does not parse is reported by
-                    // `audit verify`; it simply is not found by subject.
-                    if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
-                        for party in &detail.parties {
-                            subject.execute(params![day, lookup_key(&party.subject_ref), row])?;
-                        }
+            let mut subject = tx.prepare_cached(
+                "INSERT OR IGNORE INTO subject_rows (day, subject_key, row) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut trip = tx.prepare_cached(
+                "INSERT OR IGNORE INTO trip_rows (day, trip_key, row) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut day_seen =
+                tx.prepare_cached("INSERT OR IGNORE INTO index_days (day) VALUES (?1)")?;
+            for (row, decided_at_us, trip_id, detail) in &rows {
+                let day = day_of(*decided_at_us);
+                if last_day != Some(day) {
+                    day_seen.execute([day])?;
+                    last_day = Some(day);
+                }
+                if !trip_id.is_empty() {
+                    trip.execute(params![day, lookup_key(trip_id), row])?;
+                }
+                // A record whose detail does not parse is reported by
+                // `audit verify`; it simply is not found by subject.
+                if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
+                    for party in &detail.parties {
+                        subject.execute(params![day, lookup_key(&party.subject_ref), row])?;
                     }
                 }
             }
-            tx.execute(
-                "UPDATE index_state SET high_water = ?1 WHERE id = 1",
-                [last],
-            )?;
-            tx.commit()?;
+            high_water = last;
             indexed += rows.len();
         }
+        if indexed > 0 {
+            tx.execute(
+                "UPDATE index_state SET high_water = ?1 WHERE id = 1",
+                [high_water],
+            )?;
+            tx.commit()?;
+        }
+        Ok(indexed)
     }
 }
 
