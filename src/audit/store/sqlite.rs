@@ -314,75 +314,91 @@ impl Indexer {
     }
 
     /// Indexes every committed record not indexed yet; returns how many.
-    /// Indexes every record past the high-water mark, in one transaction:
-    /// index entries land on random pages of the day's part of the tree, so
-    /// each commit rewrites most of that part; one commit per catch-up
-    /// writes each page once (it committed every 5,000 records, which at
-    /// peak rewrote the same pages dozens of times per catch-up). Records
-    /// are read in chunks so memory stays small.
     fn catch_up(&self) -> Result<usize, StoreError> {
         let mut connections = locked(&self.connections);
         let (main, index) = &mut *connections;
-        let tx = index.transaction()?;
-        let mut high_water: i64 =
-            tx.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| {
-                r.get(0)
-            })?;
         let mut indexed = 0;
-        let mut last_day = None;
         loop {
-            let rows: Vec<(i64, i64, String, String)> = {
-                let mut statement = main.prepare_cached(
-                    "SELECT rowid, decided_at, trip_id, detail FROM audit_decisions \
+            let step = index_step(main, index)?;
+            indexed += step;
+            if step < INDEX_STEP_RECORDS {
+                return Ok(indexed);
+            }
+        }
+    }
+}
+
+/// Records indexed per transaction, at most: a catch-up (15 s of records,
+/// 300,000 at 20,000/s) is one commit; a rebuild of a long trail commits
+/// every this many, so the index's WAL stays a fraction of the index.
+const INDEX_STEP_RECORDS: usize = 500_000;
+
+/// Indexes up to `INDEX_STEP_RECORDS` past the high-water mark in one
+/// transaction. Index entries land on random pages of the day's part of
+/// the tree, so each commit rewrites most of that part: one commit per
+/// catch-up writes each page once (committing every 5,000 records rewrote
+/// the same pages dozens of times per catch-up at peak). Records are read
+/// 5,000 at a time, so memory stays small.
+fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreError> {
+    let tx = index.transaction()?;
+    let mut high_water: i64 =
+        tx.query_row("SELECT high_water FROM index_state WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+    let mut indexed = 0;
+    let mut last_day = None;
+    while indexed < INDEX_STEP_RECORDS {
+        let rows: Vec<(i64, i64, String, String)> = {
+            let mut statement = main.prepare_cached(
+                "SELECT rowid, decided_at, trip_id, detail FROM audit_decisions \
                      WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
-                )?;
-                let rows = statement
-                    .query_map([high_water], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows
-            };
-            let Some(last) = rows.last().map(|r| r.0) else {
-                break;
-            };
-            let mut subject = tx.prepare_cached(
-                "INSERT OR IGNORE INTO subject_rows (day, subject_key, row) VALUES (?1, ?2, ?3)",
             )?;
-            let mut trip = tx.prepare_cached(
-                "INSERT OR IGNORE INTO trip_rows (day, trip_key, row) VALUES (?1, ?2, ?3)",
-            )?;
-            let mut day_seen =
-                tx.prepare_cached("INSERT OR IGNORE INTO index_days (day) VALUES (?1)")?;
-            for (row, decided_at_us, trip_id, detail) in &rows {
-                let day = day_of(*decided_at_us);
-                if last_day != Some(day) {
-                    day_seen.execute([day])?;
-                    last_day = Some(day);
-                }
-                if !trip_id.is_empty() {
-                    trip.execute(params![day, lookup_key(trip_id), row])?;
-                }
-                // A record whose detail does not parse is reported by
-                // `audit verify`; it simply is not found by subject.
-                if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
-                    for party in &detail.parties {
-                        subject.execute(params![day, lookup_key(&party.subject_ref), row])?;
-                    }
+            let rows = statement
+                .query_map([high_water], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows
+        };
+        let Some(last) = rows.last().map(|r| r.0) else {
+            break;
+        };
+        let mut subject = tx.prepare_cached(
+            "INSERT OR IGNORE INTO subject_rows (day, subject_key, row) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut trip = tx.prepare_cached(
+            "INSERT OR IGNORE INTO trip_rows (day, trip_key, row) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut day_seen =
+            tx.prepare_cached("INSERT OR IGNORE INTO index_days (day) VALUES (?1)")?;
+        for (row, decided_at_us, trip_id, detail) in &rows {
+            let day = day_of(*decided_at_us);
+            if last_day != Some(day) {
+                day_seen.execute([day])?;
+                last_day = Some(day);
+            }
+            if !trip_id.is_empty() {
+                trip.execute(params![day, lookup_key(trip_id), row])?;
+            }
+            // A record whose detail does not parse is reported by
+            // `audit verify`; it simply is not found by subject.
+            if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
+                for party in &detail.parties {
+                    subject.execute(params![day, lookup_key(&party.subject_ref), row])?;
                 }
             }
-            high_water = last;
-            indexed += rows.len();
         }
-        if indexed > 0 {
-            tx.execute(
-                "UPDATE index_state SET high_water = ?1 WHERE id = 1",
-                [high_water],
-            )?;
-            tx.commit()?;
-        }
-        Ok(indexed)
+        high_water = last;
+        indexed += rows.len();
     }
+    if indexed > 0 {
+        tx.execute(
+            "UPDATE index_state SET high_water = ?1 WHERE id = 1",
+            [high_water],
+        )?;
+        tx.commit()?;
+    }
+    Ok(indexed)
 }
 
 /// How often the loader moves journaled rows into the SQLite file.
