@@ -17,11 +17,15 @@ const SHORT_SLICE_NS: u64 = 100_000;
 
 /// For a thread on the decision path; call it on that thread.
 pub fn prefer_low_latency() {
+    // sched_setattr sets the nice value too: keep whatever the operator
+    // started us with (`nice -n 5 tripgate serve`).
+    // SAFETY: two system calls about this thread's own id.
+    let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
     let attr = libc::sched_attr {
         size: std::mem::size_of::<libc::sched_attr>() as u32,
         sched_policy: libc::SCHED_OTHER as u32,
         sched_flags: 0,
-        sched_nice: 0,
+        sched_nice: nice,
         sched_priority: 0,
         sched_runtime: SHORT_SLICE_NS,
         sched_deadline: 0,
