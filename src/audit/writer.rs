@@ -4,16 +4,16 @@
 //! everything queued (up to `max_batch`), seals it onto the chain and commits
 //! it in one transaction, then releases every waiter at once: durability
 //! costs each decision about one commit of latency, not one commit of
-//! throughput.
+//! throughput. If a commit fails, every waiter of that batch is told so (the
+//! hook answers 503 rather than give an unrecorded decision) and the chain
+//! head is re-read from the store before the next batch, because a failed
+//! commit may still have landed.
 //!
 //! The writer is a blocking loop on a thread of its own, not a task: a
 //! commit is a write and an fsync, and doing them right where the batch was
 //! sealed saves two thread hand-offs per batch (task to blocking pool and
 //! back). On two busy cores each hand-off can wait a scheduler slice, which
-//! showed as milliseconds of p99 and as a fifth of the runtime's CPU. If a commit fails, every waiter of that batch is told so (the
-//! hook answers 503 rather than give an unrecorded decision) and the chain
-//! head is re-read from the store before the next batch, because a failed
-//! commit may still have landed.
+//! showed as milliseconds of p99 and as a fifth of the runtime's CPU.
 
 use std::sync::Arc;
 
@@ -144,21 +144,15 @@ struct Committer {
 
 impl Committer {
     fn run(self, mut receiver: mpsc::Receiver<Pending>, head: ChainHead) {
-        let Committer {
-            store,
-            keys,
-            instance_id,
-            max_batch,
-            metrics,
-            runtime,
-        } = self;
+        let metrics = &self.metrics;
         let mut head = Some(head);
-        let mut batch: Vec<Pending> = Vec::with_capacity(max_batch);
-        while receiver.blocking_recv_many(&mut batch, max_batch) > 0 {
+        let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
+        while receiver.blocking_recv_many(&mut batch, self.max_batch) > 0 {
             let start = match head.take() {
                 Some(known) => Ok(known),
-                None => runtime
-                    .block_on(store.chain_head(&instance_id))
+                None => self
+                    .runtime
+                    .block_on(self.store.chain_head(&self.instance_id))
                     .map(|h| h.unwrap_or_else(ChainHead::genesis)),
             };
             let timer = std::time::Instant::now();
@@ -166,7 +160,7 @@ impl Committer {
                 .drain(..)
                 .map(|pending| (pending.record, pending.committed))
                 .unzip();
-            let outcome = start.and_then(|start| commit(&store, &keys, start, records, &runtime));
+            let outcome = start.and_then(|start| self.commit(start, records));
             metrics
                 .audit_commit_seconds
                 .observe(timer.elapsed().as_secs_f64());
@@ -189,26 +183,20 @@ impl Committer {
         }
         tracing::info!("audit writer stopped after committing every queued record");
     }
-}
 
-/// Seals the batch after `start` and commits it; returns the new head.
-fn commit(
-    store: &AuditStore,
-    keys: &AuditKeys,
-    start: ChainHead,
-    records: Vec<AuditRecord>,
-    runtime: &tokio::runtime::Handle,
-) -> Result<ChainHead, StoreError> {
-    let mut head = start;
-    let mut sealed = Vec::with_capacity(records.len());
-    for record in records {
-        let link = seal(keys, &head, record);
-        head = ChainHead {
-            seq: link.seq,
-            hash: link.hash.clone(),
-        };
-        sealed.push(link);
+    /// Seals the batch after `start` and commits it; returns the new head.
+    fn commit(&self, start: ChainHead, records: Vec<AuditRecord>) -> Result<ChainHead, StoreError> {
+        let mut head = start;
+        let mut sealed = Vec::with_capacity(records.len());
+        for record in records {
+            let link = seal(&self.keys, &head, record);
+            head = ChainHead {
+                seq: link.seq,
+                hash: link.hash.clone(),
+            };
+            sealed.push(link);
+        }
+        self.store.append_blocking(sealed, &self.runtime)?;
+        Ok(head)
     }
-    store.append_blocking(sealed, runtime)?;
-    Ok(head)
 }

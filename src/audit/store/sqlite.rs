@@ -6,7 +6,8 @@
 //! sees every decision that was answered. One write connection (the loader
 //! and retention share it) and a small pool of read connections; WAL lets
 //! readers run beside the writer. rusqlite is blocking, so every call runs
-//! on tokio's blocking pool.
+//! on tokio's blocking pool, except appends, which the audit writer's own
+//! thread makes (`append_blocking`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
