@@ -233,7 +233,7 @@ impl Journal {
 pub fn remove_segments_before(dir: &Path, segment: u64) -> Result<(), StoreError> {
     for (n, path) in segments(dir)? {
         if n < segment {
-            std::fs::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+            super::writeback::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
         }
     }
     Ok(())
@@ -265,7 +265,10 @@ fn prepare_segment(dir: &Path, n: u64, bytes: u64) -> Result<File, StoreError> {
             .map_err(|e| io_error("prepare", &path, e))?;
         written += chunk.len() as u64;
     }
-    file.sync_all().map_err(|e| io_error("sync", &path, e))?;
+    // 64 MB in one sync would stall the log syncs behind it for ~60 ms.
+    super::writeback::write_out(&file, &[(0, bytes)], false)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io_error("sync", &path, e))?;
     // The new name must survive a crash as well as what is written to it.
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -285,7 +288,10 @@ fn prepare_in_background(
     let dir = dir.to_owned();
     std::thread::Builder::new()
         .name("audit-log-prep".into())
-        .spawn(move || prepare_segment(&dir, n, bytes))
+        .spawn(move || {
+            crate::scheduling::yield_to_decisions();
+            prepare_segment(&dir, n, bytes)
+        })
         .ok()
 }
 

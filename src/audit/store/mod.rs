@@ -12,6 +12,7 @@
 mod journal;
 mod postgres;
 mod sqlite;
+mod writeback;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use rusqlite::{params, params_from_iter, Connection, OpenFlags};
 
 use super::journal::{self, Journal, JournalRow};
+use super::writeback;
 use super::{
     day_of, lookup_key, page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row,
     StoreError, SCHEMA, SELECT_COLUMNS,
@@ -127,34 +128,19 @@ fn load_pending(
     Ok(rows.len())
 }
 
-/// Deletes the journal segments before `active`, whose rows are all
-/// committed, once they are durable in the file too. The file runs at
-/// `synchronous=NORMAL` (the journal is what makes a decision durable), so
-/// a commit is not yet on disk; a complete checkpoint is: it syncs the WAL,
-/// copies it into the file and syncs that. Segments roll over every
-/// `sqlite_log_segment_bytes`, so this is rare. If readers hold the
-/// checkpoint back, the segments stay until the next load.
+/// Checkpoints, and once that is complete deletes the segments before
+/// `active`: their rows are then on disk in the file itself. Segments roll
+/// over every `sqlite_log_segment_bytes`, so deleting is rare; if readers
+/// hold the checkpoint back, the segments stay until the next load.
 fn remove_loaded_segments(
     connection: &Connection,
     dir: &Path,
     active: u64,
 ) -> Result<(), StoreError> {
-    if !journal::has_segments_before(dir, active)? {
-        return Ok(());
+    if writeback::checkpoint(connection, true)? && journal::has_segments_before(dir, active)? {
+        journal::remove_segments_before(dir, active)?;
     }
-    let (busy, wal_frames, checkpointed): (i64, i64, i64) =
-        connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    if busy != 0 || wal_frames != checkpointed {
-        tracing::debug!(
-            wal_frames,
-            checkpointed,
-            "audit file checkpoint incomplete; keeping the loaded log segments for now"
-        );
-        return Ok(());
-    }
-    journal::remove_segments_before(dir, active)
+    Ok(())
 }
 
 /// Subject and trip lookups go through the attached lookup index.
@@ -263,6 +249,8 @@ impl Indexer {
             connection.busy_timeout(Duration::from_secs(5))?;
             connection.pragma_update(None, "journal_mode", "WAL")?;
             connection.pragma_update(None, "synchronous", "OFF")?;
+            // Checkpointed by the indexer, paced (see `writeback`).
+            connection.pragma_update(None, "wal_autocheckpoint", 0)?;
             connection.pragma_update(None, "cache_size", -65_536)?;
             let healthy: String = connection.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
             if healthy != "ok" {
@@ -322,6 +310,10 @@ impl Indexer {
         loop {
             let step = index_step(main, index)?;
             indexed += step;
+            if step > 0 {
+                // Not synced (the index is derived), only paced.
+                writeback::checkpoint(index, false)?;
+            }
             if step < INDEX_STEP_RECORDS {
                 return Ok(indexed);
             }
@@ -541,6 +533,8 @@ impl SqliteStore {
             insert_rows(&mut writer, &opened.rows)?;
             let journal = match opened.journal {
                 Some(journal) => {
+                    // Only this process checkpoints, after each load.
+                    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
                     remove_loaded_segments(&writer, journal.dir(), journal.active())?;
                     Some(Arc::new(Mutex::new(Journaled {
                         journal,
