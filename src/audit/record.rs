@@ -12,6 +12,9 @@ use crate::domain::ReasonCode;
 
 pub const FORMAT: u32 = 1;
 
+/// About the encoded size of a trip's record (three parties).
+pub const RECORD_BYTES: usize = 1024;
+
 pub use crate::domain::Hook;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,8 +78,12 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Sized for a trip's record up front: growing from serde_json's
+        // default 128 bytes took five reallocations per record.
+        let mut bytes = Vec::with_capacity(RECORD_BYTES);
         // A struct of strings, integers and vectors always serialises.
-        serde_json::to_vec(self).unwrap_or_default()
+        let _ = serde_json::to_writer(&mut bytes, self);
+        bytes
     }
 
     /// One bit per reason code present, for filtering by reason in SQL.
@@ -102,6 +109,17 @@ pub fn reason_bit(code: ReasonCode) -> i64 {
 pub struct RecordDetail {
     pub reasons: Vec<AuditReason>,
     pub parties: Vec<AuditParty>,
+}
+
+impl RecordDetail {
+    /// The column's text.
+    pub fn to_json(&self) -> String {
+        let mut bytes = Vec::with_capacity(RECORD_BYTES);
+        // Plain data: serialisation cannot fail.
+        let _ = serde_json::to_writer(&mut bytes, self);
+        // serde_json writes UTF-8 only.
+        String::from_utf8(bytes).unwrap_or_default()
+    }
 }
 
 /// A record with its place in its instance's chain.

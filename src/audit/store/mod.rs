@@ -82,8 +82,7 @@ impl Row {
             degraded: r.degraded,
             policy_version: r.policy_version,
             key_id: r.key_id,
-            // Plain data: serialisation cannot fail.
-            detail: serde_json::to_string(&detail).unwrap_or_default(),
+            detail: detail.to_json(),
             prev_hash: sealed.prev_hash,
             hash: sealed.hash,
         };
