@@ -7,7 +7,8 @@
 //!   a short EEVDF slice: a thread woken with a shorter slice gets a nearer
 //!   deadline and preempts the one running (Linux 6.12+), instead of
 //!   waiting up to the default slice (1.5 ms on two cores) per hand-off.
-//! - Background threads (loading, indexing) run at nice 19.
+//! - Background threads nothing waits for (indexing) run at nice 19; one
+//!   that holds a lock others may need (loading) runs as SCHED_BATCH.
 //!
 //! Both are requests: on a kernel that refuses them the thread runs as it
 //! would have, and that is logged at debug level.
@@ -49,7 +50,7 @@ pub fn prefer_low_latency() {
     }
 }
 
-/// For a background thread; call it on that thread.
+/// For a background thread nothing waits for; call it on that thread.
 pub fn yield_to_decisions() {
     // SAFETY: two system calls about this thread's own id; no memory is
     // shared with them.
@@ -59,5 +60,24 @@ pub fn yield_to_decisions() {
     };
     if changed != 0 {
         tracing::debug!("a background thread keeps normal priority");
+    }
+}
+
+/// For a background thread that others may have to wait for (it holds a
+/// lock): SCHED_BATCH keeps its fair share of the CPU, so it cannot starve
+/// while holding the lock, but it never preempts a thread on waking.
+/// Unlike raising a nice-19 thread back to 0, this needs no privilege.
+pub fn never_preempt() {
+    // SAFETY: a system call about the calling thread (pid 0) with a
+    // valid, live sched_param.
+    let changed = unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_BATCH, &param)
+    };
+    if changed != 0 {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "a background thread keeps the default scheduling policy"
+        );
     }
 }

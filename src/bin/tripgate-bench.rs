@@ -10,7 +10,11 @@
 //! generates request bodies whose subjects follow a
 //! Zipf-like popularity, and drives them with `oha` (open-loop, corrected for
 //! coordinated omission at fixed rates). The load generator shares the
-//! machine, so compare ratios within one run.
+//! machine, so compare ratios within one run: that is why the durable and
+//! in-memory peaks are interleaved on two instances running side by side,
+//! and why fixed-rate runs start only once the trail has settled (every
+//! answered decision loaded, the lookup index caught up), so they measure
+//! the steady state, not the catch-up after a peak.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -162,7 +166,11 @@ fn median_of(
     key: fn(&Value) -> f64,
     mut measure: impl FnMut() -> Value,
 ) -> (Value, Vec<f64>) {
-    let mut runs: Vec<Value> = (0..repeats.max(1)).map(|_| measure()).collect();
+    median_of_runs((0..repeats.max(1)).map(|_| measure()).collect(), key)
+}
+
+/// `median_of` for runs already made.
+fn median_of_runs(mut runs: Vec<Value>, key: fn(&Value) -> f64) -> (Value, Vec<f64>) {
     runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
     let keys = runs.iter().map(key).collect();
     let middle = runs.len() / 2;
@@ -250,6 +258,65 @@ fn cpu_seconds(pid: u32) -> f64 {
             Some((user + system) / 100.0)
         })
         .unwrap_or(f64::NAN)
+}
+
+/// CPU seconds per thread name (threads of one name summed), so a run can
+/// say where a decision's CPU goes.
+fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest.to_owned()) else {
+            continue;
+        };
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += ticks / 100.0;
+    }
+    by_name
+}
+
+/// Waits (at most a minute) until every answered decision is in the SQLite
+/// file, then asks the regulator API for a subject's decisions, which
+/// brings the lookup index up to date before it answers, and gives the
+/// index's paced write-out a few seconds: a fixed-rate run then measures
+/// the steady state rather than the catch-up after a peak.
+fn settle(service: &Service) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&service.admin, "tripgate_audit_unloaded") > 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let caught_up = Command::new("curl")
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "120",
+            &format!(
+                "{}/v1/audit/decisions?subject=D-000001&limit=1",
+                service.url
+            ),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        caught_up,
+        "the audit query that catches the index up failed"
+    );
+    std::thread::sleep(Duration::from_secs(5));
 }
 
 /// Trip checks the service has decided so far (allowed or rejected).
@@ -497,7 +564,17 @@ fn main() {
         "64",
         &format!("{}/healthz", service.url),
     ]);
-    eprintln!("(b) trip check peak");
+    // The in-memory sink prices durability: its peaks are interleaved with
+    // the durable ones (durable, in-memory, durable, ...), so a swing in
+    // the machine's speed hits both alike. Both share Redis and the
+    // simulator; the idle one costs nothing.
+    eprintln!("starting a second tripgate with a non-durable in-memory audit sink");
+    let memory = start_tripgate(&binary, &work, redis_port, &provider, false);
+    let memory_hook = format!("{}/v1/checks/trip", memory.url);
+    post(&memory_hook, &trips, &["-z", "5s", "-c", "32"]);
+    settle(&service);
+
+    eprintln!("(b) trip check peak, (e) the same with the in-memory audit sink, interleaved");
     let (redis_before, mget_before, sim_before) = (
         redis_calls(redis_port, None),
         redis_calls(redis_port, Some("mget")),
@@ -516,24 +593,47 @@ fn main() {
         .map(|s| lookups(s))
         .sum();
     let peak_cpu_before = cpu_seconds(service.process.0.id());
-    let (trip_peak, trip_peak_runs) = median_of(repeats, rps, || {
-        post(&hook, &trips, &["-z", &duration, "-c", "64"])
-    });
+    let threads_before = thread_cpu_seconds(service.process.0.id());
+    let (memory_cpu_before, memory_before) = (
+        cpu_seconds(memory.process.0.id()),
+        trip_decisions(&memory.admin),
+    );
+    let (mut durable_runs, mut memory_runs) = (Vec::new(), Vec::new());
+    for _ in 0..repeats.max(1) {
+        durable_runs.push(post(&hook, &trips, &["-z", &duration, "-c", "64"]));
+        memory_runs.push(post(&memory_hook, &trips, &["-z", &duration, "-c", "64"]));
+    }
+    let (trip_peak, trip_peak_runs) = median_of_runs(durable_runs, rps);
+    let (memory_peak, memory_peak_runs) = median_of_runs(memory_runs, rps);
     let peak_cpu = cpu_seconds(service.process.0.id()) - peak_cpu_before;
     let decisions = trip_decisions(&service.admin) - decisions_before;
     let durable_cpu_us = 1e6 * peak_cpu / decisions.max(1.0);
-    let redis_per_decision =
-        (redis_calls(redis_port, None) - redis_before) as f64 / decisions.max(1.0);
-    let mget_per_decision =
-        (redis_calls(redis_port, Some("mget")) - mget_before) as f64 / decisions.max(1.0);
-    let provider_per_decision =
-        (simulator_requests(&provider) - sim_before) as f64 / decisions.max(1.0);
+    let threads_after = thread_cpu_seconds(service.process.0.id());
+    let mut cpu_by_thread: Vec<(String, f64)> = threads_after
+        .iter()
+        .map(|(name, after)| {
+            let used = after - threads_before.get(name).copied().unwrap_or(0.0);
+            (name.clone(), 1e6 * used / decisions.max(1.0))
+        })
+        .filter(|(_, us)| *us >= 0.05)
+        .collect();
+    cpu_by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let memory_decisions = trip_decisions(&memory.admin) - memory_before;
+    let memory_cpu_us =
+        1e6 * (cpu_seconds(memory.process.0.id()) - memory_cpu_before) / memory_decisions.max(1.0);
+    drop(memory);
+    // Both instances share Redis and the simulator.
+    let both = (decisions + memory_decisions).max(1.0);
+    let redis_per_decision = (redis_calls(redis_port, None) - redis_before) as f64 / both;
+    let mget_per_decision = (redis_calls(redis_port, Some("mget")) - mget_before) as f64 / both;
+    let provider_per_decision = (simulator_requests(&provider) - sim_before) as f64 / both;
     let all_after: f64 = ["l1", "redis", "upstream", "stale", "unavailable"]
         .iter()
         .map(|s| lookups(s))
         .sum();
     let l1_share = (lookups("l1") - l1_before) / (all_after - all_before).max(1.0);
 
+    settle(&service);
     eprintln!("(c) trip check latency at {RATE}/s");
     let rate = RATE.to_string();
     let (cpu_before, checks_before) = (
@@ -584,21 +684,6 @@ fn main() {
     let rss_after = rss_mib(service.process.0.id());
     drop(service);
 
-    eprintln!("(e) trip check peak with a non-durable in-memory audit sink");
-    let memory = start_tripgate(&binary, &work, redis_port, &provider, false);
-    let memory_hook = format!("{}/v1/checks/trip", memory.url);
-    post(&memory_hook, &trips, &["-z", "5s", "-c", "32"]);
-    let (memory_cpu_before, memory_before) = (
-        cpu_seconds(memory.process.0.id()),
-        trip_decisions(&memory.admin),
-    );
-    let (memory_peak, memory_peak_runs) = median_of(repeats, rps, || {
-        post(&memory_hook, &trips, &["-z", &duration, "-c", "64"])
-    });
-    let memory_cpu_us = 1e6 * (cpu_seconds(memory.process.0.id()) - memory_cpu_before)
-        / (trip_decisions(&memory.admin) - memory_before).max(1.0);
-    drop(memory);
-
     let trip_p99 = percentile_ms(&trip_latency, "p99");
     let candidate_p99 = percentile_ms(&candidate_latency, "p99");
     let results = json!({
@@ -613,6 +698,7 @@ fn main() {
         "candidates_peak_rps": rps(&candidate_peak),
         "tripgate_cpu_us_per_decision_at_rate": cpu_us_per_decision,
         "tripgate_cpu_us_per_decision_at_peak": {"durable": durable_cpu_us, "memory_sink": memory_cpu_us},
+        "durable_cpu_us_per_decision_by_thread": cpu_by_thread.iter().map(|(name, us)| json!({"thread": name, "us": us})).collect::<Vec<_>>(),
         "memory_sink_peak_rps": rps(&memory_peak),
         "durability_cost": 1.0 - rps(&trip_peak) / rps(&memory_peak),
         "redis_commands_per_decision": redis_per_decision,
@@ -700,6 +786,15 @@ fn main() {
         (
             "tripgate CPU per decision at peak, durable / in-memory (µs)",
             format!("{durable_cpu_us:.0} / {memory_cpu_us:.0}"),
+            String::new(),
+        ),
+        (
+            "durable CPU per decision by thread (µs)",
+            cpu_by_thread
+                .iter()
+                .map(|(name, us)| format!("{name} {us:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             String::new(),
         ),
         (

@@ -230,10 +230,11 @@ impl Journal {
 
 /// Deletes the segments of `dir` before `segment`. The owner never writes
 /// to those again, so this needs no lock on the journal.
-pub fn remove_segments_before(dir: &Path, segment: u64) -> Result<(), StoreError> {
+pub fn remove_segments_before(dir: &Path, segment: u64, paced: bool) -> Result<(), StoreError> {
     for (n, path) in segments(dir)? {
         if n < segment {
-            super::writeback::remove_file(&path).map_err(|e| io_error("remove", &path, e))?;
+            super::writeback::remove_file(&path, paced)
+                .map_err(|e| io_error("remove", &path, e))?;
         }
     }
     Ok(())
@@ -266,7 +267,7 @@ fn prepare_segment(dir: &Path, n: u64, bytes: u64) -> Result<File, StoreError> {
         written += chunk.len() as u64;
     }
     // 64 MB in one sync would stall the log syncs behind it for ~60 ms.
-    super::writeback::write_out(&file, &[(0, bytes)], false)
+    super::writeback::write_out(&file, &[(0, bytes)], false, true)
         .and_then(|()| file.sync_all())
         .map_err(|e| io_error("sync", &path, e))?;
     // The new name must survive a crash as well as what is written to it.
@@ -288,10 +289,7 @@ fn prepare_in_background(
     let dir = dir.to_owned();
     std::thread::Builder::new()
         .name("audit-log-prep".into())
-        .spawn(move || {
-            crate::scheduling::yield_to_decisions();
-            prepare_segment(&dir, n, bytes)
-        })
+        .spawn(move || prepare_segment(&dir, n, bytes))
         .ok()
 }
 
@@ -502,7 +500,7 @@ mod tests {
         assert!(reader.journal.is_none(), "a second opener must not own it");
         assert_eq!(reader.rows.len(), 3);
 
-        remove_segments_before(owner.dir(), owner.active()).unwrap();
+        remove_segments_before(owner.dir(), owner.active(), false).unwrap();
         assert_eq!(Journal::open(dir.path(), 1).unwrap().rows.len(), 1);
     }
 }

@@ -122,9 +122,12 @@ fn load_pending(
         state.pending.extend(later);
         return Err(error);
     }
+    // Pacing keeps the p99 low while there is headroom; once records pile
+    // up, catching up comes first (the log and memory must stay bounded).
+    let paced = state.pending.len() < URGENT_PENDING;
     drop(state);
     // Rows appended after the take went to segment `active` or later.
-    remove_loaded_segments(connection, &dir, active)?;
+    remove_loaded_segments(connection, &dir, active, paced)?;
     Ok(rows.len())
 }
 
@@ -136,9 +139,11 @@ fn remove_loaded_segments(
     connection: &Connection,
     dir: &Path,
     active: u64,
+    paced: bool,
 ) -> Result<(), StoreError> {
-    if writeback::checkpoint(connection, true)? && journal::has_segments_before(dir, active)? {
-        journal::remove_segments_before(dir, active)?;
+    if writeback::checkpoint(connection, true, paced)? && journal::has_segments_before(dir, active)?
+    {
+        journal::remove_segments_before(dir, active, paced)?;
     }
     Ok(())
 }
@@ -312,7 +317,7 @@ impl Indexer {
             indexed += step;
             if step > 0 {
                 // Not synced (the index is derived), only paced.
-                writeback::checkpoint(index, false)?;
+                writeback::checkpoint(index, false, true)?;
             }
             if step < INDEX_STEP_RECORDS {
                 return Ok(indexed);
@@ -427,17 +432,21 @@ const MAX_PENDING: usize = 50_000;
 const INDEX_EVERY: Duration = Duration::from_secs(15);
 
 /// Keeps the SQLite file close behind the journal and the lookup index
-/// close behind the file, on three threads that end with the store.
+/// close behind the file, on two threads that end with the store.
 ///
-/// All of it runs at the lowest priority (nice 19): it is work nothing
-/// waits for, and on two cores shared with the load generator a load at
-/// the decisions' priority (a few ms of CPU every 250 ms at 5,000/s) or an
-/// index catch-up (up to a second of CPU) kept actix's workers and the
-/// audit writer waiting for a core: milliseconds of p99. At nice 19 they
-/// get the idle cycles. Under a sustained peak there are none, so a second
-/// loader at normal priority takes over once `URGENT_PENDING` rows wait:
-/// the log and the memory its rows hold stay bounded without an append
-/// ever having to load them itself.
+/// Neither may take a core from the decisions: on two cores shared with
+/// the load generator a load (a few ms of CPU every 250 ms at 5,000/s) or
+/// an index catch-up (up to a second of CPU) that preempted actix's workers
+/// or the audit writer cost milliseconds of p99. The indexer runs at nice
+/// 19: nothing on the decision path waits for it. The loader cannot: it
+/// holds the write connection, which an append needs once `MAX_PENDING`
+/// records wait, and at nice 19 on a saturated host it starved while
+/// holding it (measured at peak: the log reached its bound, appends loaded
+/// inline behind the starved loader, throughput halved; a second loader at
+/// normal priority only queued behind the first). So the loader keeps its
+/// fair share of the CPU but runs as SCHED_BATCH: it never preempts a
+/// thread when it wakes, and the decision threads (short slices) preempt
+/// it. Once `URGENT_PENDING` records wait it loads back to back, unpaced.
 fn spawn_loader(
     writer: std::sync::Weak<Mutex<Connection>>,
     journaled: Option<std::sync::Weak<Mutex<Journaled>>>,
@@ -448,44 +457,43 @@ fn spawn_loader(
         .spawn(move || indexer_loop(indexer))
         .map(drop);
     if let Some(journaled) = journaled {
-        for (name, urgent_only) in [("audit-loader", false), ("audit-loader-hi", true)] {
-            let (writer, journaled) = (writer.clone(), journaled.clone());
-            spawned = spawned.and_then(|()| {
-                std::thread::Builder::new()
-                    .name(name.into())
-                    .spawn(move || loader_loop(writer, journaled, urgent_only))
-                    .map(drop)
-            });
-        }
+        spawned = spawned.and_then(|()| {
+            std::thread::Builder::new()
+                .name("audit-loader".into())
+                .spawn(move || loader_loop(writer, journaled))
+                .map(drop)
+        });
     }
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start the audit loader; queries will load on demand");
     }
 }
 
-/// Rows waiting in the log past which the normal-priority loader loads.
+/// Records waiting in the log past which the loader loads without pausing
+/// between loads and writes pages out unpaced.
 const URGENT_PENDING: usize = 10_000;
 
 fn loader_loop(
     writer: std::sync::Weak<Mutex<Connection>>,
     journaled: std::sync::Weak<Mutex<Journaled>>,
-    urgent_only: bool,
 ) {
-    if !urgent_only {
-        crate::scheduling::yield_to_decisions();
-    }
+    crate::scheduling::never_preempt();
+    let mut behind = false;
     loop {
-        std::thread::sleep(LOAD_EVERY);
+        if !behind {
+            std::thread::sleep(LOAD_EVERY);
+        }
         let (Some(writer), Some(journaled)) = (writer.upgrade(), journaled.upgrade()) else {
             return;
         };
-        if urgent_only && locked(&journaled).pending.len() < URGENT_PENDING {
-            continue;
-        }
         let loaded = load_pending(&mut locked(&writer), &journaled);
-        if let Err(error) = loaded {
-            tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
-        }
+        behind = match loaded {
+            Ok(_) => locked(&journaled).pending.len() >= URGENT_PENDING,
+            Err(error) => {
+                tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
+                false
+            }
+        };
     }
 }
 
@@ -552,7 +560,8 @@ impl SqliteStore {
                 Some(journal) => {
                     // Only this process checkpoints, after each load.
                     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-                    remove_loaded_segments(&writer, journal.dir(), journal.active())?;
+                    // Nothing waits on a start-up: no pacing.
+                    remove_loaded_segments(&writer, journal.dir(), journal.active(), false)?;
                     Some(Arc::new(Mutex::new(Journaled {
                         journal,
                         pending: Vec::new(),

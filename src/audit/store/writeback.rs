@@ -51,7 +51,10 @@ const FRAME_HEADER: u64 = 24;
 /// file is synced before returning, so before the WAL can be overwritten
 /// (only the next write on this connection, which the caller holds, does
 /// that). Otherwise (the derived index) nothing is synced, only paced.
-pub fn checkpoint(connection: &Connection, durable: bool) -> Result<bool, StoreError> {
+///
+/// `paced`: false when records are piling up (see the loader), or when
+/// nothing waits (start-up); the pages are then written out at full speed.
+pub fn checkpoint(connection: &Connection, durable: bool, paced: bool) -> Result<bool, StoreError> {
     let Some(path) = connection
         .path()
         .filter(|p| !p.is_empty())
@@ -69,7 +72,7 @@ pub fn checkpoint(connection: &Connection, durable: bool) -> Result<bool, StoreE
         Ok(wal) => {
             let pages = frame_pages(&wal, page_size).map_err(failed(&wal_path))?;
             let frames_end = WAL_HEADER + pages.len() as u64 * (FRAME_HEADER + page_size);
-            write_out(&wal, &[(0, frames_end)], durable).map_err(failed(&wal_path))?;
+            write_out(&wal, &[(0, frames_end)], durable, paced).map_err(failed(&wal_path))?;
             pages
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -90,7 +93,7 @@ pub fn checkpoint(connection: &Connection, durable: bool) -> Result<bool, StoreE
     }
     let (busy, wal_frames, checkpointed) = copied?;
     let file = File::open(&path).map_err(failed(&path))?;
-    write_out(&file, &page_ranges(pages, page_size), durable).map_err(failed(&path))?;
+    write_out(&file, &page_ranges(pages, page_size), durable, paced).map_err(failed(&path))?;
     Ok(busy == 0 && wal_frames == checkpointed)
 }
 
@@ -100,10 +103,10 @@ pub fn checkpoint(connection: &Connection, durable: bool) -> Result<bool, StoreE
 /// behind it for 23 ms; shrinking it first, a slice per pause, for 3.
 /// A crash part-way leaves a shorter file, which is what the log reader
 /// sees as a torn tail; its records are all in the SQLite file already.
-pub fn remove_file(path: &Path) -> std::io::Result<()> {
+pub fn remove_file(path: &Path, paced: bool) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
     let mut len = file.metadata()?.len();
-    while len > 0 {
+    while paced && len > 0 {
         len = len.saturating_sub(SLICE_BYTES);
         file.set_len(len)?;
         std::thread::sleep(PAUSE);
@@ -156,7 +159,12 @@ fn page_ranges(mut pages: Vec<u32>, page_size: u64) -> Vec<(u64, u64)> {
 /// than its length: scattered pages (the lookup index's) are one write
 /// request each, and a disk absorbs small random writes far more slowly
 /// than the same bytes in sequence.
-pub fn write_out(file: &File, ranges: &[(u64, u64)], sync: bool) -> std::io::Result<()> {
+pub fn write_out(
+    file: &File,
+    ranges: &[(u64, u64)],
+    sync: bool,
+    paced: bool,
+) -> std::io::Result<()> {
     let mut since_pause = 0;
     for &(start, end) in ranges {
         let mut offset = start;
@@ -180,7 +188,7 @@ pub fn write_out(file: &File, ranges: &[(u64, u64)], sync: bool) -> std::io::Res
             }
             offset += len;
             since_pause += len;
-            if since_pause >= SLICE_BYTES {
+            if paced && since_pause >= SLICE_BYTES {
                 std::thread::sleep(PAUSE);
                 since_pause = 0;
             }
@@ -227,7 +235,7 @@ mod tests {
         let wal = File::open(wal_of(&path)).unwrap();
         let pages = frame_pages(&wal, 4096).unwrap();
         assert!(pages.len() >= 75, "{} frames", pages.len());
-        assert!(checkpoint(&connection, true).unwrap());
+        assert!(checkpoint(&connection, true, true).unwrap());
         let synchronous: i64 = connection
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
@@ -245,8 +253,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
         std::fs::write(&path, vec![0u8; 3 * SLICE_BYTES as usize + 5]).unwrap();
-        remove_file(&path).unwrap();
+        remove_file(&path, true).unwrap();
         assert!(!path.exists());
-        assert!(remove_file(&path).is_err(), "a missing file is an error");
+        assert!(
+            remove_file(&path, true).is_err(),
+            "a missing file is an error"
+        );
     }
 }
