@@ -34,6 +34,31 @@ pub struct JournalRow {
     pub reason_mask: i64,
 }
 
+impl JournalRow {
+    /// About the memory the row holds: its text, plus the fixed part and
+    /// allocator overhead of its fourteen fields.
+    pub fn approx_bytes(&self) -> usize {
+        let r = &self.row;
+        [
+            &r.decision_id,
+            &r.instance_id,
+            &r.hook,
+            &r.trip_id,
+            &r.city,
+            &r.decision,
+            &r.policy_version,
+            &r.key_id,
+            &r.detail,
+            &r.prev_hash,
+            &r.hash,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + 512
+    }
+}
+
 /// Where the journal of an audit file lives (not `-journal`: SQLite takes
 /// that name for its own rollback journal).
 pub fn dir_for(path: &Path) -> PathBuf {

@@ -44,6 +44,10 @@ pub struct SqliteStore {
 struct Journaled {
     journal: Journal,
     pending: Vec<JournalRow>,
+    /// About the memory `pending` holds: the bounds below are in bytes,
+    /// because a candidate check's record (fifty parties) is ten times a
+    /// trip's, and a bound in rows let a candidate peak hold 500 MB.
+    pending_bytes: usize,
     /// Rows taken from `pending` by a load still under way.
     loading: usize,
 }
@@ -108,6 +112,7 @@ fn load_pending(
         let mut state = locked(journaled);
         let dir = state.journal.dir().to_owned();
         state.loading = state.pending.len();
+        state.pending_bytes = 0;
         let rows = std::mem::take(&mut state.pending);
         (rows, state.journal.active(), dir)
     };
@@ -120,11 +125,12 @@ fn load_pending(
     if let Err(error) = inserted {
         let later = std::mem::replace(&mut state.pending, rows);
         state.pending.extend(later);
+        state.pending_bytes = state.pending.iter().map(JournalRow::approx_bytes).sum();
         return Err(error);
     }
     // Pacing keeps the p99 low while there is headroom; once records pile
     // up, catching up comes first (the log and memory must stay bounded).
-    let paced = state.pending.len() < URGENT_PENDING;
+    let paced = state.pending_bytes < URGENT_PENDING_BYTES;
     drop(state);
     // Rows appended after the take went to segment `active` or later.
     remove_loaded_segments(connection, &dir, active, paced)?;
@@ -418,10 +424,11 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
 
 /// How often the loader moves journaled rows into the SQLite file.
 const LOAD_EVERY: Duration = Duration::from_millis(250);
-/// Rows logged but not loaded, at most: past it an append first loads them
-/// itself, and is refused if it cannot (SQLite locked or failing), so memory
-/// and the log stay bounded and the lag shows as 503s, not as growth.
-const MAX_PENDING: usize = 50_000;
+/// Bytes of records logged but not loaded, at most (about 50,000 trip
+/// records): past it an append first loads them itself, and is refused if
+/// it cannot (SQLite locked or failing), so memory and the log stay bounded
+/// and the lag shows as 503s, not as growth.
+const MAX_PENDING_BYTES: usize = 64 << 20;
 /// How often the indexer brings the lookup index up to date. Index inserts
 /// land on random pages of the day's part of the index, so a commit
 /// rewrites about as many pages as it has entries until most of that part
@@ -439,14 +446,14 @@ const INDEX_EVERY: Duration = Duration::from_secs(15);
 /// an index catch-up (up to a second of CPU) that preempted actix's workers
 /// or the audit writer cost milliseconds of p99. The indexer runs at nice
 /// 19: nothing on the decision path waits for it. The loader cannot: it
-/// holds the write connection, which an append needs once `MAX_PENDING`
+/// holds the write connection, which an append needs past `MAX_PENDING_BYTES`
 /// records wait, and at nice 19 on a saturated host it starved while
 /// holding it (measured at peak: the log reached its bound, appends loaded
 /// inline behind the starved loader, throughput halved; a second loader at
 /// normal priority only queued behind the first). So the loader keeps its
 /// fair share of the CPU but runs as SCHED_BATCH: it never preempts a
 /// thread when it wakes, and the decision threads (short slices) preempt
-/// it. Once `URGENT_PENDING` records wait it loads back to back, unpaced.
+/// it. Past `URGENT_PENDING_BYTES` it loads back to back, unpaced.
 fn spawn_loader(
     writer: std::sync::Weak<Mutex<Connection>>,
     journaled: Option<std::sync::Weak<Mutex<Journaled>>>,
@@ -469,9 +476,10 @@ fn spawn_loader(
     }
 }
 
-/// Records waiting in the log past which the loader loads without pausing
-/// between loads and writes pages out unpaced.
-const URGENT_PENDING: usize = 10_000;
+/// Bytes of records waiting in the log (about 10,000 trip records) past
+/// which the loader loads without pausing between loads and writes pages
+/// out unpaced.
+const URGENT_PENDING_BYTES: usize = 16 << 20;
 
 fn loader_loop(
     writer: std::sync::Weak<Mutex<Connection>>,
@@ -488,7 +496,7 @@ fn loader_loop(
         };
         let loaded = load_pending(&mut locked(&writer), &journaled);
         behind = match loaded {
-            Ok(_) => locked(&journaled).pending.len() >= URGENT_PENDING,
+            Ok(_) => locked(&journaled).pending_bytes >= URGENT_PENDING_BYTES,
             Err(error) => {
                 tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
                 false
@@ -565,6 +573,7 @@ impl SqliteStore {
                     Some(Arc::new(Mutex::new(Journaled {
                         journal,
                         pending: Vec::new(),
+                        pending_bytes: 0,
                         loading: 0,
                     })))
                 }
@@ -670,11 +679,12 @@ impl SqliteStore {
         let Some(journaled) = &self.journal else {
             return insert_rows(&mut locked(&self.writer), &rows);
         };
-        if locked(journaled).pending.len() > MAX_PENDING {
+        if locked(journaled).pending_bytes > MAX_PENDING_BYTES {
             load_pending(&mut locked(&self.writer), journaled)?;
         }
         let mut state = locked(journaled);
         state.journal.append(&rows)?;
+        state.pending_bytes += rows.iter().map(JournalRow::approx_bytes).sum::<usize>();
         state.pending.extend(rows);
         Ok(())
     }
