@@ -300,3 +300,27 @@ fn the_dashboard_queries_metrics_tripgate_exports() {
         }
     }
 }
+
+/// The README's first command, `cargo run --release -- demo`, needs cargo
+/// to know which of the two binaries (service, benchmark harness) to run.
+#[test]
+fn cargo_run_runs_the_service() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        metadata["packages"][0]["default_run"], "tripgate",
+        "without default-run, `cargo run --release -- demo` stops with \
+         'could not determine which binary to run'"
+    );
+}
