@@ -246,18 +246,20 @@ fn metric(admin: &str, series: &str) -> f64 {
 
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
-    // Linux reports them in clock ticks, 100 per second on every platform
-    // Rust supports (USER_HZ).
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| {
-            let after_name = s.rsplit_once(')')?.1.to_owned();
-            let fields: Vec<&str> = after_name.split_whitespace().collect();
-            let user: f64 = fields.get(11)?.parse().ok()?;
-            let system: f64 = fields.get(12)?.parse().ok()?;
-            Some((user + system) / 100.0)
-        })
+        .and_then(|stat| stat_cpu_seconds(&stat))
         .unwrap_or(f64::NAN)
+}
+
+/// User + system CPU seconds from a `/proc/.../stat` line (a process's or
+/// a thread's). Linux reports them in clock ticks, 100 per second on every
+/// platform Rust supports (USER_HZ).
+fn stat_cpu_seconds(stat: &str) -> Option<f64> {
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user + system) / 100.0)
 }
 
 /// CPU seconds per thread name (threads of one name summed), so a run can
@@ -275,15 +277,10 @@ fn thread_cpu_seconds(pid: u32) -> std::collections::BTreeMap<String, f64> {
         ) else {
             continue;
         };
-        let Some(after_name) = stat.rsplit_once(')').map(|(_, rest)| rest.to_owned()) else {
+        let Some(seconds) = stat_cpu_seconds(&stat) else {
             continue;
         };
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
-            .sum();
-        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += ticks / 100.0;
+        *by_name.entry(name.trim().to_owned()).or_insert(0.0) += seconds;
     }
     by_name
 }

@@ -446,8 +446,8 @@ const INDEX_EVERY: Duration = Duration::from_secs(15);
 /// an index catch-up (up to a second of CPU) that preempted actix's workers
 /// or the audit writer cost milliseconds of p99. The indexer runs at nice
 /// 19: nothing on the decision path waits for it. The loader cannot: it
-/// holds the write connection, which an append needs past `MAX_PENDING_BYTES`
-/// records wait, and at nice 19 on a saturated host it starved while
+/// holds the write connection, which an append needs once more than
+/// `MAX_PENDING_BYTES` of records wait, and at nice 19 on a saturated host it starved while
 /// holding it (measured at peak: the log reached its bound, appends loaded
 /// inline behind the starved loader, throughput halved; a second loader at
 /// normal priority only queued behind the first). So the loader keeps its

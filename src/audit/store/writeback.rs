@@ -16,8 +16,9 @@
 //! then a pause, so each log sync carries at most a slice of other writes.
 //! Which pages are dirty is read off the WAL (each frame names its page),
 //! so a file of any size costs only its changed pages. Log segments are
-//! zero-filled and deleted at the same bounded rate. The threads doing
-//! this run at nice 19 and nothing waits for them.
+//! zero-filled and deleted at the same bounded rate. Pacing only ever
+//! slows background threads (the loader, the indexer, the segment
+//! preparer); when records pile up, the loader writes at full speed.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -115,7 +116,7 @@ pub fn remove_file(path: &Path, paced: bool) -> std::io::Result<()> {
 }
 
 /// The WAL beside an SQLite file.
-pub fn wal_of(path: &Path) -> PathBuf {
+fn wal_of(path: &Path) -> PathBuf {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     PathBuf::from(wal)
