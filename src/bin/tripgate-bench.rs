@@ -449,6 +449,16 @@ fn svg_plot(path: &Path, curves: &[(&str, &Value, &str)]) {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("audit-index") {
+        let arg = |n: usize, default: u64| {
+            std::env::args()
+                .nth(n)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        audit_index(arg(2, 10_000_000), arg(3, 7_500), arg(4, 8));
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("audit-query") {
         let records = std::env::args()
             .nth(2)
@@ -848,10 +858,7 @@ fn main() {
 /// RECORDS synthetic sealed records spread over 180 days (10% rejections,
 /// two cities) and times the regulator's queries on it.
 pub fn audit_query(records: u64) {
-    use tripgate::audit::{
-        AuditKeys, AuditReason, AuditRecord, AuditStore, DecisionFilter, GroupBy, Hook,
-        StoreConfig, FORMAT,
-    };
+    use tripgate::audit::{AuditKeys, AuditStore, DecisionFilter, GroupBy, StoreConfig};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let dir = std::env::temp_dir().join(format!("tripgate-audit-bench-{}", std::process::id()));
@@ -867,34 +874,8 @@ pub fn audit_query(records: u64) {
         let mut head = (0i64, tripgate::audit::GENESIS_HASH.to_owned());
         let mut batch = Vec::with_capacity(10_000);
         for n in 0..records {
-            let reject = n % 10 == 0;
             let decided_at_us = start + n as i64 * step;
-            let record = AuditRecord {
-                format: FORMAT,
-                decision_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-                    uuid::NoContext,
-                    (decided_at_us / 1_000_000) as u64,
-                    ((decided_at_us % 1_000_000) * 1000) as u32,
-                ))
-                .to_string(),
-                decided_at_us,
-                hook: Hook::Trip,
-                trip_id: format!("T-{n}"),
-                city: if n % 3 == 0 { "xiamen" } else { "hangzhou" }.into(),
-                decision: if reject { "reject" } else { "allow" }.into(),
-                degraded: false,
-                policy_version: "bench".into(),
-                instance_id: "bench".into(),
-                key_id: "k".into(),
-                reasons: vec![AuditReason {
-                    party: if reject { "driver" } else { "all" }.into(),
-                    index: None,
-                    code: if reject { "HEALTH_CODE_RED" } else { "ALL_GREEN" }.into(),
-                    rule: "hangzhou.trip".into(),
-                    detail: None,
-                }],
-                parties: vec![],
-            };
+            let record = synthetic_record(n, decided_at_us, vec![]);
             let link = tripgate::audit::seal(&keys, &tripgate::audit::ChainHead { seq: head.0, hash: head.1.clone() }, record);
             head = (link.seq, link.hash.clone());
             batch.push(link);
@@ -952,6 +933,164 @@ pub fn audit_query(records: u64) {
         let trip = DecisionFilter { trip_id: Some(format!("T-{}", records / 2)), ..Default::default() };
         let page = store.page(&trip, None, 100).await.unwrap();
         timed("one trip's decisions, any day", t, page.records.len());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// A sealed-record body for the audit benchmarks: trip `T-n`, one decision
+/// in ten a rejection, two cities.
+fn synthetic_record(
+    n: u64,
+    decided_at_us: i64,
+    parties: Vec<tripgate::audit::AuditParty>,
+) -> tripgate::audit::AuditRecord {
+    use tripgate::audit::{AuditReason, AuditRecord, Hook, FORMAT};
+    let reject = n % 10 == 0;
+    AuditRecord {
+        format: FORMAT,
+        decision_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            (decided_at_us / 1_000_000) as u64,
+            ((decided_at_us % 1_000_000) * 1000) as u32,
+        ))
+        .to_string(),
+        decided_at_us,
+        hook: Hook::Trip,
+        trip_id: format!("T-{n}"),
+        city: if n % 3 == 0 { "xiamen" } else { "hangzhou" }.into(),
+        decision: if reject { "reject" } else { "allow" }.into(),
+        degraded: false,
+        policy_version: "bench".into(),
+        instance_id: "bench".into(),
+        key_id: "k".into(),
+        reasons: vec![AuditReason {
+            party: if reject { "driver" } else { "all" }.into(),
+            index: None,
+            code: if reject {
+                "HEALTH_CODE_RED"
+            } else {
+                "ALL_GREEN"
+            }
+            .into(),
+            rule: "hangzhou.trip".into(),
+            detail: None,
+        }],
+        parties,
+    }
+}
+
+/// This process's (rchar, wchar): bytes read and written through system
+/// calls, whichever file they went to.
+fn process_io() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("rchar:"), field("wchar:"))
+}
+
+/// `tripgate-bench audit-index [TODAY] [PER_CATCH_UP] [ROUNDS]`: what the
+/// lookup index costs late in a busy day. Fills an SQLite audit file with
+/// TODAY records of one day (a driver and a passenger each, random subject
+/// refs), builds the index, then ROUNDS times appends PER_CATCH_UP records
+/// (default 7,500: the 15 s between two catch-ups at 500 decisions/s),
+/// loads them, and measures the bytes the index catch-up reads and writes.
+pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
+    use tripgate::audit::{AuditKeys, AuditParty, AuditStore, DecisionFilter, StoreConfig};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let dir = std::env::temp_dir().join(format!("tripgate-index-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = StoreConfig::Sqlite {
+            path: dir.join("audit.sqlite3"),
+            busy_timeout_ms: 5000,
+            log_segment_bytes: 64 << 20,
+        };
+        let store = AuditStore::open(&config).await.unwrap();
+        let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();
+        let day_us: i64 = 86_400_000_000;
+        let midnight = chrono::Utc::now().timestamp_micros() / day_us * day_us;
+        let step_us = (day_us - 1) / (today + rounds * per_catch_up) as i64;
+        let mut rng = fastrand::Rng::with_seed(7);
+        let party = |rng: &mut fastrand::Rng, party: &str| AuditParty {
+            party: party.into(),
+            index: None,
+            subject_ref: format!("{:016x}", rng.u64(..)),
+            status: "green".into(),
+            color: Some("green".into()),
+            issuer: Some("hangzhou".into()),
+            source: Some("l1".into()),
+            status_age_secs: Some(60),
+            eligible: None,
+        };
+        let mut head = tripgate::audit::ChainHead { seq: 0, hash: tripgate::audit::GENESIS_HASH.to_owned() };
+        let written_so_far = std::cell::Cell::new(0u64);
+        let mut append = |count: u64| {
+            let mut batch = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let parties = vec![party(&mut rng, "driver"), party(&mut rng, "passenger")];
+                let n = written_so_far.get();
+                let record = synthetic_record(n, midnight + n as i64 * step_us, parties);
+                let link = tripgate::audit::seal(&keys, &head, record);
+                head = tripgate::audit::ChainHead { seq: link.seq, hash: link.hash.clone() };
+                batch.push(link);
+                written_so_far.set(n + 1);
+            }
+            batch
+        };
+        let filled = Instant::now();
+        let mut left = today;
+        while left > 0 {
+            let count = left.min(10_000);
+            store.append(append(count)).await.unwrap();
+            left -= count;
+        }
+        let one_trip = |n: u64| DecisionFilter { trip_id: Some(format!("T-{n}")), ..Default::default() };
+        store.page(&one_trip(0), None, 1).await.unwrap();
+        eprintln!("{today} records of one day filled and indexed in {:.0} s", filled.elapsed().as_secs_f64());
+        println!(
+            "\n{today} records of one day, then catch-ups of {per_catch_up} records\n\n\
+             | round | index catch-up: written | read | time | load: written |\n| --- | --- | --- | --- | --- |"
+        );
+        let mut written = Vec::new();
+        let mut times = Vec::new();
+        for round in 1..=rounds {
+            let (_, before_load) = process_io();
+            for _ in 0..per_catch_up.div_ceil(10_000) {
+                let count = per_catch_up.min(10_000);
+                store.append(append(count)).await.unwrap();
+            }
+            // Loads what the log holds; the catch-up below is then the
+            // index's work alone.
+            store.chain_head("bench").await.unwrap();
+            let (read_before, write_before) = process_io();
+            let started = Instant::now();
+            let found = store.page(&one_trip(written_so_far.get() - 1), None, 1).await.unwrap();
+            let took = started.elapsed().as_secs_f64() * 1000.0;
+            assert_eq!(found.records.len(), 1, "the newest trip is found");
+            let (read_after, write_after) = process_io();
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            println!(
+                "| {round} | {:.1} MiB | {:.1} MiB | {took:.0} ms | {:.1} MiB |",
+                mib(write_after - write_before),
+                mib(read_after - read_before),
+                mib(write_before - before_load)
+            );
+            written.push(mib(write_after - write_before));
+            times.push(took);
+        }
+        written.sort_by(f64::total_cmp);
+        times.sort_by(f64::total_cmp);
+        println!(
+            "\nmedian catch-up: {:.1} MiB written ({:.0} bytes per entry), {:.0} ms",
+            written[written.len() / 2],
+            written[written.len() / 2] * (1 << 20) as f64 / (per_catch_up * 3) as f64,
+            times[times.len() / 2]
+        );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     });
