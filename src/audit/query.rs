@@ -320,7 +320,7 @@ impl SqlWhere {
                 let key = bind(SqlValue::Int(lookup_key(trip_id)), &mut params);
                 conditions.push(format!(
                     "rowid IN (SELECT row FROM idx.trip_rows WHERE \
-                     day IN (SELECT day FROM idx.index_days) AND trip_key = {key})"
+                     run IN (SELECT run FROM idx.index_runs) AND trip_key = {key})"
                 ));
             }
             conditions.push(format!("trip_id = {value}"));
@@ -343,7 +343,7 @@ impl SqlWhere {
                         refs.iter().map(|r| format!("instr(detail, {r}) > 0")).collect();
                     conditions.push(format!(
                         "rowid IN (SELECT row FROM idx.subject_rows WHERE \
-                         day IN (SELECT day FROM idx.index_days) AND subject_key IN ({})) \
+                         run IN (SELECT run FROM idx.index_runs) AND subject_key IN ({})) \
                          AND ({})",
                         keys.join(", "),
                         named.join(" OR ")

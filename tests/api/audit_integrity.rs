@@ -547,3 +547,135 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
         );
     }
 }
+
+/// The lookup index writes each catch-up as a sorted run and merges runs
+/// 16 at a time (see the SQLite store): lookups must find every record
+/// through merges, and a purge must drop what only purged records used.
+#[tokio::test]
+async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite3");
+    let config = StoreConfig::Sqlite {
+        path: path.clone(),
+        busy_timeout_ms: 1000,
+        log_segment_bytes: 1 << 20,
+    };
+    let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
+    let subject = tripgate::domain::SubjectId::parse("13900002222").unwrap();
+    let store = AuditStore::open(&config).await.unwrap();
+    let (writer, task) = AuditWriter::start(
+        store.clone(),
+        keys.clone(),
+        "runs".into(),
+        8,
+        8,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let by_trip = |n: usize| tripgate::audit::DecisionFilter {
+        trip_id: Some(format!("T-{n}")),
+        ..Default::default()
+    };
+    let by_subject = tripgate::audit::DecisionFilter {
+        subject_refs: keys.all_subject_refs(&subject),
+        ..Default::default()
+    };
+    // The first 20 decisions are two days old, the last 20 are new.
+    let now = Utc::now().timestamp_micros();
+    let two_days_us = 2 * 86_400_000_000;
+    for n in 0..40 {
+        let at = if n < 20 { now - two_days_us } else { now } + n as i64;
+        let mut r = record(&keys, at, n);
+        r.parties.push(tripgate::audit::AuditParty {
+            party: "passenger".into(),
+            index: Some(0),
+            subject_ref: keys.subject_ref(&subject),
+            status: "green".into(),
+            color: None,
+            issuer: None,
+            source: None,
+            status_age_secs: None,
+            eligible: None,
+        });
+        writer.append(r).await.unwrap();
+        // Each lookup catches the index up: one run per decision.
+        let found = store.page(&by_trip(n), None, 10).await.unwrap();
+        assert_eq!(
+            found.records.len(),
+            1,
+            "trip T-{n} right after its decision"
+        );
+    }
+    let runs_by_level = || {
+        let index = rusqlite::Connection::open(format!("{}-index", path.display())).unwrap();
+        let mut statement = index
+            .prepare("SELECT level, COUNT(*), MIN(last_row) FROM index_runs GROUP BY level ORDER BY level")
+            .unwrap();
+        let levels: Vec<(i64, i64, i64)> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        levels
+    };
+    assert_eq!(
+        runs_by_level()
+            .iter()
+            .map(|(level, runs, _)| (*level, *runs))
+            .collect::<Vec<_>>(),
+        vec![(0, 8), (1, 2)],
+        "40 runs of one decision: 32 merged into two runs of level 1"
+    );
+    assert_eq!(
+        store
+            .page(&by_subject, None, 100)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        40
+    );
+    for n in 0..40 {
+        let found = store.page(&by_trip(n), None, 10).await.unwrap();
+        assert_eq!(found.records.len(), 1, "trip T-{n} after the merges");
+    }
+
+    let purged = store.purge_before(now - two_days_us / 2).await.unwrap();
+    assert_eq!(purged, 20);
+    assert_eq!(
+        store
+            .page(&by_subject, None, 100)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        20
+    );
+    assert_eq!(
+        store
+            .page(&by_trip(3), None, 10)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        0
+    );
+    assert_eq!(
+        store
+            .page(&by_trip(30), None, 10)
+            .await
+            .unwrap()
+            .records
+            .len(),
+        1
+    );
+    let levels = runs_by_level();
+    assert_eq!(
+        levels.iter().find(|l| l.0 == 1).map(|l| l.1),
+        Some(1),
+        "the level-1 run of rows 1-16 indexed only purged records: dropped ({levels:?})"
+    );
+    drop(writer);
+    task.await.unwrap();
+}

@@ -377,12 +377,6 @@ pub fn lookup_key(value: &str) -> i64 {
     i64::from_be_bytes(prefix)
 }
 
-/// The day bucket of a decision time: the derived index groups entries by
-/// day so that appends touch only today's part of it.
-pub fn day_of(decided_at_us: i64) -> i64 {
-    decided_at_us.div_euclid(86_400_000_000)
-}
-
 /// The schema, shared by both engines (types both understand).
 pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_decisions (

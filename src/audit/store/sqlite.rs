@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{params, params_from_iter, Connection, OpenFlags};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension};
 
 use super::journal::{self, Journal, JournalRow};
 use super::writeback;
 use super::{
-    day_of, lookup_key, page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row,
+    lookup_key, page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row,
     StoreError, SCHEMA, SELECT_COLUMNS,
 };
 use crate::audit::chain::ChainHead;
@@ -206,38 +206,64 @@ fn index_path(path: &Path) -> PathBuf {
 /// of another layout. Queries catch the index up before they use it, so they
 /// see every committed record.
 ///
-/// Entries are 64-bit keys (`lookup_key`) and row ids, grouped by day: small
-/// entries keep the index a fraction of the records' size, and the day comes
-/// first so that appends only touch today's part of the tree, however long
-/// the trail has grown (a search probes each day, a seek apiece).
+/// Entries are 64-bit keys (`lookup_key`) and row ids, stored as sorted
+/// runs, as in a log-structured merge tree: each catch-up writes its
+/// entries, sorted, under a new run id that leads the primary key, so they
+/// are appended at the tree's end and a catch-up writes about as many
+/// pages as its entries fill. Keyed by day instead (layout 2), a catch-up
+/// landed its entries on random pages of the day's part of the tree: once
+/// that part outgrew a catch-up, each 24-byte entry rewrote a 4 KB page
+/// (measured with `tripgate-bench audit-index`, see the README). A search
+/// probes each run, a seek apiece, so runs are merged: `MERGE_FANOUT` runs
+/// of one level become one run of the next, up to `TOP_LEVEL`, and each
+/// entry is rewritten once per level.
 struct Indexer {
     /// (read connection to the audit file, connection to the index file)
     connections: Mutex<(Connection, Connection)>,
 }
 
 /// The index file's layout; another value in `user_version` means rebuild.
-const INDEX_LAYOUT: i64 = 2;
+const INDEX_LAYOUT: i64 = 3;
 
 const INDEX_SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS subject_rows (
-        day INTEGER NOT NULL,
+        run INTEGER NOT NULL,
         subject_key INTEGER NOT NULL,
         row INTEGER NOT NULL,
-        PRIMARY KEY (day, subject_key, row)
+        PRIMARY KEY (run, subject_key, row)
     ) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS trip_rows (
-        day INTEGER NOT NULL,
+        run INTEGER NOT NULL,
         trip_key INTEGER NOT NULL,
         row INTEGER NOT NULL,
-        PRIMARY KEY (day, trip_key, row)
+        PRIMARY KEY (run, trip_key, row)
     ) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS index_days (day INTEGER PRIMARY KEY)",
+    // Every run with entries in the two tables, and the newest row it
+    // indexes (so a purge can drop the runs it emptied).
+    "CREATE TABLE IF NOT EXISTS index_runs (
+        run INTEGER PRIMARY KEY,
+        level INTEGER NOT NULL,
+        last_row INTEGER NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS index_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         high_water INTEGER NOT NULL
     )",
     "INSERT OR IGNORE INTO index_state (id, high_water) VALUES (1, 0)",
 ];
+
+/// The tables of entries, as (table, key column).
+const INDEX_TABLES: [(&str, &str); 2] =
+    [("subject_rows", "subject_key"), ("trip_rows", "trip_key")];
+
+/// Runs of one level merged into one run of the next. With a catch-up
+/// every 15 s, a level-1 run holds 4 minutes, level 2 an hour, level 3
+/// (the top) 17 hours; a search probes at most 15 runs per lower level
+/// plus the top runs (about 40 for 30 days kept).
+const MERGE_FANOUT: usize = 16;
+/// Runs of this level are not merged further: a merge of 16 of them would
+/// rewrite 11 days of entries at once, to save a few seeks per search.
+const TOP_LEVEL: i64 = 3;
 
 /// Only the subject refs of a record's detail (the rest is skipped unread).
 #[derive(serde::Deserialize)]
@@ -301,19 +327,32 @@ impl Indexer {
         })
     }
 
-    /// Drops the entries of days before `oldest_day` (the day of the oldest
-    /// record kept). Entries of purged records within that day stay behind
-    /// harmlessly: row ids are never reused, so they match nothing.
-    fn prune(&self, oldest_day: i64) -> Result<(), StoreError> {
-        let connections = locked(&self.connections);
-        let index = &connections.1;
-        for table in ["subject_rows", "trip_rows", "index_days"] {
-            index.execute(&format!("DELETE FROM {table} WHERE day < ?1"), [oldest_day])?;
+    /// Drops the runs that index only rows before `first_live_row` (the
+    /// oldest record kept). Entries of purged rows in runs that also index
+    /// live ones stay until those runs are merged, harmlessly: row ids are
+    /// never reused, so they match nothing.
+    fn prune(&self, first_live_row: i64) -> Result<(), StoreError> {
+        let mut connections = locked(&self.connections);
+        let tx = connections.1.transaction()?;
+        for (table, _) in INDEX_TABLES {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE run IN \
+                     (SELECT run FROM index_runs WHERE last_row < ?1)"
+                ),
+                [first_live_row],
+            )?;
         }
+        tx.execute(
+            "DELETE FROM index_runs WHERE last_row < ?1",
+            [first_live_row],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
-    /// Indexes every committed record not indexed yet; returns how many.
+    /// Indexes every committed record not indexed yet, then merges runs;
+    /// returns how many records it indexed.
     fn catch_up(&self) -> Result<usize, StoreError> {
         let mut connections = locked(&self.connections);
         let (main, index) = &mut *connections;
@@ -321,31 +360,38 @@ impl Indexer {
         loop {
             let step = index_step(main, index)?;
             indexed += step;
-            if step > 0 {
-                // Not synced (the index is derived), only paced.
-                writeback::checkpoint(index, false, true)?;
-            }
             if step < INDEX_STEP_RECORDS {
-                return Ok(indexed);
+                break;
             }
+            // Not synced (the index is derived), only paced.
+            writeback::checkpoint(index, false, true)?;
         }
+        let first_live_row: i64 = main.query_row(
+            "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut merged = false;
+        while merge_step(index, first_live_row)? {
+            merged = true;
+        }
+        if indexed > 0 || merged {
+            writeback::checkpoint(index, false, true)?;
+        }
+        Ok(indexed)
     }
 }
 
-/// Records indexed per transaction, at most: a catch-up (15 s of records,
-/// 300,000 at 20,000/s) is one commit; a rebuild of a long trail commits
-/// every this many, so the index's WAL stays a fraction of the index and
-/// the sorted entries (24 bytes each, about four per record) stay ~30 MB.
+/// Records indexed per run, at most: a catch-up (15 s of records, 300,000
+/// at 20,000/s) is one run; a rebuild of a long trail commits a run every
+/// this many, so the index's WAL stays a fraction of the index and the
+/// sorted entries (16 bytes each, about four per record) stay ~20 MB.
 const INDEX_STEP_RECORDS: usize = 300_000;
 
-/// Indexes up to `INDEX_STEP_RECORDS` past the high-water mark in one
-/// transaction. Index entries land on random pages of the day's part of
-/// the tree, so each commit rewrites most of that part: one commit per
-/// catch-up writes each page once (committing every 5,000 records rewrote
-/// the same pages dozens of times per catch-up at peak). The entries are
-/// sorted before they are inserted, so the inserts sweep the tree once in
-/// key order instead of jumping to a random page each: SQLite's page
-/// lookups were the indexer's top cost. Records are read 5,000 at a time.
+/// Indexes up to `INDEX_STEP_RECORDS` past the high-water mark as a new
+/// level-0 run, in one transaction. The entries are sorted before they are
+/// inserted, so the run fills its pages in order. Records are read 5,000
+/// at a time.
 fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreError> {
     let tx = index.transaction()?;
     let mut high_water: i64 =
@@ -353,39 +399,32 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
             r.get(0)
         })?;
     let mut indexed = 0;
-    // (day, key, row) of subjects and of trips, and the days seen.
-    let mut subjects: Vec<(i64, i64, i64)> = Vec::new();
-    let mut trips: Vec<(i64, i64, i64)> = Vec::new();
-    let mut days: Vec<i64> = Vec::new();
+    // (key, row) of subjects and of trips.
+    let mut subjects: Vec<(i64, i64)> = Vec::new();
+    let mut trips: Vec<(i64, i64)> = Vec::new();
     while indexed < INDEX_STEP_RECORDS {
-        let rows: Vec<(i64, i64, String, String)> = {
+        let rows: Vec<(i64, String, String)> = {
             let mut statement = main.prepare_cached(
-                "SELECT rowid, decided_at, trip_id, detail FROM audit_decisions \
+                "SELECT rowid, trip_id, detail FROM audit_decisions \
                      WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
             )?;
             let rows = statement
-                .query_map([high_water], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
+                .query_map([high_water], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
             rows
         };
         let Some(last) = rows.last().map(|r| r.0) else {
             break;
         };
-        for (row, decided_at_us, trip_id, detail) in &rows {
-            let day = day_of(*decided_at_us);
-            if days.last() != Some(&day) {
-                days.push(day);
-            }
+        for (row, trip_id, detail) in &rows {
             if !trip_id.is_empty() {
-                trips.push((day, lookup_key(trip_id), *row));
+                trips.push((lookup_key(trip_id), *row));
             }
             // A record whose detail does not parse is reported by
             // `audit verify`; it simply is not found by subject.
             if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
                 for party in &detail.parties {
-                    subjects.push((day, lookup_key(&party.subject_ref), *row));
+                    subjects.push((lookup_key(&party.subject_ref), *row));
                 }
             }
         }
@@ -395,31 +434,87 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
     if indexed == 0 {
         return Ok(0);
     }
-    for (table, entries) in [
-        ("subject_rows (day, subject_key, row)", &mut subjects),
-        ("trip_rows (day, trip_key, row)", &mut trips),
-    ] {
+    // Above every run in the tables (each is in `index_runs`): appended.
+    let run: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(run), 0) + 1 FROM index_runs",
+        [],
+        |r| r.get(0),
+    )?;
+    for ((table, key), entries) in INDEX_TABLES.into_iter().zip([&mut subjects, &mut trips]) {
         entries.sort_unstable();
+        entries.dedup();
         let mut insert = tx.prepare_cached(&format!(
-            "INSERT OR IGNORE INTO {table} VALUES (?1, ?2, ?3)"
+            "INSERT INTO {table} (run, {key}, row) VALUES (?1, ?2, ?3)"
         ))?;
-        for (day, key, row) in entries.iter() {
-            insert.execute([day, key, row])?;
+        for (key, row) in entries.iter() {
+            insert.execute([run, *key, *row])?;
         }
     }
-    {
-        let mut day_seen =
-            tx.prepare_cached("INSERT OR IGNORE INTO index_days (day) VALUES (?1)")?;
-        for day in days {
-            day_seen.execute([day])?;
-        }
-    }
+    tx.execute(
+        "INSERT INTO index_runs (run, level, last_row) VALUES (?1, 0, ?2)",
+        [run, high_water],
+    )?;
     tx.execute(
         "UPDATE index_state SET high_water = ?1 WHERE id = 1",
         [high_water],
     )?;
     tx.commit()?;
     Ok(indexed)
+}
+
+/// Merges the oldest `MERGE_FANOUT` runs of the lowest level that has that
+/// many into one run of the next level, leaving out the entries of rows
+/// before `first_live_row` (purged); returns whether it merged. One
+/// transaction: a search sees the runs before or after, never both.
+fn merge_step(index: &mut Connection, first_live_row: i64) -> Result<bool, StoreError> {
+    let tx = index.transaction()?;
+    let full: Option<i64> = tx
+        .query_row(
+            "SELECT level FROM index_runs WHERE level < ?1 GROUP BY level \
+             HAVING COUNT(*) >= ?2 ORDER BY level LIMIT 1",
+            [TOP_LEVEL, MERGE_FANOUT as i64],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(level) = full else {
+        return Ok(false);
+    };
+    let (merged, last_row): (Vec<i64>, i64) = {
+        let mut statement = tx.prepare_cached(
+            "SELECT run, last_row FROM index_runs WHERE level = ?1 ORDER BY run LIMIT ?2",
+        )?;
+        let runs = statement
+            .query_map([level, MERGE_FANOUT as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_row = runs.iter().map(|r| r.1).max().unwrap_or(0);
+        (runs.into_iter().map(|r| r.0).collect(), last_row)
+    };
+    let into: i64 = tx.query_row("SELECT MAX(run) + 1 FROM index_runs", [], |r| r.get(0))?;
+    let list = merged
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (table, key) in INDEX_TABLES {
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO {table} (run, {key}, row) \
+                 SELECT ?1, {key}, row FROM {table} WHERE run IN ({list}) AND row >= ?2 \
+                 ORDER BY {key}, row"
+            ),
+            [into, first_live_row],
+        )?;
+        tx.execute(&format!("DELETE FROM {table} WHERE run IN ({list})"), [])?;
+    }
+    tx.execute(&format!("DELETE FROM index_runs WHERE run IN ({list})"), [])?;
+    tx.execute(
+        "INSERT INTO index_runs (run, level, last_row) VALUES (?1, ?2, ?3)",
+        [into, level + 1, last_row],
+    )?;
+    tx.commit()?;
+    Ok(true)
 }
 
 /// How often the loader moves journaled rows into the SQLite file.
@@ -927,17 +1022,16 @@ impl SqliteStore {
             })
             .await?;
         if let (Some(indexer), true) = (self.indexer.clone(), purged > 0) {
-            let oldest: Option<i64> = self
+            let first_live_row: i64 = self
                 .with_reader(|c| {
-                    Ok(
-                        c.query_row("SELECT MIN(decided_at) FROM audit_decisions", [], |r| {
-                            r.get(0)
-                        })?,
-                    )
+                    Ok(c.query_row(
+                        "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
+                        [],
+                        |r| r.get(0),
+                    )?)
                 })
                 .await?;
-            let oldest_day = oldest.map_or(i64::MAX, day_of);
-            blocking(move || indexer.prune(oldest_day)).await?;
+            blocking(move || indexer.prune(first_live_row)).await?;
         }
         Ok(purged)
     }
