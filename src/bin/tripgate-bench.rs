@@ -946,7 +946,7 @@ fn synthetic_record(
     parties: Vec<tripgate::audit::AuditParty>,
 ) -> tripgate::audit::AuditRecord {
     use tripgate::audit::{AuditReason, AuditRecord, Hook, FORMAT};
-    let reject = n % 10 == 0;
+    let reject = n.is_multiple_of(10);
     AuditRecord {
         format: FORMAT,
         decision_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
@@ -958,7 +958,7 @@ fn synthetic_record(
         decided_at_us,
         hook: Hook::Trip,
         trip_id: format!("T-{n}"),
-        city: if n % 3 == 0 { "xiamen" } else { "hangzhou" }.into(),
+        city: if n.is_multiple_of(3) { "xiamen" } else { "hangzhou" }.into(),
         decision: if reject { "reject" } else { "allow" }.into(),
         degraded: false,
         policy_version: "bench".into(),
