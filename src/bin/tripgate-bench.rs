@@ -958,7 +958,12 @@ fn synthetic_record(
         decided_at_us,
         hook: Hook::Trip,
         trip_id: format!("T-{n}"),
-        city: if n.is_multiple_of(3) { "xiamen" } else { "hangzhou" }.into(),
+        city: if n.is_multiple_of(3) {
+            "xiamen"
+        } else {
+            "hangzhou"
+        }
+        .into(),
         decision: if reject { "reject" } else { "allow" }.into(),
         degraded: false,
         policy_version: "bench".into(),

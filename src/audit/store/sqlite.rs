@@ -238,16 +238,25 @@ const INDEX_SCHEMA: &[&str] = &[
         row INTEGER NOT NULL,
         PRIMARY KEY (run, trip_key, row)
     ) WITHOUT ROWID",
-    // Every run with entries in the two tables, and the newest row it
-    // indexes (so a purge can drop the runs it emptied).
+    // Every run with entries in the two tables: the newest row it indexes
+    // (so a purge can drop the runs it emptied), its entries (to size a
+    // merge's chunks) and, while a merge moves its entries, the run they
+    // move into.
     "CREATE TABLE IF NOT EXISTS index_runs (
         run INTEGER PRIMARY KEY,
         level INTEGER NOT NULL,
-        last_row INTEGER NOT NULL
+        last_row INTEGER NOT NULL,
+        entries INTEGER NOT NULL,
+        merge_into INTEGER
     )",
+    // `merge_from_key`: the merge under way has moved every key below it;
+    // `merge_chunks`: the key range's share each chunk takes. NULL when no
+    // merge is under way.
     "CREATE TABLE IF NOT EXISTS index_state (
         id INTEGER PRIMARY KEY CHECK (id = 1),
-        high_water INTEGER NOT NULL
+        high_water INTEGER NOT NULL,
+        merge_from_key INTEGER,
+        merge_chunks INTEGER
     )",
     "INSERT OR IGNORE INTO index_state (id, high_water) VALUES (1, 0)",
 ];
@@ -260,10 +269,16 @@ const INDEX_TABLES: [(&str, &str); 2] =
 /// every 15 s, a level-1 run holds 4 minutes, level 2 an hour, level 3
 /// (the top) 17 hours; a search probes at most 15 runs per lower level
 /// plus the top runs (about 40 for 30 days kept).
-const MERGE_FANOUT: usize = 16;
+const MERGE_FANOUT: i64 = 16;
 /// Runs of this level are not merged further: a merge of 16 of them would
-/// rewrite 11 days of entries at once, to save a few seeks per search.
+/// rewrite 11 days of entries, to save a few seeks per search.
 const TOP_LEVEL: i64 = 3;
+/// Entries a merge moves per transaction, about: a merge of level-2 runs
+/// holds 17 hours of entries (tens of millions on a busy day), and in one
+/// transaction it held the index for minutes (queries wait for it) and
+/// grew the WAL by gigabytes in one go. By key range instead, a chunk at a
+/// time, a query waits for one chunk at most (about 10 MB written).
+const MERGE_CHUNK_ENTRIES: i64 = 500_000;
 
 /// Only the subject refs of a record's detail (the rest is skipped unread).
 #[derive(serde::Deserialize)]
@@ -351,8 +366,10 @@ impl Indexer {
         Ok(())
     }
 
-    /// Indexes every committed record not indexed yet, then merges runs;
-    /// returns how many records it indexed.
+    /// Indexes every committed record not indexed yet and moves one chunk
+    /// of a merge, if one is due; returns how many records it indexed.
+    /// Queries call this: they wait for one chunk of a merge at most, the
+    /// indexer thread moves the rest (`merge_rest`).
     fn catch_up(&self) -> Result<usize, StoreError> {
         let mut connections = locked(&self.connections);
         let (main, index) = &mut *connections;
@@ -366,19 +383,25 @@ impl Indexer {
             // Not synced (the index is derived), only paced.
             writeback::checkpoint(index, false, true)?;
         }
-        let first_live_row: i64 = main.query_row(
-            "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
-            [],
-            |r| r.get(0),
-        )?;
-        let mut merged = false;
-        while merge_step(index, first_live_row)? {
-            merged = true;
-        }
-        if indexed > 0 || merged {
+        let merged = merge_chunk(main, index, MERGE_CHUNK_ENTRIES)?;
+        if indexed > 0 || merged != Merge::Idle {
             writeback::checkpoint(index, false, true)?;
         }
         Ok(indexed)
+    }
+
+    /// Moves the chunks of due merges one at a time, letting queries in
+    /// between.
+    fn merge_rest(&self) -> Result<(), StoreError> {
+        loop {
+            let mut connections = locked(&self.connections);
+            let (main, index) = &mut *connections;
+            let merged = merge_chunk(main, index, MERGE_CHUNK_ENTRIES)?;
+            if merged == Merge::Idle {
+                return Ok(());
+            }
+            writeback::checkpoint(index, false, true)?;
+        }
     }
 }
 
@@ -451,8 +474,8 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
         }
     }
     tx.execute(
-        "INSERT INTO index_runs (run, level, last_row) VALUES (?1, 0, ?2)",
-        [run, high_water],
+        "INSERT INTO index_runs (run, level, last_row, entries) VALUES (?1, 0, ?2, ?3)",
+        [run, high_water, (subjects.len() + trips.len()) as i64],
     )?;
     tx.execute(
         "UPDATE index_state SET high_water = ?1 WHERE id = 1",
@@ -462,59 +485,123 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
     Ok(indexed)
 }
 
-/// Merges the oldest `MERGE_FANOUT` runs of the lowest level that has that
-/// many into one run of the next level, leaving out the entries of rows
-/// before `first_live_row` (purged); returns whether it merged. One
-/// transaction: a search sees the runs before or after, never both.
-fn merge_step(index: &mut Connection, first_live_row: i64) -> Result<bool, StoreError> {
+#[derive(Debug, PartialEq)]
+enum Merge {
+    /// No level has `MERGE_FANOUT` runs to merge.
+    Idle,
+    /// A chunk moved; the merge goes on.
+    Moved,
+    /// The last chunk moved: the merged runs are gone.
+    Done,
+}
+
+/// Moves one chunk of the merge under way, starting one if a level below
+/// `TOP_LEVEL` has `MERGE_FANOUT` runs: its oldest ones go into one run of
+/// the next level, by ranges of keys, each range in one transaction. At
+/// every commit each key's entries are in the merged runs or in the new
+/// one, never both or neither, and both are in `index_runs`, so searches
+/// stay complete throughout; a crash leaves a merge that the next chunk
+/// resumes. Entries of rows before the oldest record kept (purged) are
+/// left out.
+fn merge_chunk(
+    main: &Connection,
+    index: &mut Connection,
+    chunk_entries: i64,
+) -> Result<Merge, StoreError> {
     let tx = index.transaction()?;
-    let full: Option<i64> = tx
+    let under_way: Option<(i64, i64, i64)> = tx
         .query_row(
-            "SELECT level FROM index_runs WHERE level < ?1 GROUP BY level \
-             HAVING COUNT(*) >= ?2 ORDER BY level LIMIT 1",
-            [TOP_LEVEL, MERGE_FANOUT as i64],
-            |r| r.get(0),
+            "SELECT (SELECT merge_into FROM index_runs WHERE merge_into IS NOT NULL LIMIT 1), \
+                    merge_from_key, merge_chunks \
+             FROM index_state WHERE id = 1 AND merge_from_key IS NOT NULL",
+            [],
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get(1)?, r.get(2)?)),
         )
-        .optional()?;
-    let Some(level) = full else {
-        return Ok(false);
+        .optional()?
+        .and_then(|(into, from, step)| into.map(|into| (into, from, step)));
+    let (into, from_key, chunks) = match under_way {
+        Some(merge) => merge,
+        None => {
+            let Some(level) = tx
+                .query_row(
+                    "SELECT level FROM index_runs WHERE level < ?1 GROUP BY level \
+                     HAVING COUNT(*) >= ?2 ORDER BY level LIMIT 1",
+                    [TOP_LEVEL, MERGE_FANOUT],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+            else {
+                return Ok(Merge::Idle);
+            };
+            let into: i64 =
+                tx.query_row("SELECT MAX(run) + 1 FROM index_runs", [], |r| r.get(0))?;
+            tx.execute(
+                "UPDATE index_runs SET merge_into = ?1 WHERE run IN \
+                 (SELECT run FROM index_runs WHERE level = ?2 ORDER BY run LIMIT ?3)",
+                [into, level, MERGE_FANOUT],
+            )?;
+            let (last_row, entries): (i64, i64) = tx.query_row(
+                "SELECT MAX(last_row), SUM(entries) FROM index_runs WHERE merge_into = ?1",
+                [into],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            tx.execute(
+                "INSERT INTO index_runs (run, level, last_row, entries) VALUES (?1, ?2, ?3, ?4)",
+                [into, level + 1, last_row, entries],
+            )?;
+            let chunks = entries / chunk_entries + 1;
+            tx.execute(
+                "UPDATE index_state SET merge_from_key = ?1, merge_chunks = ?2 WHERE id = 1",
+                [i64::MIN, chunks],
+            )?;
+            (into, i64::MIN, chunks)
+        }
     };
-    let (merged, last_row): (Vec<i64>, i64) = {
-        let mut statement = tx.prepare_cached(
-            "SELECT run, last_row FROM index_runs WHERE level = ?1 ORDER BY run LIMIT ?2",
-        )?;
-        let runs = statement
-            .query_map([level, MERGE_FANOUT as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        let last_row = runs.iter().map(|r| r.1).max().unwrap_or(0);
-        (runs.into_iter().map(|r| r.0).collect(), last_row)
+    let first_live_row: i64 = main.query_row(
+        "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
+        [],
+        |r| r.get(0),
+    )?;
+    // Keys from_key..=through_key, a `chunks`-th of the i64 range (keys
+    // are hash prefixes, uniform over it); the last chunk takes the rest.
+    let step = ((1i128 << 64) + chunks.max(1) as i128 - 1) / chunks.max(1) as i128;
+    let next_key = from_key as i128 + step;
+    let last = next_key > i64::MAX as i128;
+    let through_key = if last {
+        i64::MAX
+    } else {
+        (next_key - 1) as i64
     };
-    let into: i64 = tx.query_row("SELECT MAX(run) + 1 FROM index_runs", [], |r| r.get(0))?;
-    let list = merged
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
+    const MERGED: &str = "run IN (SELECT run FROM index_runs WHERE merge_into = ?1)";
     for (table, key) in INDEX_TABLES {
         tx.execute(
             &format!(
                 "INSERT OR IGNORE INTO {table} (run, {key}, row) \
-                 SELECT ?1, {key}, row FROM {table} WHERE run IN ({list}) AND row >= ?2 \
+                 SELECT ?1, {key}, row FROM {table} \
+                 WHERE {MERGED} AND {key} BETWEEN ?2 AND ?3 AND row >= ?4 \
                  ORDER BY {key}, row"
             ),
-            [into, first_live_row],
+            [into, from_key, through_key, first_live_row],
         )?;
-        tx.execute(&format!("DELETE FROM {table} WHERE run IN ({list})"), [])?;
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE {MERGED} AND {key} BETWEEN ?2 AND ?3"),
+            [into, from_key, through_key],
+        )?;
     }
-    tx.execute(&format!("DELETE FROM index_runs WHERE run IN ({list})"), [])?;
-    tx.execute(
-        "INSERT INTO index_runs (run, level, last_row) VALUES (?1, ?2, ?3)",
-        [into, level + 1, last_row],
-    )?;
+    if last {
+        tx.execute("DELETE FROM index_runs WHERE merge_into = ?1", [into])?;
+        tx.execute(
+            "UPDATE index_state SET merge_from_key = NULL, merge_chunks = NULL WHERE id = 1",
+            [],
+        )?;
+    } else {
+        tx.execute(
+            "UPDATE index_state SET merge_from_key = ?1 WHERE id = 1",
+            [through_key + 1],
+        )?;
+    }
     tx.commit()?;
-    Ok(true)
+    Ok(if last { Merge::Done } else { Merge::Moved })
 }
 
 /// How often the loader moves journaled rows into the SQLite file.
@@ -524,13 +611,11 @@ const LOAD_EVERY: Duration = Duration::from_millis(250);
 /// it cannot (SQLite locked or failing), so memory and the log stay bounded
 /// and the lag shows as 503s, not as growth.
 const MAX_PENDING_BYTES: usize = 64 << 20;
-/// How often the indexer brings the lookup index up to date. Index inserts
-/// land on random pages of the day's part of the index, so a commit
-/// rewrites about as many pages as it has entries until most of that part
-/// is dirty: the fewer commits, the fewer bytes written per decision (at
-/// 5,000 decisions/s, every 2 s wrote 16 MB/s). Queries that need the index
-/// bring it up to date themselves, which costs them at most these 15 s of
-/// records.
+/// How often the indexer brings the lookup index up to date: each time
+/// is a run, and the levels' reach in time is counted in runs (a top run
+/// holds 16^3 of them), so more often means more runs for a search to
+/// probe. Queries that need the index bring it up to date themselves,
+/// which costs them at most these 15 s of records.
 const INDEX_EVERY: Duration = Duration::from_secs(15);
 
 /// Keeps the SQLite file close behind the journal and the lookup index
@@ -607,7 +692,7 @@ fn indexer_loop(indexer: std::sync::Weak<Indexer>) {
         let Some(indexer) = indexer.upgrade() else {
             return;
         };
-        if let Err(error) = indexer.catch_up() {
+        if let Err(error) = indexer.catch_up().and_then(|_| indexer.merge_rest()) {
             tracing::warn!(%error, "audit lookup index could not catch up; will retry");
         }
     }
@@ -1034,5 +1119,124 @@ impl SqliteStore {
             blocking(move || indexer.prune(first_live_row)).await?;
         }
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index with `runs` level-0 runs of `per_run` entries each (random
+    /// keys, rows 1..), beside an audit file whose oldest row is
+    /// `first_live_row`.
+    fn index_with_runs(runs: i64, per_run: i64, first_live_row: i64) -> (Connection, Connection) {
+        let main = Connection::open_in_memory().unwrap();
+        main.execute("CREATE TABLE audit_decisions (x)", [])
+            .unwrap();
+        main.execute(
+            "INSERT INTO audit_decisions (rowid, x) VALUES (?1, 0)",
+            [first_live_row],
+        )
+        .unwrap();
+        let index = Connection::open_in_memory().unwrap();
+        for statement in INDEX_SCHEMA {
+            index.execute(statement, []).unwrap();
+        }
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut row = 0;
+        for run in 1..=runs {
+            for _ in 0..per_run {
+                row += 1;
+                for (table, key) in INDEX_TABLES {
+                    index
+                        .execute(
+                            &format!("INSERT INTO {table} (run, {key}, row) VALUES (?1, ?2, ?3)"),
+                            [run, rng.i64(..), row],
+                        )
+                        .unwrap();
+                }
+            }
+            index
+                .execute(
+                    "INSERT INTO index_runs (run, level, last_row, entries) VALUES (?1, 0, ?2, ?3)",
+                    [run, row, 2 * per_run],
+                )
+                .unwrap();
+        }
+        (main, index)
+    }
+
+    /// Every (key, row) a search can find, per table: entries of the runs
+    /// in `index_runs`, each once.
+    fn searchable(index: &Connection) -> Vec<Vec<(i64, i64)>> {
+        INDEX_TABLES
+            .iter()
+            .map(|(table, key)| {
+                let mut statement = index
+                    .prepare(&format!(
+                        "SELECT {key}, row FROM {table} \
+                         WHERE run IN (SELECT run FROM index_runs) ORDER BY {key}, row"
+                    ))
+                    .unwrap();
+                let entries: Vec<(i64, i64)> = statement
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                entries
+            })
+            .collect()
+    }
+
+    fn levels(index: &Connection) -> Vec<(i64, i64)> {
+        let mut statement = index
+            .prepare("SELECT level, COUNT(*) FROM index_runs GROUP BY level ORDER BY level")
+            .unwrap();
+        let levels: Vec<(i64, i64)> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        levels
+    }
+
+    #[test]
+    fn a_merge_by_key_ranges_keeps_every_entry_searchable_after_each_chunk() {
+        let (main, mut index) = index_with_runs(17, 50, 1);
+        let before = searchable(&index);
+        let mut chunks = 0;
+        loop {
+            let merged = merge_chunk(&main, &mut index, 200).unwrap();
+            chunks += 1;
+            assert_eq!(searchable(&index), before, "after chunk {chunks}");
+            if merged == Merge::Done {
+                break;
+            }
+            assert_eq!(merged, Merge::Moved);
+        }
+        // 16 runs of 100 entries in chunks of about 200: 8 + 1 ranges.
+        assert_eq!(chunks, 9);
+        assert_eq!(levels(&index), vec![(0, 1), (1, 1)]);
+        assert_eq!(merge_chunk(&main, &mut index, 200).unwrap(), Merge::Idle);
+        let left: i64 = index
+            .query_row(
+                "SELECT COUNT(*) FROM subject_rows WHERE run NOT IN (SELECT run FROM index_runs)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "the merged runs' entries are gone");
+    }
+
+    #[test]
+    fn a_merge_leaves_out_the_entries_of_purged_rows() {
+        let (main, mut index) = index_with_runs(16, 10, 41);
+        let live: Vec<Vec<(i64, i64)>> = searchable(&index)
+            .into_iter()
+            .map(|t| t.into_iter().filter(|(_, row)| *row >= 41).collect())
+            .collect();
+        assert_eq!(merge_chunk(&main, &mut index, 1_000).unwrap(), Merge::Done);
+        assert_eq!(searchable(&index), live);
+        assert_eq!(levels(&index), vec![(1, 1)]);
     }
 }
