@@ -1063,6 +1063,7 @@ pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
         );
         let mut written = Vec::new();
         let mut times = Vec::new();
+        let (_, before_rounds) = process_io();
         for round in 1..=rounds {
             let (_, before_load) = process_io();
             for _ in 0..per_catch_up.div_ceil(10_000) {
@@ -1088,6 +1089,7 @@ pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
             written.push(mib(write_after - write_before));
             times.push(took);
         }
+        let (_, after_rounds) = process_io();
         written.sort_by(f64::total_cmp);
         times.sort_by(f64::total_cmp);
         println!(
@@ -1095,6 +1097,11 @@ pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
             written[written.len() / 2],
             written[written.len() / 2] * (1 << 20) as f64 / (per_catch_up * 3) as f64,
             times[times.len() / 2]
+        );
+        println!(
+            "all writes (log, loads, catch-ups, merges by queries or the indexer thread): \
+             {:.1} MiB per round",
+            (after_rounds - before_rounds) as f64 / (1 << 20) as f64 / rounds as f64
         );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
