@@ -170,6 +170,7 @@ impl Gate {
             });
         self.mediate(&policy, city_policy, &subjects, &mut lookups, deadline)
             .await;
+        let status_seconds = started.elapsed().as_secs_f64();
 
         let decided_at = Utc::now();
         let parties: Vec<(Party, &StatusLookup)> = check
@@ -209,11 +210,13 @@ impl Gate {
         };
 
         let subjects: Vec<&SubjectId> = check.parties().map(|(_, subject)| subject).collect();
-        self.audit
-            .append(self.audit_record(&decided, &subjects))
-            .await?;
+        let record = self.audit_record(&decided, &subjects);
+        let handed_over = Instant::now();
+        self.audit.append(record).await?;
+        let audit_seconds = handed_over.elapsed().as_secs_f64();
 
         let metrics = self.audit.metrics();
+        metrics.record_stages(status_seconds, audit_seconds);
         for party in &decided.parties {
             metrics.record_lookup(party.source);
         }

@@ -29,6 +29,8 @@ pub struct Metrics {
     /// [outcome][reason] for the trip hook, resolved up front.
     trip_decisions: Vec<Vec<IntCounter>>,
     trip_seconds: Histogram,
+    /// Where a decision's time went: [status lookups, audit commit wait].
+    stage_seconds: [Histogram; 2],
     lookups: Vec<IntCounter>,
     lookups_unavailable: IntCounter,
     pub provider_requests: IntCounterVec,
@@ -90,6 +92,20 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
+        let stage_seconds = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "tripgate_decision_stage_seconds",
+                    "Parts of a decision's time: status (every party's status, \
+                     from L1, Redis or the provider) and audit (from handing the \
+                     record to the audit writer until it is durable).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["stage"],
+            )
+            .expect("valid metric"),
+        );
         let lookups_vec = register(
             r,
             IntCounterVec::new(
@@ -129,6 +145,10 @@ impl Metrics {
             checks,
             trip_decisions,
             trip_seconds: decision_seconds.with_label_values(&["trip"]),
+            stage_seconds: [
+                stage_seconds.with_label_values(&["status"]),
+                stage_seconds.with_label_values(&["audit"]),
+            ],
             lookups: Source::ALL
                 .iter()
                 .map(|s| lookups_vec.with_label_values(&[s.as_str()]))
@@ -293,6 +313,13 @@ impl Metrics {
                 .with_label_values(&[hook])
                 .observe(seconds);
         }
+    }
+
+    /// A decision's time spent on status lookups and waiting for its
+    /// audit record to be durable: when decisions are slow, which one.
+    pub fn record_stages(&self, status_seconds: f64, audit_seconds: f64) {
+        self.stage_seconds[0].observe(status_seconds);
+        self.stage_seconds[1].observe(audit_seconds);
     }
 
     pub fn record_lookup(&self, source: Option<Source>) {

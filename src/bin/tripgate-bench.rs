@@ -563,6 +563,20 @@ fn main() {
         &["-n", &(3 * CANDIDATE_BODIES).to_string(), "-c", "16"],
     );
 
+    if std::env::var_os("BENCH_HOLD").is_some() {
+        // For profiling by hand: the same services, warmed, left running.
+        eprintln!(
+            "BENCH_HOLD: holding until killed\n  trip checks: {hook}\n  bodies: {}\n  \
+             admin: {}\n  redis port: {redis_port}\n  tripgate pid: {}",
+            trips.display(),
+            service.admin,
+            service.process.0.id()
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+
     eprintln!("(a) /healthz peak");
     let healthz = oha(&[
         "-z",

@@ -220,6 +220,38 @@ async fn metrics_describe_decisions_lookups_provider_and_audit() {
     assert_eq!(ready["cache"]["up"], false);
 }
 
+/// When decisions are slow, the stage histogram says whether the status
+/// lookups or the audit commit took the time.
+#[tokio::test]
+async fn the_stage_histogram_puts_a_slow_provider_in_the_status_stage() {
+    let app = TestApp::spawn().await;
+    app.set_code("D-slow", "green", "hangzhou").await;
+    app.set_code("P-slow", "green", "hangzhou").await;
+    app.set_faults(serde_json::json!({"latency_ms": 300})).await;
+    let body = app.decide(&trip("D-slow", &["P-slow"])).await;
+    assert_eq!(body["decision"], "allow", "{body}");
+
+    let (_, text) = app.get_admin("/metrics").await;
+    let stage = |stage: &str, part: &str| {
+        metric(
+            &text,
+            &format!(r#"tripgate_decision_stage_seconds_{part}{{stage="{stage}"}}"#),
+        )
+    };
+    assert_eq!(stage("status", "count"), 1.0);
+    assert_eq!(stage("audit", "count"), 1.0);
+    assert!(
+        stage("status", "sum") >= 0.3,
+        "the provider's 300 ms are status time: {}",
+        stage("status", "sum")
+    );
+    assert!(
+        stage("audit", "sum") < 0.3,
+        "and not audit time: {}",
+        stage("audit", "sum")
+    );
+}
+
 #[tokio::test]
 async fn a_client_that_sends_its_request_head_too_slowly_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
