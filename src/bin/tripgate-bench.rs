@@ -255,6 +255,43 @@ fn metric(admin: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The cumulative bucket counts of one stage of
+/// `tripgate_decision_stage_seconds`, as (upper bound in seconds, count).
+fn stage_buckets(admin: &str, stage: &str) -> Vec<(f64, f64)> {
+    let output = Command::new("curl")
+        .args(["-s", &format!("{admin}/metrics")])
+        .output()
+        .expect("curl");
+    let prefix = format!("tripgate_decision_stage_seconds_bucket{{stage=\"{stage}\",le=\"");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The share of decisions between two bucket snapshots whose `stage` took
+/// longer than `seconds` (a bucket bound).
+fn stage_share_over(before: &[(f64, f64)], after: &[(f64, f64)], seconds: f64) -> f64 {
+    let delta = |le: f64| {
+        let at = |v: &[(f64, f64)]| v.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+        at(after) - at(before)
+    };
+    let all = delta(f64::INFINITY);
+    if all <= 0.0 {
+        return 0.0;
+    }
+    (all - delta(seconds)) / all
+}
+
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -672,6 +709,7 @@ fn main() {
         cpu_seconds(service.process.0.id()),
         trip_decisions(&service.admin),
     );
+    let stages_before = ["status", "audit"].map(|stage| stage_buckets(&service.admin, stage));
     let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
         post(
             &hook,
@@ -690,6 +728,11 @@ fn main() {
     // CPU per decision is steadier than throughput on a shared machine.
     let cpu_us_per_decision = 1e6 * (cpu_seconds(service.process.0.id()) - cpu_before)
         / (trip_decisions(&service.admin) - checks_before).max(1.0);
+    // Where the tail is: the share of decisions whose status lookups, or
+    // whose wait for a durable audit record, took over 2 ms.
+    let stages_after = ["status", "audit"].map(|stage| stage_buckets(&service.admin, stage));
+    let [status_over_2ms, audit_over_2ms] =
+        [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.002));
     eprintln!("(d) candidate filter (50 drivers) latency");
     let candidate_latency = post(
         &filter,
@@ -729,6 +772,7 @@ fn main() {
         "candidates_latency_ms": {"rate": 500, "p50": percentile_ms(&candidate_latency, "p50"), "p99": candidate_p99, "p99.9": percentile_ms(&candidate_latency, "p99.9")},
         "candidates_peak_rps": rps(&candidate_peak),
         "tripgate_cpu_us_per_decision_at_rate": cpu_us_per_decision,
+        "percent_over_2ms_at_rate": {"status": status_over_2ms, "audit": audit_over_2ms},
         "tripgate_cpu_us_per_decision_at_peak": {"durable": durable_cpu_us, "memory_sink": memory_cpu_us},
         "durable_cpu_us_per_decision_by_thread": cpu_by_thread.iter().map(|(name, us)| json!({"thread": name, "us": us})).collect::<Vec<_>>(),
         "memory_sink_peak_rps": rps(&memory_peak),
@@ -794,6 +838,11 @@ fn main() {
         (
             "tripgate CPU per decision @5000/s (µs)",
             format!("{cpu_us_per_decision:.0}"),
+            String::new(),
+        ),
+        (
+            "decisions over 2 ms @5000/s in status lookups / audit wait",
+            format!("{status_over_2ms:.2}% / {audit_over_2ms:.2}%"),
             String::new(),
         ),
         (
