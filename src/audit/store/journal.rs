@@ -207,7 +207,21 @@ impl Journal {
                 rows,
             });
         }
-        let active = existing.last().map_or(0, |segment| segment.n + 1);
+        // Above every number a spare had too: a spare made segment n again
+        // would have its old frames read as its own.
+        let spare_numbers = spares(dir)?.into_iter().filter_map(|path| {
+            path.file_name()?
+                .to_str()?
+                .strip_prefix(SPARE_PREFIX)?
+                .parse::<u64>()
+                .ok()
+        });
+        let active = existing
+            .iter()
+            .map(|segment| segment.n)
+            .chain(spare_numbers)
+            .max()
+            .map_or(0, |n| n + 1);
         let segment_bytes = segment_bytes.max(1);
         let file = prepare_segment(dir, active, segment_bytes)?;
         Ok(Opened {
@@ -647,6 +661,29 @@ mod tests {
         let seqs: Vec<i64> = read.iter().map(|r| r.row.seq).collect();
         let expected: Vec<i64> = (written - before_roll as i64 + 1..=seq).collect();
         assert_eq!(seqs, expected, "every record once, in order, no old frames");
+    }
+
+    #[test]
+    fn numbering_goes_on_above_the_spares_even_with_no_segment_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = 4 * 1024;
+        {
+            let mut owner = Journal::open(dir.path(), bytes).unwrap().journal.unwrap();
+            let mut seq = 0;
+            while owner.active() < 2 {
+                seq += 1;
+                owner.append(&[row(seq)]).unwrap();
+            }
+            remove_segments_before(owner.dir(), 2, false).unwrap();
+        }
+        // Say an operator deleted the segments, leaving the spares.
+        for segment in segments(dir.path()).unwrap() {
+            std::fs::remove_file(segment.path).unwrap();
+        }
+        let Opened { journal, rows } = Journal::open(dir.path(), bytes).unwrap();
+        assert!(rows.is_empty());
+        assert!(journal.unwrap().active() >= 2, "not segment 0 or 1 again");
+        assert!(Journal::open(dir.path(), bytes).unwrap().rows.is_empty());
     }
 
     #[test]
