@@ -196,8 +196,13 @@ impl Journal {
         let existing = segments(dir)?;
         let mut rows = Vec::new();
         for segment in &existing {
-            let bytes =
-                std::fs::read(&segment.path).map_err(|e| io_error("read", &segment.path, e))?;
+            let bytes = match std::fs::read(&segment.path) {
+                Ok(bytes) => bytes,
+                // Retired by the owner since the listing (a reader beside a
+                // running server): its records are in the SQLite file.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error("read", &segment.path, e)),
+            };
             // A torn frame ends a segment: it was never acknowledged.
             rows.extend(decode_frames(&bytes, segment.seed()));
         }
