@@ -534,7 +534,14 @@ async fn sigterm_under_load_drains_and_every_answered_decision_is_in_the_trail()
     for task in load {
         task.await.unwrap();
     }
-    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
+    if !status.success() {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = logged.lines().rev().take(30).collect();
+        panic!(
+            "graceful shutdown exits 0: {status:?}; the service's last log lines, newest first:\n{}",
+            tail.join("\n")
+        );
+    }
     let answered = answered.lock().await.clone();
     assert!(answered.len() > 50, "too little load: {}", answered.len());
 

@@ -344,26 +344,58 @@ impl Indexer {
     }
 
     /// Drops the runs that index only rows before `first_live_row` (the
-    /// oldest record kept). Entries of purged rows in runs that also index
-    /// live ones stay until those runs are merged, harmlessly: row ids are
-    /// never reused, so they match nothing.
+    /// oldest record kept). A top run holds 17 hours of entries, so each is
+    /// deleted a key range per transaction, as merges move them, letting
+    /// queries in between; it stays in `index_runs` until it is empty (its
+    /// entries match no record, so searches lose nothing meanwhile, and a
+    /// crash leaves it to the next purge). Entries of purged rows in runs
+    /// that also index live ones stay until those runs are merged,
+    /// harmlessly: row ids are never reused, so they match nothing.
     fn prune(&self, first_live_row: i64) -> Result<(), StoreError> {
-        let mut connections = locked(&self.connections);
-        let tx = connections.1.transaction()?;
-        for (table, _) in INDEX_TABLES {
-            tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE run IN \
-                     (SELECT run FROM index_runs WHERE last_row < ?1)"
-                ),
-                [first_live_row],
-            )?;
+        self.prune_in_chunks(first_live_row, MERGE_CHUNK_ENTRIES)
+    }
+
+    fn prune_in_chunks(&self, first_live_row: i64, chunk_entries: i64) -> Result<(), StoreError> {
+        let dead: Vec<(i64, i64)> = {
+            let connections = locked(&self.connections);
+            let mut statement = connections
+                .1
+                // Runs in a merge under way wait for it to end (the merge
+                // would move entries into a run being deleted).
+                .prepare(
+                    "SELECT run, entries FROM index_runs WHERE last_row < ?1 \
+                     AND merge_into IS NULL AND run NOT IN \
+                     (SELECT merge_into FROM index_runs WHERE merge_into IS NOT NULL)",
+                )?;
+            let dead = statement
+                .query_map([first_live_row], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            dead
+        };
+        for (run, entries) in dead {
+            let chunks = entries / chunk_entries + 1;
+            let mut from_key = i64::MIN;
+            loop {
+                let (through_key, last) = key_chunk(from_key, chunks);
+                let mut connections = locked(&self.connections);
+                let tx = connections.1.transaction()?;
+                for (table, key) in INDEX_TABLES {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE run = ?1 AND {key} BETWEEN ?2 AND ?3"),
+                        [run, from_key, through_key],
+                    )?;
+                }
+                if last {
+                    tx.execute("DELETE FROM index_runs WHERE run = ?1", [run])?;
+                }
+                tx.commit()?;
+                writeback::checkpoint(&connections.1, false, true)?;
+                if last {
+                    break;
+                }
+                from_key = through_key + 1;
+            }
         }
-        tx.execute(
-            "DELETE FROM index_runs WHERE last_row < ?1",
-            [first_live_row],
-        )?;
-        tx.commit()?;
         Ok(())
     }
 
@@ -486,6 +518,20 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
     Ok(indexed)
 }
 
+/// The chunk of keys that starts at `from_key` when the i64 range is cut
+/// into `chunks` (keys are hash prefixes, uniform over it): its last key,
+/// and whether it is the last chunk (which takes every key left).
+fn key_chunk(from_key: i64, chunks: i64) -> (i64, bool) {
+    let chunks = chunks.max(1) as i128;
+    let step = ((1i128 << 64) + chunks - 1) / chunks;
+    let next_key = from_key as i128 + step;
+    if next_key > i64::MAX as i128 {
+        (i64::MAX, true)
+    } else {
+        ((next_key - 1) as i64, false)
+    }
+}
+
 #[derive(Debug, PartialEq)]
 enum Merge {
     /// No level has `MERGE_FANOUT` runs to merge.
@@ -563,16 +609,7 @@ fn merge_chunk(
         [],
         |r| r.get(0),
     )?;
-    // Keys from_key..=through_key, a `chunks`-th of the i64 range (keys
-    // are hash prefixes, uniform over it); the last chunk takes the rest.
-    let step = ((1i128 << 64) + chunks.max(1) as i128 - 1) / chunks.max(1) as i128;
-    let next_key = from_key as i128 + step;
-    let last = next_key > i64::MAX as i128;
-    let through_key = if last {
-        i64::MAX
-    } else {
-        (next_key - 1) as i64
-    };
+    let (through_key, last) = key_chunk(from_key, chunks);
     const MERGED: &str = "run IN (SELECT run FROM index_runs WHERE merge_into = ?1)";
     for (table, key) in INDEX_TABLES {
         tx.execute(
@@ -1227,6 +1264,71 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, 0, "the merged runs' entries are gone");
+    }
+
+    fn all_entries(index: &Connection) -> i64 {
+        INDEX_TABLES
+            .iter()
+            .map(|(table, _)| {
+                index
+                    .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .unwrap()
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_purge_drops_the_runs_of_purged_rows_a_chunk_at_a_time_but_not_mid_merge() {
+        // 17 runs of 50 rows (100 entries each); rows 1..=850.
+        let (main, index) = index_with_runs(17, 50, 1);
+        let indexer = Indexer {
+            connections: Mutex::new((main, index)),
+        };
+        let searchable_rows = |indexer: &Indexer| {
+            let connections = locked(&indexer.connections);
+            searchable(&connections.1)
+        };
+        let everything = searchable_rows(&indexer);
+
+        // A merge of the oldest 16 starts (one chunk of several).
+        {
+            let mut connections = locked(&indexer.connections);
+            let (main, index) = &mut *connections;
+            assert_eq!(merge_chunk(main, index, 300).unwrap(), Merge::Moved);
+        }
+        // Rows 1..=849 purged: every run is dead but the last, and the 16
+        // in the merge (and the run they move into) wait for it to end.
+        indexer.prune_in_chunks(850, 30).unwrap();
+        assert_eq!(
+            searchable_rows(&indexer),
+            everything,
+            "nothing dropped mid-merge"
+        );
+
+        {
+            let mut connections = locked(&indexer.connections);
+            let (main, index) = &mut *connections;
+            while merge_chunk(main, index, 300).unwrap() != Merge::Done {}
+        }
+        indexer.prune_in_chunks(850, 30).unwrap();
+        let live: Vec<Vec<(i64, i64)>> = everything
+            .iter()
+            .map(|t| t.iter().copied().filter(|(_, row)| *row >= 801).collect())
+            .collect();
+        assert_eq!(
+            searchable_rows(&indexer),
+            live,
+            "only the 17th run (rows 801-850) is left"
+        );
+        let connections = locked(&indexer.connections);
+        assert_eq!(levels(&connections.1), vec![(0, 1)]);
+        assert_eq!(
+            all_entries(&connections.1),
+            100,
+            "the dead runs' entries are gone"
+        );
     }
 
     #[test]
