@@ -361,7 +361,7 @@ pub enum Lookups {
     /// Beside the records: an `audit_subjects` table and an index on
     /// `trip_id` (PostgreSQL).
     Tables,
-    /// In the derived index file attached as `idx` (SQLite): row ids by day
+    /// In the derived index file attached as `idx` (SQLite): row ids by run
     /// and by `lookup_key` of the value; the record itself is then checked
     /// for the value, so a key collision can never return a wrong record.
     DerivedIndex,
