@@ -306,9 +306,13 @@ async fn a_red_code_pushed_to_one_replica_is_honoured_by_another_within_a_second
     let first = TestApp::spawn().await;
     let redis_url = first.redis.as_ref().unwrap().url();
     let provider = first.simulator_url.clone();
+    // A long L1 lifetime on the second replica: only the pushed
+    // invalidation can make it see the change (with the default 2 s, a slow
+    // run could pass by L1 expiry).
     let second = TestApp::spawn_with(with(move |s| {
         s.cache.redis_url = redis_url;
         s.provider.base_url = provider;
+        s.cache.l1_ttl_ms = 60_000;
     }))
     .await;
     first.set_code("D-1", "green", "hangzhou").await;
