@@ -155,18 +155,21 @@ fn segments(dir: &Path) -> Result<Vec<Segment>, StoreError> {
     Ok(found)
 }
 
-/// The spare segments of `dir`.
-fn spares(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+/// A spare keeps the number it had as a segment.
+fn spare_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{SPARE_PREFIX}{n:020}"))
+}
+
+/// The spare segments of `dir`: (the number each had, file).
+fn spares(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let entries = std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))?;
     Ok(entries
         .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|name| name.starts_with(SPARE_PREFIX))
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let n = name.strip_prefix(SPARE_PREFIX)?.parse().ok()?;
+            Some((n, entry.path()))
         })
-        .map(|entry| entry.path())
         .collect())
 }
 
@@ -214,17 +217,10 @@ impl Journal {
         }
         // Above every number a spare had too: a spare made segment n again
         // would have its old frames read as its own.
-        let spare_numbers = spares(dir)?.into_iter().filter_map(|path| {
-            path.file_name()?
-                .to_str()?
-                .strip_prefix(SPARE_PREFIX)?
-                .parse::<u64>()
-                .ok()
-        });
         let active = existing
             .iter()
             .map(|segment| segment.n)
-            .chain(spare_numbers)
+            .chain(spares(dir)?.into_iter().map(|(n, _)| n))
             .max()
             .map_or(0, |n| n + 1);
         let segment_bytes = segment_bytes.max(1);
@@ -343,8 +339,7 @@ pub fn remove_segments_before(dir: &Path, segment: u64, paced: bool) -> Result<(
     let mut spare_count = spares(dir)?.len();
     for retired in segments(dir)?.into_iter().filter(|s| s.n < segment) {
         if !retired.legacy && spare_count < MAX_SPARES {
-            let spare = dir.join(format!("{SPARE_PREFIX}{:020}", retired.n));
-            std::fs::rename(&retired.path, &spare)
+            std::fs::rename(&retired.path, spare_path(dir, retired.n))
                 .map_err(|e| io_error("recycle", &retired.path, e))?;
             // A segment back after a crash would be read again.
             sync_dir(dir)?;
@@ -370,7 +365,7 @@ pub fn has_segments_before(dir: &Path, segment: u64) -> Result<bool, StoreError>
 /// so do a spare's old frames (their checks cover another number).
 fn prepare_segment(dir: &Path, n: u64, bytes: u64) -> Result<File, StoreError> {
     let path = segment_path(dir, n);
-    for spare in spares(dir)? {
+    for (_, spare) in spares(dir)? {
         let long_enough = std::fs::metadata(&spare).is_ok_and(|m| m.len() >= bytes);
         if !long_enough {
             // From a smaller `sqlite_log_segment_bytes`: no use.
@@ -617,6 +612,15 @@ mod tests {
         spares(dir).unwrap().len()
     }
 
+    /// Appends one record at a time (numbered on from `seq`) until the
+    /// journal's active segment is `segment`.
+    fn append_until_segment(journal: &mut Journal, segment: u64, seq: &mut i64) {
+        while journal.active() < segment {
+            *seq += 1;
+            journal.append(&[row(*seq)]).unwrap();
+        }
+    }
+
     #[test]
     fn a_loaded_segment_is_recycled_and_its_old_records_are_not_read_again() {
         let dir = tempfile::tempdir().unwrap();
@@ -624,10 +628,7 @@ mod tests {
         let mut owner = Journal::open(dir.path(), bytes).unwrap().journal.unwrap();
         // Fill segments 0 and 1 (a frame is ~100 bytes) and start 2.
         let mut seq = 0;
-        while owner.active() < 2 {
-            seq += 1;
-            owner.append(&[row(seq)]).unwrap();
-        }
+        append_until_segment(&mut owner, 2, &mut seq);
         let written = seq;
         assert_eq!(
             Journal::open(dir.path(), bytes).unwrap().rows.len() as i64,
@@ -646,10 +647,7 @@ mod tests {
         // Two of segments 3-5 are the spares, full of old frames; none of
         // those may come back as records. By 5 both spares are taken.
         let before_roll = left.len();
-        while owner.active() < 5 {
-            seq += 1;
-            owner.append(&[row(seq)]).unwrap();
-        }
+        append_until_segment(&mut owner, 5, &mut seq);
         assert_eq!(spare_count(dir.path()), 0, "both spares were used");
         let live: Vec<u64> = segments(dir.path())
             .unwrap()
@@ -674,11 +672,7 @@ mod tests {
         let bytes = 4 * 1024;
         {
             let mut owner = Journal::open(dir.path(), bytes).unwrap().journal.unwrap();
-            let mut seq = 0;
-            while owner.active() < 2 {
-                seq += 1;
-                owner.append(&[row(seq)]).unwrap();
-            }
+            append_until_segment(&mut owner, 2, &mut 0);
             remove_segments_before(owner.dir(), 2, false).unwrap();
         }
         // Say an operator deleted the segments, leaving the spares.

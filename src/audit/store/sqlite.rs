@@ -518,6 +518,16 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
     Ok(indexed)
 }
 
+/// The row id of the oldest record kept (purges delete a prefix of the
+/// file): index entries of rows before it match nothing.
+fn first_live_row(main: &Connection) -> rusqlite::Result<i64> {
+    main.query_row(
+        "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
+        [],
+        |r| r.get(0),
+    )
+}
+
 /// The chunk of keys that starts at `from_key` when the i64 range is cut
 /// into `chunks` (keys are hash prefixes, uniform over it): its last key,
 /// and whether it is the last chunk (which takes every key left).
@@ -604,11 +614,7 @@ fn merge_chunk(
             (into, i64::MIN, chunks)
         }
     };
-    let first_live_row: i64 = main.query_row(
-        "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
-        [],
-        |r| r.get(0),
-    )?;
+    let first_live_row = first_live_row(main)?;
     let (through_key, last) = key_chunk(from_key, chunks);
     const MERGED: &str = "run IN (SELECT run FROM index_runs WHERE merge_into = ?1)";
     for (table, key) in INDEX_TABLES {
@@ -1145,15 +1151,7 @@ impl SqliteStore {
             })
             .await?;
         if let (Some(indexer), true) = (self.indexer.clone(), purged > 0) {
-            let first_live_row: i64 = self
-                .with_reader(|c| {
-                    Ok(c.query_row(
-                        "SELECT COALESCE(MIN(rowid), 0) FROM audit_decisions",
-                        [],
-                        |r| r.get(0),
-                    )?)
-                })
-                .await?;
+            let first_live_row = self.with_reader(|c| Ok(first_live_row(c)?)).await?;
             blocking(move || indexer.prune(first_live_row)).await?;
         }
         Ok(purged)
