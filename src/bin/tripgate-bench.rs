@@ -244,26 +244,28 @@ fn simulator_requests(url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn metric(admin: &str, series: &str) -> f64 {
+/// The admin listener's Prometheus text.
+fn metrics_text(admin: &str) -> String {
     let output = Command::new("curl")
         .args(["-s", &format!("{admin}/metrics")])
         .output()
         .expect("curl");
-    String::from_utf8_lossy(&output.stdout)
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn metric(admin: &str, series: &str) -> f64 {
+    metrics_text(admin)
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)
 }
 
 /// The cumulative bucket counts of one stage of
-/// `tripgate_decision_stage_seconds`, as (upper bound in seconds, count).
-fn stage_buckets(admin: &str, stage: &str) -> Vec<(f64, f64)> {
-    let output = Command::new("curl")
-        .args(["-s", &format!("{admin}/metrics")])
-        .output()
-        .expect("curl");
+/// `tripgate_decision_stage_seconds` in `metrics` (Prometheus text), as
+/// (upper bound in seconds, count).
+fn stage_buckets(metrics: &str, stage: &str) -> Vec<(f64, f64)> {
     let prefix = format!("tripgate_decision_stage_seconds_bucket{{stage=\"{stage}\",le=\"");
-    String::from_utf8_lossy(&output.stdout)
+    metrics
         .lines()
         .filter_map(|l| l.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
@@ -709,7 +711,11 @@ fn main() {
         cpu_seconds(service.process.0.id()),
         trip_decisions(&service.admin),
     );
-    let stages_before = ["status", "audit"].map(|stage| stage_buckets(&service.admin, stage));
+    let stages = || {
+        let metrics = metrics_text(&service.admin);
+        ["status", "audit"].map(|stage| stage_buckets(&metrics, stage))
+    };
+    let stages_before = stages();
     let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
         post(
             &hook,
@@ -730,7 +736,7 @@ fn main() {
         / (trip_decisions(&service.admin) - checks_before).max(1.0);
     // Where the tail is: the share of decisions whose status lookups, or
     // whose wait for a durable audit record, took over 2 ms.
-    let stages_after = ["status", "audit"].map(|stage| stage_buckets(&service.admin, stage));
+    let stages_after = stages();
     let [status_over_2ms, audit_over_2ms] =
         [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.002));
     eprintln!("(d) candidate filter (50 drivers) latency");
@@ -932,14 +938,10 @@ fn main() {
 /// RECORDS synthetic sealed records spread over 180 days (10% rejections,
 /// two cities) and times the regulator's queries on it.
 pub fn audit_query(records: u64) {
-    use tripgate::audit::{AuditKeys, AuditStore, DecisionFilter, GroupBy, StoreConfig};
+    use tripgate::audit::{DecisionFilter, GroupBy};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let dir = std::env::temp_dir().join(format!("tripgate-audit-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = StoreConfig::Sqlite { path: dir.join("audit.sqlite3"), busy_timeout_ms: 5000, log_segment_bytes: 64 << 20 };
-        let store = AuditStore::open(&config).await.unwrap();
-        let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();
+        let (dir, store, keys) = bench_store("tripgate-audit-bench").await;
         let day_us: i64 = 86_400_000_000;
         let end = chrono::Utc::now().timestamp_micros();
         let start = end - 180 * day_us;
@@ -1012,6 +1014,28 @@ pub fn audit_query(records: u64) {
     });
 }
 
+/// A fresh SQLite audit store in a temporary directory named after `name`
+/// (the caller removes it), and the key its records are sealed with.
+async fn bench_store(
+    name: &str,
+) -> (
+    PathBuf,
+    tripgate::audit::AuditStore,
+    tripgate::audit::AuditKeys,
+) {
+    use tripgate::audit::{AuditKeys, AuditStore, StoreConfig};
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = StoreConfig::Sqlite {
+        path: dir.join("audit.sqlite3"),
+        busy_timeout_ms: 5000,
+        log_segment_bytes: 64 << 20,
+    };
+    let store = AuditStore::open(&config).await.unwrap();
+    let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();
+    (dir, store, keys)
+}
+
 /// A sealed-record body for the audit benchmarks: trip `T-n`, one decision
 /// in ten a rejection, two cities.
 fn synthetic_record(
@@ -1079,18 +1103,10 @@ fn process_io() -> (u64, u64) {
 /// (default 7,500: the 15 s between two catch-ups at 500 decisions/s),
 /// loads them, and measures the bytes the index catch-up reads and writes.
 pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
-    use tripgate::audit::{AuditKeys, AuditParty, AuditStore, DecisionFilter, StoreConfig};
+    use tripgate::audit::{AuditParty, DecisionFilter};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let dir = std::env::temp_dir().join(format!("tripgate-index-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = StoreConfig::Sqlite {
-            path: dir.join("audit.sqlite3"),
-            busy_timeout_ms: 5000,
-            log_segment_bytes: 64 << 20,
-        };
-        let store = AuditStore::open(&config).await.unwrap();
-        let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();
+        let (dir, store, keys) = bench_store("tripgate-index-bench").await;
         let day_us: i64 = 86_400_000_000;
         let midnight = chrono::Utc::now().timestamp_micros() / day_us * day_us;
         let step_us = (day_us - 1) / (today + rounds * per_catch_up) as i64;
