@@ -11,8 +11,8 @@ use tripgate::audit::{AuditKeys, AuditRecord, AuditStore, AuditWriter, Hook, Sto
 use tripgate::config::AuditBackend;
 
 use crate::helpers::{
-    audit_files, audit_verify, spawn_simulator, trip, Options, ServiceProcess, TestApp,
-    TestPostgres,
+    audit_files, audit_log_dir, audit_verify, spawn_simulator, trip, Options, ServiceProcess,
+    TestApp, TestPostgres,
 };
 
 async fn six_decisions(app: &TestApp) -> Vec<String> {
@@ -315,6 +315,40 @@ async fn two_instances_share_one_postgres_without_losing_a_record() {
     assert!(out.contains("in 2 chains"), "{out}");
 }
 
+/// The audit key the store-level tests seal with.
+fn test_keys() -> AuditKeys {
+    AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap()
+}
+
+/// An SQLite audit store at `path`, with 1 MB log segments.
+fn sqlite_at(path: std::path::PathBuf) -> StoreConfig {
+    StoreConfig::Sqlite {
+        path,
+        busy_timeout_ms: 1000,
+        log_segment_bytes: 1 << 20,
+    }
+}
+
+/// A party of a record naming `subject` (green, nothing else known).
+fn party_naming(
+    keys: &AuditKeys,
+    subject: &tripgate::domain::SubjectId,
+    party: &str,
+    index: Option<u32>,
+) -> tripgate::audit::AuditParty {
+    tripgate::audit::AuditParty {
+        party: party.into(),
+        index,
+        subject_ref: keys.subject_ref(subject),
+        status: "green".into(),
+        color: None,
+        issuer: None,
+        source: None,
+        status_age_secs: None,
+        eligible: None,
+    }
+}
+
 fn record(keys: &AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
     AuditRecord {
         format: FORMAT,
@@ -334,7 +368,7 @@ fn record(keys: &AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
 }
 
 async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
-    let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
+    let keys = test_keys();
     let store = AuditStore::open(&config).await.unwrap();
     let (writer, task) = AuditWriter::start(
         store.clone(),
@@ -385,12 +419,7 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
 #[tokio::test]
 async fn sqlite_retention_purges_old_records_and_the_rest_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    retention_keeps_the_rest_verifiable(StoreConfig::Sqlite {
-        path: dir.path().join("a.sqlite3"),
-        busy_timeout_ms: 1000,
-        log_segment_bytes: 1 << 20,
-    })
-    .await;
+    retention_keeps_the_rest_verifiable(sqlite_at(dir.path().join("a.sqlite3"))).await;
 }
 
 #[tokio::test]
@@ -476,12 +505,8 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
 async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite3");
-    let config = StoreConfig::Sqlite {
-        path: path.clone(),
-        busy_timeout_ms: 1000,
-        log_segment_bytes: 1 << 20,
-    };
-    let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
+    let config = sqlite_at(path.clone());
+    let keys = test_keys();
     let subject = tripgate::domain::SubjectId::parse("13900001111").unwrap();
     {
         let store = AuditStore::open(&config).await.unwrap();
@@ -497,17 +522,8 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
         .unwrap();
         for n in 0..3 {
             let mut r = record(&keys, Utc::now().timestamp_micros() + n as i64, n);
-            r.parties.push(tripgate::audit::AuditParty {
-                party: "driver".into(),
-                index: None,
-                subject_ref: keys.subject_ref(&subject),
-                status: "green".into(),
-                color: None,
-                issuer: None,
-                source: None,
-                status_age_secs: None,
-                eligible: None,
-            });
+            r.parties
+                .push(party_naming(&keys, &subject, "driver", None));
             writer.append(r).await.unwrap();
         }
         drop(writer);
@@ -555,12 +571,8 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
 async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite3");
-    let config = StoreConfig::Sqlite {
-        path: path.clone(),
-        busy_timeout_ms: 1000,
-        log_segment_bytes: 1 << 20,
-    };
-    let keys = AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap();
+    let config = sqlite_at(path.clone());
+    let keys = test_keys();
     let subject = tripgate::domain::SubjectId::parse("13900002222").unwrap();
     let store = AuditStore::open(&config).await.unwrap();
     let (writer, task) = AuditWriter::start(
@@ -587,17 +599,8 @@ async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge
     for n in 0..40 {
         let at = if n < 20 { now - two_days_us } else { now } + n as i64;
         let mut r = record(&keys, at, n);
-        r.parties.push(tripgate::audit::AuditParty {
-            party: "passenger".into(),
-            index: Some(0),
-            subject_ref: keys.subject_ref(&subject),
-            status: "green".into(),
-            color: None,
-            issuer: None,
-            source: None,
-            status_age_secs: None,
-            eligible: None,
-        });
+        r.parties
+            .push(party_naming(&keys, &subject, "passenger", Some(0)));
         writer.append(r).await.unwrap();
         // Each lookup catches the index up: one run per decision.
         let found = store.page(&by_trip(n), None, 10).await.unwrap();
@@ -711,7 +714,7 @@ async fn recycled_log_segments_under_load_keep_every_decision_once() {
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
 
-    let log_dir = std::path::PathBuf::from(format!("{}-log", app.audit_file().display()));
+    let log_dir = audit_log_dir(&app.audit_file());
     let names: Vec<String> = std::fs::read_dir(&log_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
