@@ -15,8 +15,9 @@
 //! step, and write the pages out themselves at a bounded rate: a slice,
 //! then a pause, so each log sync carries at most a slice of other writes.
 //! Which pages are dirty is read off the WAL (each frame names its page),
-//! so a file of any size costs only its changed pages. Log segments are
-//! zero-filled and deleted at the same bounded rate. Pacing only ever
+//! so a file of any size costs only its changed pages. Log segments that
+//! must be zero-filled or deleted (most are recycled, see `journal`) go at
+//! the same bounded rate. Pacing only ever
 //! slows background threads (the loader, the indexer, the segment
 //! preparer); when records pile up, the loader writes at full speed.
 
