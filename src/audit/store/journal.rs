@@ -12,7 +12,8 @@
 //!
 //! Segments are written to their full size before use, so an append
 //! overwrites blocks the file already has and its fdatasync writes only
-//! data, not also the inode. A segment whose records are all in the SQLite
+//! data, not also the inode; it writes whole pages, so it never reads
+//! one from disk first (see `append`). A segment whose records are all in the SQLite
 //! file is recycled as a later one (renamed, not deleted): zero-filling a
 //! new segment doubled the bytes the log wrote, and deleting one freed 64 MB
 //! at once (the filesystem is mounted with `discard`), both of which the
@@ -89,6 +90,8 @@ pub struct Journal {
     active: u64,
     file: File,
     len: u64,
+    /// The bytes of the page `len` is in, up to `len` (see `append`).
+    tail: Vec<u8>,
     segment_bytes: u64,
     /// The segment after `active`, being zeroed by a helper thread.
     next: Option<std::thread::JoinHandle<Result<File, StoreError>>>,
@@ -232,6 +235,7 @@ impl Journal {
                 active,
                 file,
                 len: 0,
+                tail: Vec::new(),
                 segment_bytes,
                 next: prepare_in_background(dir, active + 1, segment_bytes),
                 poisoned: None,
@@ -255,21 +259,39 @@ impl Journal {
         if self.len >= self.segment_bytes {
             self.roll()?;
         }
-        let mut frames = Vec::with_capacity(rows.len() * 1024);
+        // Whole pages from the start of the one `len` is in: a write that
+        // covers part of a page the page cache no longer holds (a recycled
+        // segment's, or any once memory is trimmed) makes the kernel read
+        // the page from disk first, on the decision path and behind every
+        // write queued there; measured here, 110 MB read by the writer
+        // thread in five minutes at 5,000 decisions/s, and single log
+        // appends of up to 0.4 s. The zeros after the frames end the
+        // segment for the reader until the next append overwrites them.
+        let page_start = self.len - self.tail.len() as u64;
+        let mut pages = std::mem::take(&mut self.tail);
+        let kept = pages.len();
         for row in rows {
-            encode_frame(row, Some(self.active), &mut frames);
+            encode_frame(row, Some(self.active), &mut pages);
         }
+        let end = page_start + pages.len() as u64;
+        pages.resize(pages.len().next_multiple_of(PAGE_BYTES), 0);
         let path = segment_path(&self.dir, self.active);
         let written = self
             .file
-            .write_all_at(&frames, self.len)
+            .write_all_at(&pages, page_start)
             .and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
-                self.len += frames.len() as u64;
+                self.len = end;
+                let tail_start = (end - end % PAGE_BYTES as u64 - page_start) as usize;
+                pages.truncate((end - page_start) as usize);
+                pages.drain(..tail_start);
+                self.tail = pages;
                 Ok(())
             }
             Err(e) => {
+                pages.truncate(kept);
+                self.tail = pages;
                 let undone = self
                     .file
                     .set_len(self.len)
@@ -307,6 +329,7 @@ impl Journal {
         };
         self.active = next;
         self.len = 0;
+        self.tail.clear();
         self.next = prepare_in_background(&self.dir, next + 1, self.segment_bytes);
         Ok(())
     }
@@ -404,6 +427,10 @@ fn prepare_segment(dir: &Path, n: u64, bytes: u64) -> Result<File, StoreError> {
 }
 
 const ZERO_CHUNK: usize = 1 << 20;
+
+/// The page size appends are rounded to (x86-64 and most arm64 kernels); on
+/// a kernel with larger pages an append still works, only partly reads.
+const PAGE_BYTES: usize = 4096;
 
 /// Prepares segment `n` on a helper thread while the active one fills
 /// (none if no thread can be started: the roll then prepares it itself).
@@ -664,6 +691,32 @@ mod tests {
         let seqs: Vec<i64> = read.iter().map(|r| r.row.seq).collect();
         let expected: Vec<i64> = (written - before_roll as i64 + 1..=seq).collect();
         assert_eq!(seqs, expected, "every record once, in order, no old frames");
+    }
+
+    #[test]
+    fn batches_of_any_size_read_back_whole_across_page_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = 8 * 1024;
+        let mut owner = Journal::open(dir.path(), bytes).unwrap().journal.unwrap();
+        let mut seq = 0;
+        for batch in 1..=25 {
+            let rows: Vec<JournalRow> = (1..=batch).map(|k| row(seq + k)).collect();
+            seq += batch;
+            owner.append(&rows).unwrap();
+            assert_eq!(
+                owner.len - owner.tail.len() as u64,
+                owner.len / PAGE_BYTES as u64 * PAGE_BYTES as u64,
+                "the carried bytes are the start of the last page"
+            );
+        }
+        assert!(owner.active() >= 2, "the batches spanned segments");
+        let seqs: Vec<i64> = Journal::open(dir.path(), bytes)
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.row.seq)
+            .collect();
+        assert_eq!(seqs, (1..=seq).collect::<Vec<_>>());
     }
 
     #[test]
