@@ -67,6 +67,29 @@ fn spawn(name: &'static str, command: &mut Command) -> Process {
     Process(child)
 }
 
+/// This run's scratch directory, `<temp>/<name>-<pid>`. Directories of
+/// earlier runs whose process is gone are removed first: a run ended by a
+/// signal (`BENCH_HOLD`, Ctrl-C) cannot clean up after itself, and each
+/// leaves hundreds of MB of audit trail behind.
+fn work_dir(name: &str) -> PathBuf {
+    let prefix = format!("{name}-");
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let pid = file_name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|pid| pid.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn wait_http(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -523,8 +546,7 @@ fn main() {
             .unwrap_or_else(|| "bench-results".into()),
     );
     std::fs::create_dir_all(&out_dir).unwrap();
-    let work = std::env::temp_dir().join(format!("tripgate-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
+    let work = work_dir("tripgate-bench");
     let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let seconds = std::env::var("BENCH_SECONDS")
@@ -1024,8 +1046,7 @@ async fn bench_store(
     tripgate::audit::AuditKeys,
 ) {
     use tripgate::audit::{AuditKeys, AuditStore, StoreConfig};
-    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = work_dir(name);
     let config = StoreConfig::Sqlite {
         path: dir.join("audit.sqlite3"),
         busy_timeout_ms: 5000,
