@@ -267,6 +267,10 @@ impl Journal {
         // thread in five minutes at 5,000 decisions/s, and single log
         // appends of up to 0.4 s. The zeros after the frames end the
         // segment for the reader until the next append overwrites them.
+        // Rewriting the page's earlier frames puts none of them at risk:
+        // they get the same bytes, and a torn write leaves each sector old
+        // or new (an append into the middle of a sector always rewrote the
+        // sector's start too).
         let page_start = self.len - self.tail.len() as u64;
         let mut pages = std::mem::take(&mut self.tail);
         let kept = pages.len();
