@@ -125,14 +125,15 @@ impl Resolver {
             .collect();
         if !wanted.is_empty() {
             let keys: Vec<&SubjectId> = wanted.iter().map(|i| &subjects[*i]).collect();
-            let invalidations = inner.l1.as_ref().map(L1Cache::invalidations);
+            // L1 with its invalidation count before the read.
+            let l1_before_read = inner.l1.as_ref().map(|l1| (l1, l1.invalidations()));
             let read = tokio::time::timeout_at(deadline, inner.cache.get_many(&keys)).await;
             match read {
                 Ok(Ok(entries)) => {
                     for (i, entry) in wanted.iter().zip(entries) {
                         let Some(cached) = entry else { continue };
                         if ttls.is_fresh(&cached, now) {
-                            if let (Some(l1), Some(seen)) = (&inner.l1, invalidations) {
+                            if let Some((l1, seen)) = l1_before_read {
                                 l1.insert_read(subjects[*i].clone(), cached.clone(), seen);
                             }
                             lookups[*i] = Some(StatusLookup::known(cached, inner.cache.source()));

@@ -12,9 +12,9 @@
 //!
 //! Segments are written to their full size before use, so an append
 //! overwrites blocks the file already has and its fdatasync writes only
-//! data, not also the inode; it writes whole pages, so it never reads
-//! one from disk first (see `append`). A segment whose records are all in the SQLite
-//! file is recycled as a later one (renamed, not deleted): zero-filling a
+//! data, not also the inode; it writes whole pages, so it never reads one
+//! from disk first (see `append`). A segment whose records are all in the
+//! SQLite file is recycled as a later one (renamed, not deleted): zero-filling a
 //! new segment doubled the bytes the log wrote, and deleting one freed 64 MB
 //! at once (the filesystem is mounted with `discard`), both of which the
 //! log's own syncs wait behind on a virtual disk. Only the first segments,
