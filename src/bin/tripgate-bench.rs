@@ -182,7 +182,11 @@ fn write_distinct_bodies(path: &Path, distinct: u64) {
     }
 }
 
+/// An oha run's JSON report, with the CPU seconds oha itself used added
+/// under `LOAD_GENERATOR_CPU`: the load generator shares the cores, so its
+/// cost per request bounds what the server's ratios can reach.
 fn oha(args: &[&str]) -> Value {
+    let cpu_before = children_cpu_seconds();
     let output = Command::new("oha")
         .args(["--no-tui", "--output-format", "json"])
         .args(args)
@@ -190,7 +194,43 @@ fn oha(args: &[&str]) -> Value {
         .output()
         .expect("oha is needed: cargo install oha --locked (scripts/bench installs it)");
     assert!(output.status.success(), "oha failed");
-    serde_json::from_slice(&output.stdout).expect("oha JSON")
+    let mut report: Value = serde_json::from_slice(&output.stdout).expect("oha JSON");
+    report[LOAD_GENERATOR_CPU] = json!(children_cpu_seconds() - cpu_before);
+    report
+}
+
+const LOAD_GENERATOR_CPU: &str = "tripgate_bench_load_generator_cpu_seconds";
+
+/// CPU seconds of every child process waited for so far (oha runs are
+/// waited for; the servers are not until the end).
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Requests answered in a run, whatever their status.
+fn requests(result: &Value) -> f64 {
+    result["statusCodeDistribution"]
+        .as_object()
+        .map_or(0, |dist| {
+            dist.values().filter_map(Value::as_u64).sum::<u64>()
+        }) as f64
+}
+
+/// The load generator's CPU per request over `runs`, in µs.
+fn load_generator_us(runs: &[&Value]) -> f64 {
+    let cpu: f64 = runs
+        .iter()
+        .filter_map(|r| r[LOAD_GENERATOR_CPU].as_f64())
+        .sum();
+    let answered: f64 = runs.iter().map(|r| requests(r)).sum();
+    1e6 * cpu / answered.max(1.0)
 }
 
 /// Runs a measurement `repeats` times (this machine's disk and neighbours
@@ -225,17 +265,10 @@ fn rps(result: &Value) -> f64 {
 }
 
 fn ok_share(result: &Value) -> f64 {
-    let dist = result["statusCodeDistribution"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    let total: u64 = dist.values().filter_map(Value::as_u64).sum();
-    let ok = dist.get("200").and_then(Value::as_u64).unwrap_or(0);
-    if total == 0 {
-        0.0
-    } else {
-        ok as f64 / total as f64
-    }
+    let ok = result["statusCodeDistribution"]["200"]
+        .as_u64()
+        .unwrap_or(0);
+    ok as f64 / requests(result).max(1.0)
 }
 
 fn percentile_ms(result: &Value, p: &str) -> f64 {
@@ -482,7 +515,7 @@ fn svg_plot(path: &Path, curves: &[(&str, &Value, &str)]) {
     let sx = |x: f64| left + x / 4.0 * (w - left - 20.0);
     let sy = |ms: f64| h - bottom - ms / max_ms * (h - bottom - 30.0);
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="18" font-size="14">tripgate latency percentiles at {RATE} req/s (oha, corrected for coordinated omission)</text>"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{left}" y="18" font-size="14">tripgate latency percentiles (oha at a fixed rate, corrected for coordinated omission)</text>"#
     );
     for p in points {
         let x = sx(x_of(p));
@@ -649,13 +682,24 @@ fn main() {
         }
     }
 
-    eprintln!("(a) /healthz peak");
-    let healthz = oha(&[
+    // After the warm-up's records are in: the background threads' catch-up
+    // would be charged to /healthz otherwise.
+    settle(&service);
+    eprintln!("(a) /healthz peak, and its latency at {RATE}/s (the harness's floor)");
+    let healthz_url = format!("{}/healthz", service.url);
+    let healthz_cpu_before = cpu_seconds(service.process.0.id());
+    let healthz = oha(&["-z", &duration, "-c", "64", &healthz_url]);
+    let healthz_server_us = 1e6 * (cpu_seconds(service.process.0.id()) - healthz_cpu_before)
+        / requests(&healthz).max(1.0);
+    let healthz_latency = oha(&[
         "-z",
         &duration,
         "-c",
         "64",
-        &format!("{}/healthz", service.url),
+        "-q",
+        &RATE.to_string(),
+        "--latency-correction",
+        &healthz_url,
     ]);
     // The in-memory sink prices durability: its peaks are interleaved with
     // the durable ones (durable, in-memory, durable, ...), so a swing in
@@ -696,6 +740,7 @@ fn main() {
         durable_runs.push(post(&hook, &trips, &["-z", &duration, "-c", "64"]));
         memory_runs.push(post(&memory_hook, &trips, &["-z", &duration, "-c", "64"]));
     }
+    let trip_load_generator_us = load_generator_us(&durable_runs.iter().collect::<Vec<_>>());
     let (trip_peak, trip_peak_runs) = median_of_runs(durable_runs, rps);
     let (memory_peak, memory_peak_runs) = median_of_runs(memory_runs, rps);
     let peak_cpu = cpu_seconds(service.process.0.id()) - peak_cpu_before;
@@ -789,6 +834,13 @@ fn main() {
 
     let trip_p99 = percentile_ms(&trip_latency, "p99");
     let candidate_p99 = percentile_ms(&candidate_latency, "p99");
+    // Both peaks saturate the same cores, so a request's cost to the
+    // machine is the server's CPU plus the load generator's: trip checks
+    // reach half the /healthz rate only if the server spends at most this
+    // per decision.
+    let healthz_load_generator_us = load_generator_us(&[&healthz]);
+    let ceiling_server_us =
+        2.0 * (healthz_load_generator_us + healthz_server_us) - trip_load_generator_us;
     let results = json!({
         "machine": {"cores": cores, "load_generator": "oha, same machine"},
         "repeats": {"count": repeats, "trip_peak_rps": trip_peak_runs, "trip_p99_ms": trip_p99_runs, "memory_sink_peak_rps": memory_peak_runs},
@@ -796,6 +848,12 @@ fn main() {
         "trip_peak_rps": rps(&trip_peak),
         "trip_peak_ok_share": ok_share(&trip_peak),
         "trip_vs_healthz": rps(&trip_peak) / rps(&healthz),
+        "cpu_us_per_request_at_peak": {
+            "healthz": {"server": healthz_server_us, "load_generator": healthz_load_generator_us},
+            "trip": {"server": durable_cpu_us, "load_generator": trip_load_generator_us},
+            "server_per_decision_for_half_of_healthz": ceiling_server_us,
+        },
+        "healthz_latency_ms": {"rate": RATE, "p50": percentile_ms(&healthz_latency, "p50"), "p99": percentile_ms(&healthz_latency, "p99"), "p99.9": percentile_ms(&healthz_latency, "p99.9")},
         "trip_latency_ms": {"rate": RATE, "achieved_rps": rps(&trip_latency), "p50": percentile_ms(&trip_latency, "p50"), "p99": trip_p99, "p99.9": percentile_ms(&trip_latency, "p99.9")},
         "candidates_latency_ms": {"rate": 500, "p50": percentile_ms(&candidate_latency, "p50"), "p99": candidate_p99, "p99.9": percentile_ms(&candidate_latency, "p99.9")},
         "candidates_peak_rps": rps(&candidate_peak),
@@ -819,11 +877,16 @@ fn main() {
     svg_plot(
         &out_dir.join("latency.svg"),
         &[
-            ("trip check", &trip_latency, "#1f77b4"),
+            (&format!("trip check at {RATE}/s"), &trip_latency, "#1f77b4"),
             (
-                "candidate filter (50 drivers)",
+                "candidate filter (50 drivers) at 500/s",
                 &candidate_latency,
                 "#d62728",
+            ),
+            (
+                &format!("GET /healthz at {RATE}/s (the harness's floor)"),
+                &healthz_latency,
+                "#7f7f7f",
             ),
         ],
     );
@@ -844,6 +907,28 @@ fn main() {
             "trip / healthz",
             format!("{:.0}%", 100.0 * rps(&trip_peak) / rps(&healthz)),
             format!("{} >= 50%", check(rps(&trip_peak) >= 0.5 * rps(&healthz))),
+        ),
+        (
+            "CPU per request at peak, tripgate + oha (µs): /healthz, trip",
+            format!(
+                "{healthz_server_us:.1} + {healthz_load_generator_us:.1}, \
+                 {durable_cpu_us:.1} + {trip_load_generator_us:.1}"
+            ),
+            String::new(),
+        ),
+        (
+            "tripgate CPU per decision that 50% of /healthz allows (µs)",
+            format!("{ceiling_server_us:.1} (measured {durable_cpu_us:.1})"),
+            String::new(),
+        ),
+        (
+            "GET /healthz p99 / p99.9 @5000/s (ms): the harness's floor",
+            format!(
+                "{:.3} / {:.3}",
+                percentile_ms(&healthz_latency, "p99"),
+                percentile_ms(&healthz_latency, "p99.9")
+            ),
+            String::new(),
         ),
         (
             "trip p50 @5000/s (ms)",
