@@ -34,8 +34,9 @@ impl ChainHead {
 /// Seals `record` as the link after `head`; returns the new link.
 pub fn seal(keys: &AuditKeys, head: &ChainHead, record: AuditRecord) -> SealedRecord {
     let seq = head.seq + 1;
+    let (canonical, detail) = record.canonical_and_detail();
     let hash = keys
-        .chain_hash(&record.key_id, &head.hash, seq, &record.canonical_bytes())
+        .chain_hash(&record.key_id, &head.hash, seq, &canonical)
         // Records are built with the active key, which is always configured.
         .unwrap_or_default();
     SealedRecord {
@@ -43,6 +44,7 @@ pub fn seal(keys: &AuditKeys, head: &ChainHead, record: AuditRecord) -> SealedRe
         seq,
         prev_hash: head.hash.clone(),
         hash,
+        detail,
     }
 }
 

@@ -76,14 +76,74 @@ pub struct AuditRecord {
     pub parties: Vec<AuditParty>,
 }
 
+/// Every field of a record but its reasons and parties, in the record's
+/// order: the canonical encoding is this object with the detail's fields
+/// appended.
+#[derive(Serialize)]
+struct RecordHead<'a> {
+    format: u32,
+    decision_id: &'a str,
+    decided_at_us: i64,
+    hook: Hook,
+    trip_id: &'a str,
+    city: &'a str,
+    decision: &'a str,
+    degraded: bool,
+    policy_version: &'a str,
+    instance_id: &'a str,
+    key_id: &'a str,
+}
+
+/// The reasons and parties of a record, as the `detail` column keeps them.
+#[derive(Serialize)]
+struct DetailFields<'a> {
+    reasons: &'a [AuditReason],
+    parties: &'a [AuditParty],
+}
+
 impl AuditRecord {
+    /// What the chain hash covers: the record serialised as JSON, fields in
+    /// declaration order (byte for byte `serde_json::to_vec(record)`).
     pub fn canonical_bytes(&self) -> Vec<u8> {
+        self.canonical_and_detail().0
+    }
+
+    /// The canonical bytes and the `detail` column's text. The reasons and
+    /// parties, most of a record, are serialised once for both: the
+    /// canonical encoding ends with the detail's fields, so it is the head
+    /// object with the detail object's inside appended.
+    pub fn canonical_and_detail(&self) -> (Vec<u8>, String) {
+        let detail = DetailFields {
+            reasons: &self.reasons,
+            parties: &self.parties,
+        };
+        let head = RecordHead {
+            format: self.format,
+            decision_id: &self.decision_id,
+            decided_at_us: self.decided_at_us,
+            hook: self.hook,
+            trip_id: &self.trip_id,
+            city: &self.city,
+            decision: &self.decision,
+            degraded: self.degraded,
+            policy_version: &self.policy_version,
+            instance_id: &self.instance_id,
+            key_id: &self.key_id,
+        };
         // Sized for a trip's record up front: growing from serde_json's
         // default 128 bytes took five reallocations per record.
-        let mut bytes = Vec::with_capacity(RECORD_BYTES);
-        // A struct of strings, integers and vectors always serialises.
-        let _ = serde_json::to_writer(&mut bytes, self);
-        bytes
+        let mut detail_bytes = Vec::with_capacity(RECORD_BYTES);
+        let mut canonical = Vec::with_capacity(RECORD_BYTES + 256);
+        // Structs of strings, integers and vectors always serialise, to
+        // objects: `{...}` each.
+        let _ = serde_json::to_writer(&mut detail_bytes, &detail);
+        let _ = serde_json::to_writer(&mut canonical, &head);
+        canonical.pop();
+        canonical.push(b',');
+        canonical.extend_from_slice(&detail_bytes[1..]);
+        // serde_json writes UTF-8 only.
+        let detail = String::from_utf8(detail_bytes).unwrap_or_default();
+        (canonical, detail)
     }
 
     /// One bit per reason code present, for filtering by reason in SQL.
@@ -104,22 +164,11 @@ pub fn reason_bit(code: ReasonCode) -> i64 {
     1 << position
 }
 
-/// The part of a record that is stored as one JSON column.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The part of a record that is stored as one JSON column, as read back.
+#[derive(Debug, Clone, Deserialize)]
 pub struct RecordDetail {
     pub reasons: Vec<AuditReason>,
     pub parties: Vec<AuditParty>,
-}
-
-impl RecordDetail {
-    /// The column's text.
-    pub fn to_json(&self) -> String {
-        let mut bytes = Vec::with_capacity(RECORD_BYTES);
-        // Plain data: serialisation cannot fail.
-        let _ = serde_json::to_writer(&mut bytes, self);
-        // serde_json writes UTF-8 only.
-        String::from_utf8(bytes).unwrap_or_default()
-    }
 }
 
 /// A record with its place in its instance's chain.
@@ -129,4 +178,75 @@ pub struct SealedRecord {
     pub seq: i64,
     pub prev_hash: String,
     pub hash: String,
+    /// The `detail` column's text (`AuditRecord::canonical_and_detail`).
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record(text: String, with_options: bool, parties: usize) -> AuditRecord {
+        let optional = |s: &str| with_options.then(|| format!("{s}{text}"));
+        AuditRecord {
+            format: FORMAT,
+            decision_id: format!("id-{text}"),
+            decided_at_us: -42,
+            hook: Hook::Candidates,
+            trip_id: text.clone(),
+            city: "hangzhou".into(),
+            decision: "reject".into(),
+            degraded: with_options,
+            policy_version: format!("v\"{text}"),
+            instance_id: "i-1".into(),
+            key_id: "k1".into(),
+            reasons: (0..parties.min(2))
+                .map(|i| AuditReason {
+                    party: "driver".into(),
+                    index: with_options.then_some(i as u32),
+                    code: "DRIVER_RED".into(),
+                    rule: format!("hangzhou.trip.{text}"),
+                    detail: optional("area "),
+                })
+                .collect(),
+            parties: (0..parties)
+                .map(|i| AuditParty {
+                    party: "candidate".into(),
+                    index: Some(i as u32),
+                    subject_ref: format!("ref{i}{text}"),
+                    status: "red".into(),
+                    color: optional("c"),
+                    issuer: optional("i"),
+                    source: optional("s"),
+                    status_age_secs: with_options.then_some(7),
+                    eligible: with_options.then_some(false),
+                })
+                .collect(),
+        }
+    }
+
+    proptest! {
+        // The chain hash of every record already stored covers
+        // `serde_json::to_vec(record)`: the one-pass encoding must give
+        // exactly those bytes, and the detail column exactly its fields.
+        #[test]
+        fn canonical_bytes_are_the_serialised_record_and_detail_its_tail(
+            text in "\\PC{0,12}|[\",\\\\{}:\\[\\]]{0,6}",
+            with_options: bool,
+            parties in 0usize..4,
+        ) {
+            let record = record(text, with_options, parties);
+            let (canonical, detail) = record.canonical_and_detail();
+            prop_assert_eq!(&canonical, &serde_json::to_vec(&record).unwrap());
+            prop_assert_eq!(&record.canonical_bytes(), &canonical);
+            let read_back: RecordDetail = serde_json::from_str(&detail).unwrap();
+            prop_assert_eq!(&read_back.reasons, &record.reasons);
+            prop_assert_eq!(&read_back.parties, &record.parties);
+            let expected = serde_json::json!({"reasons": record.reasons.clone(), "parties": record.parties.clone()});
+            prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&detail).unwrap(), expected);
+            prop_assert!(detail.starts_with(r#"{"reasons":["#), "detail: {}", detail);
+            prop_assert!(canonical.ends_with(&detail.as_bytes()[1..]));
+        }
+    }
 }

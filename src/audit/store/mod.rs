@@ -66,10 +66,6 @@ impl Row {
     pub fn from_sealed(sealed: SealedRecord) -> (Self, i64) {
         let reason_mask = sealed.record.reason_mask();
         let r = sealed.record;
-        let detail = RecordDetail {
-            reasons: r.reasons,
-            parties: r.parties,
-        };
         let row = Self {
             decision_id: r.decision_id,
             instance_id: r.instance_id,
@@ -82,7 +78,7 @@ impl Row {
             degraded: r.degraded,
             policy_version: r.policy_version,
             key_id: r.key_id,
-            detail: detail.to_json(),
+            detail: sealed.detail,
             prev_hash: sealed.prev_hash,
             hash: sealed.hash,
         };
@@ -132,6 +128,7 @@ impl Row {
             seq: self.seq,
             prev_hash: self.prev_hash,
             hash: self.hash,
+            detail: self.detail,
         })
     }
 }
