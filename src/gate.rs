@@ -212,11 +212,16 @@ impl Gate {
         let subjects: Vec<&SubjectId> = check.parties().map(|(_, subject)| subject).collect();
         let record = self.audit_record(&decided, &subjects);
         let handed_over = Instant::now();
-        self.audit.append(record).await?;
-        let audit_seconds = handed_over.elapsed().as_secs_f64();
+        let durable_at = self.audit.append(record).await?;
+        let resumed = Instant::now();
+        let audit_seconds = (resumed - handed_over).as_secs_f64();
+        let resume_seconds = resumed
+            .into_std()
+            .saturating_duration_since(durable_at)
+            .as_secs_f64();
 
         let metrics = self.audit.metrics();
-        metrics.record_stages(status_seconds, audit_seconds);
+        metrics.record_stages(status_seconds, audit_seconds, resume_seconds);
         for party in &decided.parties {
             metrics.record_lookup(party.source);
         }

@@ -29,8 +29,9 @@ pub struct Metrics {
     /// [outcome][reason] for the trip hook, resolved up front.
     trip_decisions: Vec<Vec<IntCounter>>,
     trip_seconds: Histogram,
-    /// Where a decision's time went: [status lookups, audit commit wait].
-    stage_seconds: [Histogram; 2],
+    /// Where a decision's time went: [status lookups, audit commit wait,
+    /// the part of that wait after the record was durable].
+    stage_seconds: [Histogram; 3],
     lookups: Vec<IntCounter>,
     lookups_unavailable: IntCounter,
     pub provider_requests: IntCounterVec,
@@ -98,8 +99,10 @@ impl Metrics {
                 HistogramOpts::new(
                     "tripgate_decision_stage_seconds",
                     "Parts of a decision's time: status (every party's status, \
-                     from L1, Redis or the provider) and audit (from handing the \
-                     record to the audit writer until it is durable).",
+                     from L1, Redis or the provider), audit (from handing the \
+                     record to the audit writer until the decision resumes, \
+                     durable) and resume (the part of audit after the record \
+                     was durable: waiting for a CPU).",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
                 &["stage"],
@@ -148,6 +151,7 @@ impl Metrics {
             stage_seconds: [
                 stage_seconds.with_label_values(&["status"]),
                 stage_seconds.with_label_values(&["audit"]),
+                stage_seconds.with_label_values(&["resume"]),
             ],
             lookups: Source::ALL
                 .iter()
@@ -317,9 +321,10 @@ impl Metrics {
 
     /// A decision's time spent on status lookups and waiting for its
     /// audit record to be durable: when decisions are slow, which one.
-    pub fn record_stages(&self, status_seconds: f64, audit_seconds: f64) {
+    pub fn record_stages(&self, status_seconds: f64, audit_seconds: f64, resume_seconds: f64) {
         self.stage_seconds[0].observe(status_seconds);
         self.stage_seconds[1].observe(audit_seconds);
+        self.stage_seconds[2].observe(resume_seconds);
     }
 
     pub fn record_lookup(&self, source: Option<Source>) {

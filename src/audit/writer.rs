@@ -16,6 +16,7 @@
 //! showed as milliseconds of p99 and as a fifth of the runtime's CPU.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,7 +34,8 @@ pub enum WriteError {
 
 struct Pending {
     record: AuditRecord,
-    committed: oneshot::Sender<Result<(), WriteError>>,
+    /// When the record became durable, or why it could not.
+    committed: oneshot::Sender<Result<Instant, WriteError>>,
 }
 
 #[derive(Clone)]
@@ -120,8 +122,10 @@ impl AuditWriter {
         &self.instance_id
     }
 
-    /// Returns once the record is committed (or could not be).
-    pub async fn append(&self, record: AuditRecord) -> Result<(), WriteError> {
+    /// Returns once the record is committed (or could not be), with the
+    /// moment it became durable: the time from then until the caller runs
+    /// again is time spent waiting for a CPU, not for the disk.
+    pub async fn append(&self, record: AuditRecord) -> Result<Instant, WriteError> {
         let (committed, outcome) = oneshot::channel();
         self.queue
             .send(Pending { record, committed })
@@ -155,7 +159,7 @@ impl Committer {
                     .block_on(self.store.chain_head(&self.instance_id))
                     .map(|h| h.unwrap_or_else(ChainHead::genesis)),
             };
-            let timer = std::time::Instant::now();
+            let timer = Instant::now();
             let (records, waiters): (Vec<AuditRecord>, Vec<_>) = batch
                 .drain(..)
                 .map(|pending| (pending.record, pending.committed))
@@ -168,7 +172,7 @@ impl Committer {
             let reply = match outcome {
                 Ok(new_head) => {
                     head = Some(new_head);
-                    Ok(())
+                    Ok(Instant::now())
                 }
                 Err(error) => {
                     metrics.audit_commit_failures.inc();

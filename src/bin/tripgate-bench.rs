@@ -780,7 +780,7 @@ fn main() {
     );
     let stages = || {
         let metrics = metrics_text(&service.admin);
-        ["status", "audit"].map(|stage| stage_buckets(&metrics, stage))
+        ["status", "audit", "resume"].map(|stage| stage_buckets(&metrics, stage))
     };
     let stages_before = stages();
     let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
@@ -801,11 +801,12 @@ fn main() {
     // CPU per decision is steadier than throughput on a shared machine.
     let cpu_us_per_decision = 1e6 * (cpu_seconds(service.process.0.id()) - cpu_before)
         / (trip_decisions(&service.admin) - checks_before).max(1.0);
-    // Where the tail is: the share of decisions whose status lookups, or
-    // whose wait for a durable audit record, took over 2 ms.
+    // Where the tail is: the share of decisions whose status lookups, whose
+    // wait for a durable audit record, or whose wait for a CPU once it was
+    // durable (part of the audit wait) took over 2 ms.
     let stages_after = stages();
-    let [status_over_2ms, audit_over_2ms] =
-        [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.002));
+    let [status_over_2ms, audit_over_2ms, resume_over_2ms] =
+        [0, 1, 2].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.002));
     eprintln!("(d) candidate filter (50 drivers) latency");
     let candidate_latency = post(
         &filter,
@@ -858,7 +859,7 @@ fn main() {
         "candidates_latency_ms": {"rate": 500, "p50": percentile_ms(&candidate_latency, "p50"), "p99": candidate_p99, "p99.9": percentile_ms(&candidate_latency, "p99.9")},
         "candidates_peak_rps": rps(&candidate_peak),
         "tripgate_cpu_us_per_decision_at_rate": cpu_us_per_decision,
-        "percent_over_2ms_at_rate": {"status": status_over_2ms, "audit": audit_over_2ms},
+        "percent_over_2ms_at_rate": {"status": status_over_2ms, "audit": audit_over_2ms, "resume": resume_over_2ms},
         "tripgate_cpu_us_per_decision_at_peak": {"durable": durable_cpu_us, "memory_sink": memory_cpu_us},
         "durable_cpu_us_per_decision_by_thread": cpu_by_thread.iter().map(|(name, us)| json!({"thread": name, "us": us})).collect::<Vec<_>>(),
         "memory_sink_peak_rps": rps(&memory_peak),
@@ -954,8 +955,8 @@ fn main() {
             String::new(),
         ),
         (
-            "decisions over 2 ms @5000/s in status lookups / audit wait",
-            format!("{status_over_2ms:.2}% / {audit_over_2ms:.2}%"),
+            "decisions over 2 ms @5000/s: status lookups / audit wait (after durable)",
+            format!("{status_over_2ms:.2}% / {audit_over_2ms:.2}% ({resume_over_2ms:.2}%)"),
             String::new(),
         ),
         (

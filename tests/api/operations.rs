@@ -240,6 +240,11 @@ async fn the_stage_histogram_puts_a_slow_provider_in_the_status_stage() {
     };
     assert_eq!(stage("status", "count"), 1.0);
     assert_eq!(stage("audit", "count"), 1.0);
+    assert_eq!(stage("resume", "count"), 1.0);
+    assert!(
+        stage("resume", "sum") <= stage("audit", "sum"),
+        "resuming is part of the audit wait"
+    );
     assert!(
         stage("status", "sum") >= 0.3,
         "the provider's 300 ms are status time: {}",
