@@ -772,23 +772,24 @@ fn main() {
         cpu_seconds(memory.process.0.id()),
         trip_decisions(&memory.admin),
     );
-    let (mut durable_runs, mut memory_runs) = (Vec::new(), Vec::new());
-    let mut durable_tries = Vec::new();
+    // Per repeat, one run per connection count for each sink.
+    let (mut durable_tries, mut memory_tries) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
-        let mut memory_tries = Vec::new();
+        let (mut durable, mut memory) = (Vec::new(), Vec::new());
         for c in PEAK_CONNECTIONS {
             let peak =
                 |url: &str| with_connections(post(url, &trips, &["-z", &duration, "-c", c]), c);
-            durable_tries.push(peak(&hook));
-            memory_tries.push(peak(&memory_hook));
+            durable.push(peak(&hook));
+            memory.push(peak(&memory_hook));
         }
-        let this_repeat = durable_tries.len() - PEAK_CONNECTIONS.len();
-        durable_runs.push(best_of(durable_tries[this_repeat..].to_vec()));
-        memory_runs.push(best_of(memory_tries));
+        durable_tries.push(durable);
+        memory_tries.push(memory);
     }
-    let trip_load_generator_us = load_generator_us(&durable_tries.iter().collect::<Vec<_>>());
-    let (trip_peak, trip_peak_runs) = median_of_runs(durable_runs, rps);
-    let (memory_peak, memory_peak_runs) = median_of_runs(memory_runs, rps);
+    let trip_load_generator_us =
+        load_generator_us(&durable_tries.iter().flatten().collect::<Vec<_>>());
+    let best = |tries: Vec<Vec<Value>>| tries.into_iter().map(best_of).collect::<Vec<_>>();
+    let (trip_peak, trip_peak_runs) = median_of_runs(best(durable_tries), rps);
+    let (memory_peak, memory_peak_runs) = median_of_runs(best(memory_tries), rps);
     let peak_cpu = cpu_seconds(service.process.0.id()) - peak_cpu_before;
     let decisions = trip_decisions(&service.admin) - decisions_before;
     let durable_cpu_us = 1e6 * peak_cpu / decisions.max(1.0);
