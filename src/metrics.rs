@@ -320,7 +320,8 @@ impl Metrics {
     }
 
     /// A decision's time spent on status lookups and waiting for its
-    /// audit record to be durable: when decisions are slow, which one.
+    /// audit record to be durable, and the part of that wait after it was
+    /// durable: when decisions are slow, which one.
     pub fn record_stages(&self, status_seconds: f64, audit_seconds: f64, resume_seconds: f64) {
         self.stage_seconds[0].observe(status_seconds);
         self.stage_seconds[1].observe(audit_seconds);

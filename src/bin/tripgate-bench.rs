@@ -224,13 +224,12 @@ fn requests(result: &Value) -> f64 {
 }
 
 /// The load generator's CPU per request over `runs`, in µs.
-fn load_generator_us(runs: &[&Value]) -> f64 {
-    let cpu: f64 = runs
-        .iter()
-        .filter_map(|r| r[LOAD_GENERATOR_CPU].as_f64())
-        .sum();
-    let answered: f64 = runs.iter().map(|r| requests(r)).sum();
-    1e6 * cpu / answered.max(1.0)
+fn load_generator_us<'a>(runs: impl IntoIterator<Item = &'a Value>) -> f64 {
+    let (cpu, answered) = runs.into_iter().fold((0.0, 0.0), |(cpu, answered), run| {
+        let run_cpu = run[LOAD_GENERATOR_CPU].as_f64().unwrap_or(0.0);
+        (cpu + run_cpu, answered + requests(run))
+    });
+    1e6 * cpu / f64::max(answered, 1.0)
 }
 
 /// Connections for peak throughput, each tried: a durable decision waits
@@ -719,7 +718,7 @@ fn main() {
     let healthz_requests: f64 = healthz_runs.iter().map(requests).sum();
     let healthz_server_us = 1e6 * (cpu_seconds(service.process.0.id()) - healthz_cpu_before)
         / healthz_requests.max(1.0);
-    let healthz_load_generator_us = load_generator_us(&healthz_runs.iter().collect::<Vec<_>>());
+    let healthz_load_generator_us = load_generator_us(&healthz_runs);
     let healthz = best_of(healthz_runs);
     let healthz_latency = oha(&[
         "-z",
@@ -785,8 +784,7 @@ fn main() {
         durable_tries.push(durable);
         memory_tries.push(memory);
     }
-    let trip_load_generator_us =
-        load_generator_us(&durable_tries.iter().flatten().collect::<Vec<_>>());
+    let trip_load_generator_us = load_generator_us(durable_tries.iter().flatten());
     let best = |tries: Vec<Vec<Value>>| tries.into_iter().map(best_of).collect::<Vec<_>>();
     let (trip_peak, trip_peak_runs) = median_of_runs(best(durable_tries), rps);
     let (memory_peak, memory_peak_runs) = median_of_runs(best(memory_tries), rps);
