@@ -83,7 +83,7 @@ pub struct ServerSettings {
     pub keep_alive_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Dispatch,
@@ -126,7 +126,18 @@ pub struct AuthSettings {
     pub enabled: bool,
     pub rate_per_sec: f64,
     pub burst: f64,
+    /// Per-role defaults between `rate_per_sec`/`burst` and a client's own
+    /// (regulators' queries are heavier than a check, so they get less).
+    #[serde(default)]
+    pub role_limits: std::collections::HashMap<Role, RateLimit>,
     pub clients: Vec<ClientSettings>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub rate_per_sec: f64,
+    pub burst: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +210,18 @@ pub struct CacheSettings {
     /// How long past its TTL a status may still serve, when the provider
     /// cannot answer (reported as `source: "stale"`).
     pub max_stale_secs: u64,
+    /// Key of the subjects' pseudonyms in Redis (HMAC-SHA256); distinct
+    /// from the audit keys and the events secret. Exactly one of the two.
+    #[serde(default)]
+    pub pseudonym_secret: Option<String>,
+    #[serde(default)]
+    pub pseudonym_secret_file: Option<PathBuf>,
+    /// The secret being rotated out: pushes are also written and announced
+    /// under it, so replicas still on it drop their copies.
+    #[serde(default)]
+    pub previous_pseudonym_secret: Option<String>,
+    #[serde(default)]
+    pub previous_pseudonym_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +239,13 @@ pub struct ProviderSettings {
     pub breaker_min_calls: usize,
     pub breaker_failure_rate: f64,
     pub breaker_open_ms: u64,
+    /// Upstream calls in flight at once, per upstream; past it a status is
+    /// unavailable (never waived).
+    pub max_concurrent_calls: usize,
+    /// Subjects waiting for an upstream answer at once, per upstream.
+    pub max_in_flight_subjects: usize,
+    /// Largest upstream answer read, per batch call.
+    pub max_answer_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +295,11 @@ pub struct AuditSettings {
     pub max_batch: usize,
     /// Decisions waiting for the writer before callers wait to enqueue.
     pub queue_capacity: usize,
+    /// The same bound in bytes (candidate checks make large records).
+    pub queue_max_bytes: usize,
+    /// A summary or export that names no `from` covers this many hours
+    /// back from `to` (or now): no request scans the whole trail by accident.
+    pub default_window_hours: u32,
     pub active_key: String,
     pub keys: Vec<AuditKeySettings>,
 }
@@ -308,6 +343,20 @@ fn read_secret(inline: &Option<String>, file: &Option<PathBuf>) -> Result<String
             .map_err(|e| format!("cannot read {}: {e}", file.display())),
         _ => Err("set exactly one of `secret` and `secret_file`".into()),
     }
+}
+
+/// Whether a secret is one of the examples shipped in configuration files.
+fn is_example_secret(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    [
+        "local-development",
+        "example",
+        "replace",
+        "changeme",
+        "change-me",
+    ]
+    .iter()
+    .any(|marker| lower.contains(marker))
 }
 
 /// The configuration directory: `TRIPGATE_CONFIG_DIR`, else `./config`.
@@ -395,6 +444,18 @@ impl Settings {
             ),
             ("provider.breaker_open_ms", self.provider.breaker_open_ms),
             ("events.max_skew_secs", self.events.max_skew_secs),
+            (
+                "provider.max_concurrent_calls",
+                self.provider.max_concurrent_calls as u64,
+            ),
+            (
+                "provider.max_in_flight_subjects",
+                self.provider.max_in_flight_subjects as u64,
+            ),
+            (
+                "provider.max_answer_bytes",
+                self.provider.max_answer_bytes as u64,
+            ),
         ];
         if !(self.provider.breaker_failure_rate > 0.0 && self.provider.breaker_failure_rate <= 1.0)
         {
@@ -410,6 +471,7 @@ impl Settings {
             })?;
         }
         self.events_secret()?;
+        self.cache_keys()?;
         self.auth_clients()?;
         if self.environment == Environment::Production {
             self.refuse_unsafe_production()?;
@@ -431,6 +493,11 @@ impl Settings {
             ("audit.purge_interval_secs", self.audit.purge_interval_secs),
             ("audit.max_batch", self.audit.max_batch as u64),
             ("audit.queue_capacity", self.audit.queue_capacity as u64),
+            ("audit.queue_max_bytes", self.audit.queue_max_bytes as u64),
+            (
+                "audit.default_window_hours",
+                u64::from(self.audit.default_window_hours),
+            ),
         ];
         for (key, value) in positive
             .into_iter()
@@ -527,17 +594,27 @@ impl Settings {
         })
     }
 
-    /// Clients with their token hashes read and checked.
+    /// Clients with their token hashes read and checked, and their rate
+    /// limits resolved (the client's own, else its role's, else the default).
     pub fn auth_clients(&self) -> Result<Vec<(ClientSettings, [u8; 32])>, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
             key: "auth.clients",
             problem,
         };
-        if !(self.auth.rate_per_sec > 0.0 && self.auth.burst >= 1.0) {
+        let usable = |rate: f64, burst: f64| rate > 0.0 && rate.is_finite() && burst >= 1.0;
+        if !usable(self.auth.rate_per_sec, self.auth.burst) {
             return Err(ConfigError::Invalid {
                 key: "auth.rate_per_sec",
                 problem: "rate_per_sec must be > 0 and burst >= 1".into(),
             });
+        }
+        for (role, limit) in &self.auth.role_limits {
+            if !usable(limit.rate_per_sec, limit.burst) {
+                return Err(ConfigError::Invalid {
+                    key: "auth.role_limits",
+                    problem: format!("{}: rate_per_sec must be > 0 and burst >= 1", role.as_str()),
+                });
+            }
         }
         let mut clients = Vec::with_capacity(self.auth.clients.len());
         for (i, client) in self.auth.clients.iter().enumerate() {
@@ -564,7 +641,24 @@ impl Settings {
                     client.name
                 )));
             }
-            clients.push((client.clone(), hash));
+            let role_limit = self.auth.role_limits.get(&client.role);
+            let mut client = client.clone();
+            let rate = client
+                .rate_per_sec
+                .or(role_limit.map(|l| l.rate_per_sec))
+                .unwrap_or(self.auth.rate_per_sec);
+            let burst = client
+                .burst
+                .or(role_limit.map(|l| l.burst))
+                .unwrap_or(self.auth.burst);
+            if !usable(rate, burst) {
+                return Err(invalid(format!(
+                    "client {i} ({}): rate_per_sec must be > 0 and burst >= 1",
+                    client.name
+                )));
+            }
+            (client.rate_per_sec, client.burst) = (Some(rate), Some(burst));
+            clients.push((client, hash));
         }
         if self.auth.enabled && clients.is_empty() {
             return Err(invalid(
@@ -592,18 +686,7 @@ impl Settings {
                 problem: "production refuses to run without authentication".into(),
             });
         }
-        let example = |secret: &str| {
-            let lower = secret.to_ascii_lowercase();
-            [
-                "local-development",
-                "example",
-                "replace",
-                "changeme",
-                "change-me",
-            ]
-            .iter()
-            .any(|marker| lower.contains(marker))
-        };
+        let example = is_example_secret;
         let events = self.events_secret()?;
         if example(&events) {
             return Err(ConfigError::Invalid {
@@ -648,6 +731,69 @@ impl Settings {
             return Err(invalid("must be at least 16 bytes".into()));
         }
         Ok(secret)
+    }
+
+    /// The cache secrets, read once and checked: at least 16 bytes, and
+    /// none equal to the events secret or an audit key (a pseudonym in Redis
+    /// must not be joinable with the trail).
+    pub fn cache_keys(&self) -> Result<crate::status::CacheKeys, ConfigError> {
+        let active = read_secret(
+            &self.cache.pseudonym_secret,
+            &self.cache.pseudonym_secret_file,
+        )
+        .map_err(|problem| ConfigError::Invalid {
+            key: "cache.pseudonym_secret",
+            problem: problem.replace("`secret`", "`pseudonym_secret`"),
+        })?;
+        let previous = match (
+            &self.cache.previous_pseudonym_secret,
+            &self.cache.previous_pseudonym_secret_file,
+        ) {
+            (None, None) => None,
+            (inline, file) => {
+                Some(
+                    read_secret(inline, file).map_err(|problem| ConfigError::Invalid {
+                        key: "cache.previous_pseudonym_secret",
+                        problem,
+                    })?,
+                )
+            }
+        };
+        let mut others: Vec<String> = self
+            .audit
+            .keys
+            .iter()
+            .filter_map(|k| read_secret(&k.secret, &k.secret_file).ok())
+            .collect();
+        others.extend(read_secret(&self.events.secret, &self.events.secret_file).ok());
+        for (key, secret) in std::iter::once(("cache.pseudonym_secret", &active)).chain(
+            previous
+                .as_ref()
+                .map(|p| ("cache.previous_pseudonym_secret", p)),
+        ) {
+            if secret.len() < 16 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must be at least 16 bytes".into(),
+                });
+            }
+            if others.contains(secret) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: "must differ from the audit keys and the events secret".into(),
+                });
+            }
+        }
+        if self.environment == Environment::Production && is_example_secret(&active) {
+            return Err(ConfigError::Invalid {
+                key: "cache.pseudonym_secret",
+                problem: "production refuses an example secret".into(),
+            });
+        }
+        Ok(crate::status::CacheKeys::new(
+            active.as_bytes(),
+            previous.as_deref().map(str::as_bytes),
+        ))
     }
 
     /// This instance's chain id.

@@ -1,16 +1,21 @@
 //! Status changes pushed by the provider (`POST /v1/status-events`).
 //!
 //! A push is trusted only if its signature (HMAC-SHA256 under the shared
-//! secret, over timestamp + "." + body) matches and its timestamp is within
-//! `max_skew` of now, which bounds replays. A valid push is applied through
-//! the resolver, which keeps the newer of the pushed and the cached status
-//! and makes every replica drop its L1 copy.
+//! secret, over timestamp + "." + body) matches, its timestamp is within
+//! `max_skew` of now, and it is not an exact replay of a push seen within
+//! that window (the replay guard lives in the shared cache, so it holds
+//! across replicas). A code stamped more than `max_skew` in the future is
+//! refused: it would outrank every later change. A valid push is applied
+//! through the resolver: the cached status stands if it is newer, or as new
+//! and stricter; with nothing cached, a push older than `max_skew` is not
+//! applied (the provider is asked on the next check). Every replica drops
+//! its L1 copy either way.
 
 use chrono::{TimeDelta, Utc};
 
 use crate::domain::{Colour, HealthCode, IssuerId, SubjectId};
 use crate::provider_api::{event_signature_matches, HealthCodeRecord};
-use crate::status::{CacheError, Resolver};
+use crate::status::{CacheError, Put, Resolver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -22,6 +27,10 @@ pub enum EventError {
     StaleTimestamp(u64),
     #[error("the event body is not a health-code record: {0}")]
     BadBody(String),
+    #[error("updated_at is more than {0} s in the future; the code is not applied")]
+    FutureCode(u64),
+    #[error("this signed event was already received; a replay is not applied again")]
+    Replayed,
     #[error("the status cache could not store the event: {0}")]
     Unavailable(#[from] CacheError),
 }
@@ -41,14 +50,13 @@ impl StatusEvents {
         }
     }
 
-    /// Verifies and applies one push; returns whether it changed the
-    /// cached status (false: a newer status was already known).
+    /// Verifies and applies one push; returns what the cache did with it.
     pub async fn apply(
         &self,
         timestamp: Option<&str>,
         signature: Option<&str>,
         body: &[u8],
-    ) -> Result<bool, EventError> {
+    ) -> Result<Put, EventError> {
         let timestamp = timestamp.ok_or(EventError::MissingHeader(
             crate::provider_api::EVENT_TIMESTAMP_HEADER,
         ))?;
@@ -76,11 +84,33 @@ impl StatusEvents {
                 "color and issuer must not be empty".into(),
             ));
         }
+        let now = Utc::now();
+        if record.updated_at > now + self.max_skew {
+            return Err(EventError::FutureCode(skew));
+        }
         let code = HealthCode {
             colour: Colour::new(&record.color),
             issuer: IssuerId::new(&record.issuer),
             updated_at: record.updated_at,
         };
-        Ok(self.resolver.apply_pushed(&subject, code).await?)
+        // The signature names (timestamp, body) exactly; a replay can only
+        // arrive while the timestamp is within the skew on either side.
+        let digest = crate::hexcode::encode(&crate::config::sha256(signature.as_bytes()));
+        let window = (self.max_skew * 2).to_std().unwrap_or_default();
+        if !self.resolver.first_sighting(&digest, window).await? {
+            return Err(EventError::Replayed);
+        }
+        match self
+            .resolver
+            .apply_pushed(&subject, code, now - self.max_skew)
+            .await
+        {
+            Ok(put) => Ok(put),
+            Err(error) => {
+                // Not applied: the provider's retry must not count as a replay.
+                self.resolver.forget_sighting(&digest).await;
+                Err(error.into())
+            }
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::domain::{
     Check, CityCode, Colour, Decision, Hook, IssuerId, Party, Reason, SubjectId, TripId,
 };
 use crate::policy::{evaluate, Policy, PolicyError, Standing};
-use crate::status::{Resolver, Source, Status, StatusLookup};
+use crate::status::{Resolver, Source, Status, StatusLookup, Unavailable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -79,6 +79,7 @@ pub struct Gate {
 
 impl Gate {
     pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter, deadline: Duration) -> Self {
+        resolver.set_strictness(policy.strictness().clone());
         Self {
             resolver,
             national: None,
@@ -90,6 +91,9 @@ impl Gate {
     }
 
     pub fn with_national(mut self, national: Option<Resolver>) -> Self {
+        if let Some(national) = &national {
+            national.set_strictness(self.policy().strictness().clone());
+        }
         self.national = national;
         self
     }
@@ -128,6 +132,9 @@ impl Gate {
         match Policy::load(path) {
             Ok(policy) => {
                 let version = policy.version().to_owned();
+                for resolver in std::iter::once(&self.resolver).chain(&self.national) {
+                    resolver.set_strictness(policy.strictness().clone());
+                }
                 *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
                 metrics.set_policy_version(&version);
                 metrics.policy_reloads.with_label_values(&["applied"]).inc();
@@ -143,13 +150,16 @@ impl Gate {
     }
 
     /// Decides `check` within `budget` (capped by the configured deadline):
-    /// whatever status is not known by then counts as unavailable.
+    /// whatever status is not known by then counts as unavailable, and when
+    /// the caller shortened the deadline that is the caller's doing, which
+    /// no city waives.
     pub async fn check(
         &self,
         check: Check,
         budget: Option<Duration>,
     ) -> Result<Decided, GateError> {
         let started = Instant::now();
+        let callers_deadline = budget.is_some_and(|b| b < self.deadline);
         let deadline = started + budget.map_or(self.deadline, |b| b.min(self.deadline));
         let policy = self.policy();
         let city_policy = policy
@@ -161,7 +171,7 @@ impl Gate {
 
         let subjects = check.subjects();
         let wants_itinerary = city_policy.needs_itinerary(check.hook);
-        let (mut lookups, itineraries) =
+        let (mut lookups, mut itineraries) =
             tokio::join!(self.resolver.resolve(&subjects, deadline), async {
                 match (&self.itinerary, wants_itinerary) {
                     (Some(source), true) => Some(source.resolve(&subjects, deadline).await),
@@ -170,6 +180,15 @@ impl Gate {
             });
         self.mediate(&policy, city_policy, &subjects, &mut lookups, deadline)
             .await;
+        if callers_deadline {
+            let blame_caller = |lookup: &mut StatusLookup| {
+                if *lookup == StatusLookup::Unavailable(Unavailable::Deadline) {
+                    *lookup = StatusLookup::Unavailable(Unavailable::CallerDeadline);
+                }
+            };
+            lookups.iter_mut().for_each(blame_caller);
+            itineraries.iter_mut().flatten().for_each(blame_caller);
+        }
         let status_seconds = started.elapsed().as_secs_f64();
 
         let decided_at = Utc::now();
@@ -236,9 +255,11 @@ impl Gate {
     }
 
     /// Mutual recognition: a code whose issuer the city does not accept is
-    /// replaced by the national platform's answer, when one is configured
-    /// and answers in time (otherwise the original code stands and policy
-    /// reports ISSUER_NOT_RECOGNISED).
+    /// looked up at the national platform, when one is configured, and the
+    /// national answer is used unless the regional code is stricter (a
+    /// regional red is never loosened by a national green: the stricter
+    /// stands). Otherwise the original code stands and policy reports
+    /// ISSUER_NOT_RECOGNISED.
     async fn mediate(
         &self,
         policy: &Policy,
@@ -250,29 +271,32 @@ impl Gate {
         let Some(national) = &self.national else {
             return;
         };
-        let foreign: Vec<usize> = lookups
+        let strictness = policy.strictness();
+        let foreign: Vec<(usize, u8)> = lookups
             .iter()
             .enumerate()
-            .filter(|(_, lookup)| {
-                matches!(lookup, StatusLookup::Known { status: Status::Registered(code), .. }
-                    if !policy.accepts(city, &code.issuer))
+            .filter_map(|(i, lookup)| match lookup {
+                StatusLookup::Known {
+                    status: Status::Registered(code),
+                    ..
+                } if !policy.accepts(city, &code.issuer) => Some((i, strictness.rank(code))),
+                _ => None,
             })
-            .map(|(i, _)| i)
             .collect();
         if foreign.is_empty() {
             return;
         }
-        let asked: Vec<SubjectId> = foreign.iter().map(|i| subjects[*i].clone()).collect();
+        let asked: Vec<SubjectId> = foreign.iter().map(|(i, _)| subjects[*i].clone()).collect();
         let answers = national.resolve(&asked, deadline).await;
-        for (i, answer) in foreign.into_iter().zip(answers) {
-            if matches!(
-                answer,
-                StatusLookup::Known {
-                    status: Status::Registered(_),
-                    ..
+        for ((i, regional_rank), answer) in foreign.into_iter().zip(answers) {
+            if let StatusLookup::Known {
+                status: Status::Registered(code),
+                ..
+            } = &answer
+            {
+                if strictness.rank(code) >= regional_rank {
+                    lookups[i] = answer;
                 }
-            ) {
-                lookups[i] = answer;
             }
         }
     }

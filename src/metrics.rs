@@ -273,7 +273,14 @@ impl Metrics {
         };
         // Known series start at zero, so rates and alerts see them before
         // the first event.
-        for outcome in ["ok", "error", "timeout", "circuit_open"] {
+        for outcome in [
+            "ok",
+            "error",
+            "timeout",
+            "refused",
+            "circuit_open",
+            "overloaded",
+        ] {
             metrics.provider_requests.with_label_values(&[outcome]);
         }
         for operation in ["read", "write"] {

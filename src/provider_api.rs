@@ -85,6 +85,10 @@ pub struct Faults {
     /// Every provider request is answered with 503.
     #[serde(default)]
     pub outage: bool,
+    /// A batch naming a subject with no code is refused with 400, as a
+    /// provider that validates ids would (the ids a caller invented).
+    #[serde(default)]
+    pub refuse_unknown: bool,
 }
 
 /// `GET /admin/stats` (simulator only).

@@ -104,8 +104,11 @@ impl Application {
             store.clone(),
             settings.audit_keys()?,
             settings.audit_instance_id(),
-            settings.audit.max_batch,
-            settings.audit.queue_capacity,
+            crate::audit::WriterLimits {
+                max_batch: settings.audit.max_batch,
+                queue_records: settings.audit.queue_capacity,
+                queue_bytes: settings.audit.queue_max_bytes,
+            },
             Arc::clone(&metrics),
         )
         .await
@@ -115,7 +118,11 @@ impl Application {
             settings.audit.retention_days,
             Duration::from_secs(settings.audit.purge_interval_secs),
         );
-        let reader = web::Data::new(AuditReader::new(store, audit.keys().clone()));
+        let reader = web::Data::new(AuditReader::new(
+            store,
+            audit.keys().clone(),
+            chrono::TimeDelta::hours(i64::from(settings.audit.default_window_hours)),
+        ));
         let events = web::Data::new(StatusEvents::new(
             resolver.clone(),
             settings.events_secret()?,
@@ -390,6 +397,7 @@ fn build_source(
         spec.kind,
         provider_settings.timeout(),
         provider_settings.connect_timeout(),
+        provider_settings.max_answer_bytes,
     )?;
     let breaker = CircuitBreaker::new(
         spec.name,
@@ -404,9 +412,20 @@ fn build_source(
         ttls,
         retry_window: Duration::from_millis(provider_settings.retry_window_ms),
         write_back_timeout: cache_settings.command_timeout(),
+        max_future_skew: chrono::TimeDelta::seconds(settings.events.max_skew_secs as i64),
+        max_concurrent_calls: provider_settings.max_concurrent_calls,
+        max_in_flight_subjects: provider_settings.max_in_flight_subjects,
     };
     Ok((
-        Resolver::new(l1, cache, provider, breaker, options, metrics),
+        Resolver::new(
+            settings.cache_keys()?,
+            l1,
+            cache,
+            provider,
+            breaker,
+            options,
+            metrics,
+        ),
         invalidations,
     ))
 }

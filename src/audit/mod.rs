@@ -33,4 +33,4 @@ pub use reader::{export_stream, AuditReader};
 pub use record::{AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, FORMAT};
 pub use retention::spawn_retention;
 pub use store::{AuditStore, LinkPosition, StoreConfig, StoreError};
-pub use writer::{AuditWriter, WriteError};
+pub use writer::{AuditWriter, WriteError, WriterLimits};

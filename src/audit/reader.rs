@@ -18,15 +18,35 @@ const EXPORT_PAGE: u32 = 1000;
 pub struct AuditReader {
     store: AuditStore,
     keys: AuditKeys,
+    /// What a summary or export without `from` covers, back from `to`.
+    default_window: chrono::TimeDelta,
 }
 
 impl AuditReader {
-    pub fn new(store: AuditStore, keys: AuditKeys) -> Self {
-        Self { store, keys }
+    pub fn new(store: AuditStore, keys: AuditKeys, default_window: chrono::TimeDelta) -> Self {
+        Self {
+            store,
+            keys,
+            default_window,
+        }
     }
 
     pub fn filter(&self, raw: &RawFilter) -> Result<DecisionFilter, FilterError> {
         DecisionFilter::parse(raw, &self.keys)
+    }
+
+    /// A filter for a summary or an export: without `from`, it covers the
+    /// default window before `to` (or now), so no request scans the whole
+    /// trail unless it asks to.
+    pub fn bounded_filter(&self, raw: &RawFilter) -> Result<DecisionFilter, FilterError> {
+        let mut filter = self.filter(raw)?;
+        if filter.from_us.is_none() {
+            let to = filter
+                .to_us
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+            filter.from_us = Some(to - self.default_window.num_microseconds().unwrap_or(i64::MAX));
+        }
+        Ok(filter)
     }
 
     pub async fn page(

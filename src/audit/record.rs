@@ -147,6 +147,41 @@ impl AuditRecord {
     }
 
     /// One bit per reason code present, for filtering by reason in SQL.
+    /// About how many bytes the record holds in memory (for the writer's
+    /// queue bound; an overestimate is fine).
+    pub fn approx_bytes(&self) -> usize {
+        let head = 256
+            + self.decision_id.len()
+            + self.trip_id.len()
+            + self.city.len()
+            + self.policy_version.len()
+            + self.instance_id.len()
+            + self.key_id.len();
+        let reasons: usize = self
+            .reasons
+            .iter()
+            .map(|r| {
+                96 + r.party.len()
+                    + r.code.len()
+                    + r.rule.len()
+                    + r.detail.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        let parties: usize = self
+            .parties
+            .iter()
+            .map(|p| {
+                160 + p.party.len()
+                    + p.subject_ref.len()
+                    + p.status.len()
+                    + p.color.as_ref().map_or(0, String::len)
+                    + p.issuer.as_ref().map_or(0, String::len)
+                    + p.source.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        head + reasons + parties
+    }
+
     pub fn reason_mask(&self) -> i64 {
         self.reasons
             .iter()

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::chain::{seal, ChainHead};
 use super::{AuditKeys, AuditRecord, AuditStore, StoreError};
@@ -32,6 +32,30 @@ pub enum WriteError {
     Stopped,
 }
 
+/// How much may wait for the writer: records per batch, and records and
+/// bytes queued (past either, callers wait to enqueue: memory stays bounded
+/// whatever the size of the checks).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    pub max_batch: usize,
+    pub queue_records: usize,
+    pub queue_bytes: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        Self {
+            max_batch: 64,
+            queue_records: 64,
+            queue_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The queue's byte bound is kept in units of this many bytes (semaphore
+/// permits are counted in `u32`).
+const BYTE_UNIT: usize = 256;
+
 struct Pending {
     record: AuditRecord,
     /// When the record became durable, or why it could not.
@@ -41,6 +65,9 @@ struct Pending {
 #[derive(Clone)]
 pub struct AuditWriter {
     queue: mpsc::Sender<Pending>,
+    /// Units of `BYTE_UNIT` bytes a queued record may still take.
+    bytes: Arc<Semaphore>,
+    byte_units: u32,
     store: AuditStore,
     metrics: Arc<Metrics>,
     keys: AuditKeys,
@@ -55,10 +82,15 @@ impl AuditWriter {
         store: AuditStore,
         keys: AuditKeys,
         instance_id: String,
-        max_batch: usize,
-        queue_capacity: usize,
+        limits: WriterLimits,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, oneshot::Receiver<()>), StoreError> {
+        let WriterLimits {
+            max_batch,
+            queue_records: queue_capacity,
+            queue_bytes,
+        } = limits;
+        let byte_units = (queue_bytes / BYTE_UNIT).clamp(1, u32::MAX as usize >> 1) as u32;
         let head = store
             .chain_head(&instance_id)
             .await?
@@ -87,6 +119,8 @@ impl AuditWriter {
         Ok((
             Self {
                 queue,
+                bytes: Arc::new(Semaphore::new(byte_units as usize)),
+                byte_units,
                 store,
                 metrics,
                 keys,
@@ -126,6 +160,11 @@ impl AuditWriter {
     /// moment it became durable: the time from then until the caller runs
     /// again is time spent waiting for a CPU, not for the disk.
     pub async fn append(&self, record: AuditRecord) -> Result<Instant, WriteError> {
+        let units = (record.approx_bytes() / BYTE_UNIT + 1).min(self.byte_units as usize) as u32;
+        let _queued: OwnedSemaphorePermit = Arc::clone(&self.bytes)
+            .acquire_many_owned(units)
+            .await
+            .map_err(|_| WriteError::Stopped)?;
         let (committed, outcome) = oneshot::channel();
         self.queue
             .send(Pending { record, committed })

@@ -36,10 +36,13 @@ pub enum ReasonCode {
     StatusUnavailable,
     IssuerNotRecognised,
     ItineraryRiskArea,
+    /// The itinerary card uses a risk word the policy's vocabulary does not
+    /// list; it is not treated as "no risk".
+    ItineraryUnrecognised,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 9] = [
+    pub const ALL: [ReasonCode; 10] = [
         ReasonCode::AllGreen,
         ReasonCode::HealthCodeYellow,
         ReasonCode::HealthCodeRed,
@@ -49,6 +52,7 @@ impl ReasonCode {
         ReasonCode::StatusUnavailable,
         ReasonCode::IssuerNotRecognised,
         ReasonCode::ItineraryRiskArea,
+        ReasonCode::ItineraryUnrecognised,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,7 @@ impl ReasonCode {
             ReasonCode::StatusUnavailable => "STATUS_UNAVAILABLE",
             ReasonCode::IssuerNotRecognised => "ISSUER_NOT_RECOGNISED",
             ReasonCode::ItineraryRiskArea => "ITINERARY_RISK_AREA",
+            ReasonCode::ItineraryUnrecognised => "ITINERARY_UNRECOGNISED",
         }
     }
 

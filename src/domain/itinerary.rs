@@ -1,9 +1,18 @@
-//! The telecom itinerary card, reduced at once to what policy needs: the
-//! most recent visit to a risk area (its area code and date), or none. The
-//! travel history itself is never kept.
+//! The telecom itinerary card, reduced at once to what policy needs: for
+//! each risk word the source used, the most recent visit it was given to
+//! (area code and date). The rest of the travel history is never kept.
+//!
+//! The words are kept as the source wrote them (trimmed, lower-cased), not
+//! judged here: which words mean none, low, medium or high is the policy
+//! document's vocabulary, so a word nobody listed can be reported as
+//! unrecognised instead of silently passing.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+
+/// Distinct risk words kept per card; a card with more is `overflowed`
+/// (and fails as unrecognised): memory stays bounded whatever a source sends.
+pub const MAX_RISK_WORDS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RiskVisit {
@@ -14,23 +23,50 @@ pub struct RiskVisit {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItineraryVerdict {
-    pub last_risk_visit: Option<RiskVisit>,
+    /// (risk word, the latest visit given that word), sorted by word.
+    pub latest_by_risk: Vec<(String, RiskVisit)>,
+    /// More than `MAX_RISK_WORDS` distinct words: unreadable as a whole.
+    #[serde(default)]
+    pub overflowed: bool,
+}
+
+/// Folds a risk word for lookup: surrounding space trimmed, lower-cased.
+pub fn fold_risk_word(raw: &str) -> String {
+    raw.trim().to_lowercase()
 }
 
 impl ItineraryVerdict {
-    /// Keeps only the latest visit whose risk level counts (medium, high).
     pub fn from_visits<'a>(
         visits: impl IntoIterator<Item = (&'a str, &'a str, NaiveDate)>,
     ) -> Self {
-        let last_risk_visit = visits
-            .into_iter()
-            .filter(|(_, risk, _)| matches!(risk.to_ascii_lowercase().as_str(), "medium" | "high"))
-            .max_by_key(|(_, _, date)| *date)
-            .map(|(area, _, date)| RiskVisit {
-                area: area.to_owned(),
-                date,
-            });
-        Self { last_risk_visit }
+        let mut latest_by_risk: Vec<(String, RiskVisit)> = Vec::new();
+        let mut overflowed = false;
+        for (area, risk, date) in visits {
+            let word = fold_risk_word(risk);
+            let full = latest_by_risk.len() == MAX_RISK_WORDS;
+            match latest_by_risk.iter_mut().find(|(w, _)| *w == word) {
+                Some((_, visit)) if visit.date >= date => {}
+                Some((_, visit)) => {
+                    *visit = RiskVisit {
+                        area: area.to_owned(),
+                        date,
+                    }
+                }
+                None if full => overflowed = true,
+                None => latest_by_risk.push((
+                    word,
+                    RiskVisit {
+                        area: area.to_owned(),
+                        date,
+                    },
+                )),
+            }
+        }
+        latest_by_risk.sort_by(|a, b| a.0.cmp(&b.0));
+        Self {
+            latest_by_risk,
+            overflowed,
+        }
     }
 }
 
@@ -39,23 +75,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_latest_risky_visit_is_kept() {
+    fn the_latest_visit_per_risk_word_is_kept() {
         let d = |day| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
         let verdict = ItineraryVerdict::from_visits([
             ("330100", "low", d(25)),
             ("420100", "high", d(10)),
-            ("310000", "Medium", d(20)),
+            ("310000", " Medium", d(20)),
+            ("310100", "medium", d(12)),
+            ("110000", "高风险", d(3)),
         ]);
-        assert_eq!(
-            verdict.last_risk_visit,
-            Some(RiskVisit {
-                area: "310000".into(),
-                date: d(20)
-            })
-        );
-        assert_eq!(
-            ItineraryVerdict::from_visits([("330100", "low", d(1))]).last_risk_visit,
-            None
-        );
+        let words: Vec<&str> = verdict
+            .latest_by_risk
+            .iter()
+            .map(|(w, _)| w.as_str())
+            .collect();
+        assert_eq!(words, ["high", "low", "medium", "高风险"]);
+        let medium = &verdict.latest_by_risk[2].1;
+        assert_eq!((medium.area.as_str(), medium.date), ("310000", d(20)));
+        assert!(!verdict.overflowed);
+    }
+
+    #[test]
+    fn too_many_distinct_words_overflow() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let words: Vec<String> = (0..=MAX_RISK_WORDS).map(|i| format!("w{i}")).collect();
+        let verdict = ItineraryVerdict::from_visits(words.iter().map(|w| ("1", w.as_str(), d)));
+        assert!(verdict.overflowed);
+        assert_eq!(verdict.latest_by_risk.len(), MAX_RISK_WORDS);
     }
 }

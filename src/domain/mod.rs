@@ -11,14 +11,16 @@ mod hook;
 mod identifiers;
 mod itinerary;
 mod party;
+mod strictness;
 mod trip_check;
 
 pub use decision::{Decision, Outcome, Reason, ReasonCode};
 pub use health_code::{Colour, HealthCode, IssuerId, Level};
 pub use hook::Hook;
 pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};
-pub use itinerary::{ItineraryVerdict, RiskVisit};
+pub use itinerary::{fold_risk_word, ItineraryVerdict, RiskVisit, MAX_RISK_WORDS};
 pub use party::Party;
+pub use strictness::{level_rank, Strictness, UNKNOWN_RANK};
 pub use trip_check::{
     CandidatesBody, Check, DriverShiftBody, InvalidRequest, PartyBody, PassengerOrderBody,
     TripCheckBody, MAX_CANDIDATES, MAX_PASSENGERS,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use serde::Deserialize;
 
-use crate::domain::{CityCode, Colour, Hook, IssuerId, Level};
+use crate::domain::{fold_risk_word, CityCode, Colour, Hook, IssuerId, Level, Strictness};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -50,6 +50,42 @@ struct RawPolicy {
     issuers: BTreeMap<String, RawIssuer>,
     #[serde(default)]
     cities: BTreeMap<String, RawCity>,
+    #[serde(default)]
+    itinerary: RawItinerary,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItinerary {
+    /// The itinerary source's risk words mapped to none, low, medium, high.
+    risk_levels: Option<BTreeMap<String, String>>,
+}
+
+/// What a risk word of the itinerary source means. Medium and high fail
+/// the itinerary check within the city's window; a word the vocabulary
+/// does not list fails it as unrecognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RiskLevel {
+    None,
+    Low,
+    Medium,
+    High,
+}
+
+impl RiskLevel {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "none" => Some(RiskLevel::None),
+            "low" => Some(RiskLevel::Low),
+            "medium" => Some(RiskLevel::Medium),
+            "high" => Some(RiskLevel::High),
+            _ => None,
+        }
+    }
+
+    pub fn is_risk(self) -> bool {
+        matches!(self, RiskLevel::Medium | RiskLevel::High)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,7 +203,11 @@ impl CityPolicy {
 pub struct Policy {
     version: String,
     palettes: HashMap<IssuerId, Palette>,
+    /// The palettes again, as the caches rank ties with them.
+    strictness: Strictness,
     cities: HashMap<CityCode, CityPolicy>,
+    /// The itinerary source's vocabulary, by folded word.
+    risk_levels: HashMap<String, RiskLevel>,
 }
 
 impl Policy {
@@ -340,11 +380,50 @@ impl Policy {
             }
         }
 
+        let mut risk_levels = HashMap::new();
+        let default_words: BTreeMap<String, String> = ["none", "low", "medium", "high"]
+            .into_iter()
+            .map(|w| (w.to_owned(), w.to_owned()))
+            .collect();
+        for (word, level) in raw.itinerary.risk_levels.as_ref().unwrap_or(&default_words) {
+            let key = format!("itinerary.risk_levels.{word}");
+            let level = RiskLevel::parse(level).ok_or_else(|| {
+                invalid(
+                    key.clone(),
+                    format!("'{level}' is not a risk level; use none, low, medium or high"),
+                )
+            })?;
+            let folded = fold_risk_word(word);
+            if folded.is_empty() || risk_levels.insert(folded, level).is_some() {
+                return Err(invalid(
+                    key,
+                    "word is empty or listed twice (words are case-insensitive)".into(),
+                ));
+            }
+        }
+
+        let strictness = Strictness::new(
+            palettes
+                .iter()
+                .map(|(issuer, palette)| (issuer.clone(), palette.0.clone()))
+                .collect(),
+        );
         Ok(Self {
             version,
             palettes,
+            strictness,
             cities,
+            risk_levels,
         })
+    }
+
+    pub fn strictness(&self) -> &Strictness {
+        &self.strictness
+    }
+
+    /// What a risk word of the itinerary source means; `None`: not listed.
+    pub fn risk_level(&self, word: &str) -> Option<RiskLevel> {
+        self.risk_levels.get(word).copied()
     }
 
     pub fn version(&self) -> &str {

@@ -8,5 +8,7 @@
 mod document;
 mod evaluate;
 
-pub use document::{CheckKind, CityPolicy, HookRules, OnUnavailable, Policy, PolicyError};
+pub use document::{
+    CheckKind, CityPolicy, HookRules, OnUnavailable, Policy, PolicyError, RiskLevel,
+};
 pub use evaluate::{evaluate, Evaluation, Standing};

@@ -159,7 +159,7 @@ pub async fn summary(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     check_known(&params, &["group_by"])?;
-    let filter = reader.filter(&raw_filter(&params))?;
+    let filter = reader.bounded_filter(&raw_filter(&params))?;
     let group_by = GroupBy::parse(params.get("group_by").map(String::as_str))?;
     let rows = reader.summary(&filter, group_by).await?;
     let name = match group_by {
@@ -196,7 +196,7 @@ pub async fn export(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     check_known(&params, &["format"])?;
-    let filter = reader.filter(&raw_filter(&params))?;
+    let filter = reader.bounded_filter(&raw_filter(&params))?;
     let format =
         ExportFormat::parse(params.get("format").map(String::as_str)).ok_or_else(|| {
             ApiError::InvalidParameter(FilterError {

@@ -3,7 +3,9 @@
 //! Every error body has the same shape, `{"error": {"code", "message"}}`
 //! (plus `field` when one field is at fault), so clients can branch on
 //! `code` and people can read `message`. Client mistakes are 4xx; a 5xx means
-//! tripgate itself failed.
+//! tripgate itself failed, and its body carries the code and a generic
+//! message only: the cause (file paths, SQL errors) goes to the log, inside
+//! the request's span, never to the caller.
 
 use actix_web::error::{JsonPayloadError, ResponseError};
 use actix_web::http::StatusCode;
@@ -69,7 +71,8 @@ impl ApiError {
                 "INVALID_SIGNATURE"
             }
             ApiError::Event(EventError::StaleTimestamp(_)) => "STALE_TIMESTAMP",
-            ApiError::Event(EventError::BadBody(_)) => "INVALID_EVENT",
+            ApiError::Event(EventError::BadBody(_) | EventError::FutureCode(_)) => "INVALID_EVENT",
+            ApiError::Event(EventError::Replayed) => "REPLAYED_EVENT",
             ApiError::Event(EventError::Unavailable(_)) => "CACHE_UNAVAILABLE",
             ApiError::UnreadableBody(_) => "UNREADABLE_BODY",
             ApiError::Gate(GateError::UnknownCity { .. }) => "UNKNOWN_CITY",
@@ -83,6 +86,22 @@ impl ApiError {
             ApiError::PolicyInvalid(_) => "POLICY_INVALID",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+        }
+    }
+}
+
+impl ApiError {
+    /// What a 5xx body says instead of the cause.
+    fn public_message(&self) -> &'static str {
+        match self {
+            ApiError::Gate(GateError::AuditUnavailable(_)) => {
+                "the decision could not be recorded in the audit trail, so it is not given; retry shortly"
+            }
+            ApiError::AuditStore(_) => "the audit store is unavailable; retry shortly",
+            ApiError::Event(EventError::Unavailable(_)) => {
+                "the status cache could not store the event; retry shortly"
+            }
+            _ => "tripgate failed to handle the request; retry shortly",
         }
     }
 }
@@ -109,7 +128,10 @@ impl ResponseError for ApiError {
             | ApiError::UnreadableBody(_)
             | ApiError::InvalidParameter(_)
             | ApiError::InvalidHeader { .. }
-            | ApiError::Event(EventError::BadBody(_)) => StatusCode::BAD_REQUEST,
+            | ApiError::Event(EventError::BadBody(_) | EventError::FutureCode(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Event(EventError::Replayed) => StatusCode::CONFLICT,
             ApiError::Event(
                 EventError::MissingHeader(_)
                 | EventError::BadSignature
@@ -151,10 +173,16 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
+        let message = if self.status_code().is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+            self.public_message().to_owned()
+        } else {
+            self.to_string()
+        };
         response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code(),
-                message: self.to_string(),
+                message,
                 field,
             },
         })

@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use super::{ApiError, MAX_BODY_BYTES};
 use crate::events::StatusEvents;
 use crate::provider_api::{EVENT_SIGNATURE_HEADER, EVENT_TIMESTAMP_HEADER};
+use crate::status::Put;
 
 async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
@@ -32,8 +33,9 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
         ("X-Tripgate-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256(secret, timestamp + \".\" + body)>"),
     ),
     responses(
-        (status = 200, description = "{applied: bool}; false when a newer status was already known"),
-        (status = 400, description = "INVALID_EVENT", body = super::openapi::ErrorDoc),
+        (status = 200, description = "{applied: bool, outcome}: outcome `written`; `kept` when the cached status is newer, or as new and stricter; `too_old` when nothing was cached and updated_at is older than events.max_skew_secs"),
+        (status = 400, description = "INVALID_EVENT: not a health-code record, or updated_at beyond the allowed skew in the future", body = super::openapi::ErrorDoc),
+        (status = 409, description = "REPLAYED_EVENT: this exact signed event was already received", body = super::openapi::ErrorDoc),
         (status = 401, description = "INVALID_SIGNATURE or STALE_TIMESTAMP, or no bearer token", body = super::openapi::ErrorDoc),
         (status = 503, description = "CACHE_UNAVAILABLE: retry", body = super::openapi::ErrorDoc),
     )
@@ -45,12 +47,20 @@ pub async fn status_event(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(payload).await?;
     let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    let applied = events
+    let put = events
         .apply(
             header(EVENT_TIMESTAMP_HEADER),
             header(EVENT_SIGNATURE_HEADER),
             &body,
         )
         .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "applied": applied })))
+    let outcome = match put {
+        Put::Written => "written",
+        Put::Kept(_) => "kept",
+        Put::Refused => "too_old",
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "applied": put == Put::Written,
+        "outcome": outcome,
+    })))
 }

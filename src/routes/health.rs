@@ -26,11 +26,15 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     let status = gate.resolver().health();
     let audit = gate.audit_writable().await;
+    if let Err(error) = &audit {
+        // The cause (paths, SQL) stays in the log; probes see the state.
+        tracing::warn!(%error, "readiness: the audit store cannot be written");
+    }
     let degraded = !status.cache_up || status.provider_circuit != "closed";
     let body = json!({
         "status": if audit.is_err() { "not_ready" } else if degraded { "degraded" } else { "ready" },
         "policy_version": gate.policy().version(),
-        "audit": match &audit { Ok(()) => "writable".to_owned(), Err(e) => e.clone() },
+        "audit": if audit.is_ok() { "writable" } else { "unwritable" },
         "audit_backlog": gate.audit_backlog(),
         "audit_unloaded": gate.audit_unloaded(),
         "cache": {"backend": status.cache, "up": status.cache_up, "l1_entries": status.l1_entries},

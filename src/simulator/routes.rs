@@ -100,6 +100,9 @@ async fn batch(state: State, body: web::Json<BatchLookup>) -> HttpResponse {
     if let Some(fault) = injected_fault(&state).await {
         return fault;
     }
+    if state.faults().refuse_unknown && ids.iter().any(|id| state.code_of(id).is_none()) {
+        return bad_request("a subject_id is not known to this provider".into());
+    }
     let mut answer = BatchAnswer::default();
     for id in ids {
         match state.code_of(&id) {

@@ -126,6 +126,13 @@ impl CircuitBreaker {
         }
     }
 
+    /// A call whose outcome says nothing about the upstream's health (it
+    /// refused what was asked): not counted, but a half-open probe is
+    /// over, so the next call may probe.
+    pub fn release(&self) {
+        self.lock().probe_in_flight = false;
+    }
+
     fn transition(&self, inner: &mut Inner, to: BreakerState) {
         if inner.state != to {
             tracing::warn!(

@@ -5,14 +5,15 @@
 //! static dispatch keeps the hot path free of boxing. Both keep an entry for
 //! its fresh TTL plus `max_stale`; telling fresh from stale is the
 //! resolver's job, from `fetched_at`. Both order writes of one subject by
-//! `CachedStatus::order_us`, so an older status never replaces a newer one.
+//! `CachedStatus::supersedes` (newer wins, a tie keeps the stricter), and
+//! tell the writer which status stands, so the answer given is the one kept.
+//! Both key everything by the subject's pseudonym, never its id.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{CachedStatus, MemoryCache, RedisCache, Source, Status};
-use crate::domain::SubjectId;
+use super::{CachedStatus, MemoryCache, Pseudonym, RedisCache, Source, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -22,6 +23,16 @@ pub enum CacheError {
     Timeout(Duration),
     #[error("redis is skipped for a moment after a failure")]
     Skipped,
+}
+
+/// What a conditional write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    Written,
+    /// The cached status stands (newer, or as new and stricter): this one.
+    Kept(CachedStatus),
+    /// Nothing was cached and the status is older than the floor given.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +81,7 @@ impl StatusCache {
     /// One entry per subject, in order; one round trip for all of them.
     pub async fn get_many(
         &self,
-        subjects: &[&SubjectId],
+        subjects: &[&Pseudonym],
     ) -> Result<Vec<Option<CachedStatus>>, CacheError> {
         match self {
             StatusCache::Redis(cache) => cache.get_many(subjects).await,
@@ -78,29 +89,57 @@ impl StatusCache {
         }
     }
 
-    /// Writes statuses fetched from the provider (one round trip).
-    pub async fn put_many(&self, entries: &[(&SubjectId, CachedStatus)]) -> Result<(), CacheError> {
+    /// Writes statuses fetched from the provider (one round trip); per
+    /// entry, what the write did.
+    pub async fn put_many(
+        &self,
+        entries: &[(&Pseudonym, CachedStatus)],
+    ) -> Result<Vec<Put>, CacheError> {
         match self {
             StatusCache::Redis(cache) => cache.put_many(entries).await,
-            StatusCache::Memory(cache) => {
-                for (subject, status) in entries {
-                    cache.put_if_newer(subject, status.clone());
-                }
-                Ok(())
-            }
+            StatusCache::Memory(cache) => Ok(entries
+                .iter()
+                .map(|(subject, status)| cache.put(subject, status.clone(), None))
+                .collect()),
         }
     }
 
-    /// Writes a pushed status unless a newer one is cached, and tells every
-    /// replica to drop its L1 copy. Returns whether it was written.
+    /// Writes a pushed status under each of `subjects` (the pseudonyms under
+    /// the active and the previous cache secret) unless the cached one
+    /// stands; with nothing cached, a status ordered before `floor_us` is
+    /// refused. Every replica is told to drop its L1 copy either way.
+    /// Returns what the write under the first pseudonym did.
     pub async fn put_pushed(
         &self,
-        subject: &SubjectId,
+        subjects: &[Pseudonym],
         status: CachedStatus,
-    ) -> Result<bool, CacheError> {
+        floor_us: i64,
+    ) -> Result<Put, CacheError> {
         match self {
-            StatusCache::Redis(cache) => cache.put_pushed(subject, status).await,
-            StatusCache::Memory(cache) => Ok(cache.put_if_newer(subject, status)),
+            StatusCache::Redis(cache) => cache.put_pushed(subjects, status, floor_us).await,
+            StatusCache::Memory(cache) => Ok(subjects
+                .iter()
+                .map(|subject| cache.put(subject, status.clone(), Some(floor_us)))
+                .next()
+                .unwrap_or(Put::Refused)),
+        }
+    }
+
+    /// Records `digest` (of a signed push) as seen for `ttl`; false if it
+    /// was seen already: a replay. Shared by replicas through Redis.
+    pub async fn first_sighting(&self, digest: &str, ttl: Duration) -> Result<bool, CacheError> {
+        match self {
+            StatusCache::Redis(cache) => cache.first_sighting(digest, ttl).await,
+            StatusCache::Memory(cache) => Ok(cache.first_sighting(digest, ttl)),
+        }
+    }
+
+    /// Forgets a sighting whose push could not be applied, so the
+    /// provider's retry is not taken for a replay.
+    pub async fn forget_sighting(&self, digest: &str) {
+        match self {
+            StatusCache::Redis(cache) => cache.forget_sighting(digest).await,
+            StatusCache::Memory(cache) => cache.forget_sighting(digest),
         }
     }
 }

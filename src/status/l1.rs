@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::CachedStatus;
-use crate::domain::SubjectId;
+use super::Pseudonym;
 
 /// An entry's age is checked on read rather than expired by moka: with
 /// moka's `time_to_live`, every expiry removed the entry and left a
@@ -30,7 +31,7 @@ use crate::domain::SubjectId;
 /// entry bound still holds, so memory stays bounded.
 #[derive(Clone)]
 pub struct L1Cache {
-    entries: Cache<SubjectId, (CachedStatus, Instant)>,
+    entries: Cache<Pseudonym, (CachedStatus, Instant)>,
     ttl: Duration,
     /// Invalidations so far (of any subject), counted before they remove.
     invalidations: Arc<AtomicU64>,
@@ -45,13 +46,9 @@ impl L1Cache {
         }
     }
 
-    pub fn get(&self, subject: &SubjectId) -> Option<CachedStatus> {
+    pub fn get(&self, subject: &Pseudonym) -> Option<CachedStatus> {
         let (status, stored) = self.entries.get(subject)?;
         (stored.elapsed() < self.ttl).then_some(status)
-    }
-
-    pub fn insert(&self, subject: SubjectId, status: CachedStatus) {
-        self.entries.insert(subject, (status, Instant::now()));
     }
 
     /// Taken before a Redis read, for `insert_read`.
@@ -59,24 +56,47 @@ impl L1Cache {
         self.invalidations.load(Ordering::SeqCst)
     }
 
-    /// Keeps a status read from Redis, unless an invalidation arrived since
-    /// `seen` (taken before the read): the value may predate the change that
-    /// invalidation announced. Checked again after inserting, because an
+    /// Keeps a status read from Redis or answered by the provider, unless an
+    /// invalidation arrived since `seen` (taken before the read or call):
+    /// the value may predate the change that invalidation announced. Every
+    /// insert goes through here: a provider answer in flight while a push
+    /// lands must not sit in L1 for a lifetime either. Checked again after inserting, because an
     /// invalidation counts itself before it removes: one counted between
     /// the two checks takes the entry out here, one counted after the second
     /// removes it itself.
-    pub fn insert_read(&self, subject: SubjectId, status: CachedStatus, seen: u64) {
+    pub fn insert_read(&self, subject: Pseudonym, status: CachedStatus, seen: u64) {
         if self.invalidations() != seen {
+            // Whatever L1 holds may be older than what was just written to
+            // the shared cache: the next check reads the shared cache.
+            self.entries.invalidate(&subject);
             return;
         }
+        // A fresh entry that stands against this one (newer, or as new and
+        // stricter) stays: L1 never goes back in time either.
+        let ttl = self.ttl;
         self.entries
-            .insert(subject.clone(), (status, Instant::now()));
+            .entry(subject.clone())
+            .and_compute_with(|current| match current {
+                Some(entry)
+                    if entry.value().1.elapsed() < ttl && !status.supersedes(&entry.value().0) =>
+                {
+                    Op::Nop
+                }
+                _ => Op::Put((status, Instant::now())),
+            });
         if self.invalidations() != seen {
             self.entries.invalidate(&subject);
         }
     }
 
-    pub fn invalidate(&self, subject: &SubjectId) {
+    /// Drops an entry without counting an invalidation, as the size bound
+    /// does (for tests of the ordering rules).
+    #[cfg(test)]
+    pub fn evict(&self, subject: &Pseudonym) {
+        self.entries.invalidate(subject);
+    }
+
+    pub fn invalidate(&self, subject: &Pseudonym) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate(subject);
     }
@@ -96,27 +116,36 @@ impl L1Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::Status;
+    use crate::domain::{Strictness, SubjectId};
+    use crate::status::{CacheKeys, Status};
 
     fn status() -> CachedStatus {
-        CachedStatus::new(Status::NotRegistered, chrono::Utc::now())
+        CachedStatus::new(
+            Status::NotRegistered,
+            chrono::Utc::now(),
+            &Strictness::default(),
+        )
+    }
+
+    fn pseudonym(id: &str) -> Pseudonym {
+        CacheKeys::new(b"l1-test-cache-secret", None).pseudonym(&SubjectId::parse(id).unwrap())
     }
 
     #[test]
     fn an_entry_is_served_within_its_ttl_and_missed_after_it_or_once_invalidated() {
-        let subject = SubjectId::parse("P-0000001").unwrap();
+        let subject = pseudonym("P-0000001");
         let long = L1Cache::new(10, Duration::from_secs(3600));
-        long.insert(subject.clone(), status());
+        long.insert_read(subject.clone(), status(), long.invalidations());
         assert!(long.get(&subject).is_some(), "fresh entry must be served");
 
         let short = L1Cache::new(10, Duration::from_millis(1));
-        short.insert(subject.clone(), status());
+        short.insert_read(subject.clone(), status(), short.invalidations());
         std::thread::sleep(Duration::from_millis(5));
         assert!(
             short.get(&subject).is_none(),
             "an entry past its TTL is a miss"
         );
-        short.insert(subject.clone(), status());
+        short.insert_read(subject.clone(), status(), short.invalidations());
         short.invalidate(&subject);
         assert!(
             short.get(&subject).is_none(),
@@ -126,8 +155,8 @@ mod tests {
 
     #[test]
     fn a_redis_read_overtaken_by_an_invalidation_is_not_kept() {
-        let subject = SubjectId::parse("P-0000001").unwrap();
-        let other = SubjectId::parse("P-0000002").unwrap();
+        let subject = pseudonym("P-0000001");
+        let other = pseudonym("P-0000002");
         let l1 = L1Cache::new(10, Duration::from_secs(3600));
 
         let seen = l1.invalidations();

@@ -4,6 +4,8 @@
 //! always use the batch endpoint, split into chunks of `MAX_BATCH`, so a
 //! request with several misses costs one provider call. Errors never carry a
 //! subject id: the batch URL has none, and the ids travel in the body.
+//! Answers are read up to `max_answer_bytes` and no further: a misbehaving
+//! upstream cannot make tripgate buffer without bound.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -21,7 +23,9 @@ pub enum ProviderError {
     #[error("provider answered HTTP {0}")]
     Status(StatusCode),
     #[error("provider answer is not valid JSON of the contract: {0}")]
-    Body(#[source] reqwest::Error),
+    Body(#[source] serde_json::Error),
+    #[error("provider answer is larger than the {0} bytes allowed")]
+    TooLarge(usize),
     #[error("provider answer omits {0} of the requested subjects")]
     Incomplete(usize),
 }
@@ -37,7 +41,23 @@ impl ProviderError {
         match self {
             ProviderError::Transport(e) => e.is_connect(),
             ProviderError::Status(status) => status.is_server_error() || status.as_u16() == 429,
-            ProviderError::Body(_) | ProviderError::Incomplete(_) => false,
+            ProviderError::Body(_) | ProviderError::TooLarge(_) | ProviderError::Incomplete(_) => {
+                false
+            }
+        }
+    }
+
+    /// A failure of the upstream itself (timeout, connection, 5xx, 429):
+    /// what the circuit breaker counts, and what a city may waive as an
+    /// outage. An answer refused or unusable for what was asked (4xx, not
+    /// the contract) is neither: a caller could cause it with invented ids.
+    pub fn is_upstream_failure(&self) -> bool {
+        match self {
+            ProviderError::Transport(_) => true,
+            ProviderError::Status(status) => status.is_server_error() || status.as_u16() == 429,
+            ProviderError::Body(_) | ProviderError::TooLarge(_) | ProviderError::Incomplete(_) => {
+                false
+            }
         }
     }
 }
@@ -55,6 +75,7 @@ pub struct ProviderClient {
     http: reqwest::Client,
     batch_url: Url,
     kind: SourceKind,
+    max_answer_bytes: usize,
 }
 
 impl ProviderClient {
@@ -63,6 +84,7 @@ impl ProviderClient {
         kind: SourceKind,
         timeout: Duration,
         connect_timeout: Duration,
+        max_answer_bytes: usize,
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -85,6 +107,7 @@ impl ProviderClient {
             http,
             batch_url,
             kind,
+            max_answer_bytes,
         })
     }
 
@@ -110,9 +133,11 @@ impl ProviderClient {
             if !response.status().is_success() {
                 return Err(ProviderError::Status(response.status()));
             }
+            let body = read_limited(response, self.max_answer_bytes).await?;
             let not_found = match self.kind {
                 SourceKind::HealthCodes => {
-                    let answer: BatchAnswer = response.json().await.map_err(ProviderError::Body)?;
+                    let answer: BatchAnswer =
+                        serde_json::from_slice(&body).map_err(ProviderError::Body)?;
                     for record in answer.codes {
                         let code = HealthCode {
                             colour: Colour::new(&record.color),
@@ -125,7 +150,7 @@ impl ProviderClient {
                 }
                 SourceKind::Itineraries => {
                     let answer: ItineraryBatchAnswer =
-                        response.json().await.map_err(ProviderError::Body)?;
+                        serde_json::from_slice(&body).map_err(ProviderError::Body)?;
                     for record in answer.itineraries {
                         // The history is reduced to its verdict here and
                         // goes no further.
@@ -153,4 +178,26 @@ impl ProviderClient {
         }
         Ok(statuses)
     }
+}
+
+/// The body, unless it is longer than `limit` (checked against the declared
+/// length first, then as it arrives).
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ProviderError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limit as u64)
+    {
+        return Err(ProviderError::TooLarge(limit));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ProviderError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ProviderError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }

@@ -7,13 +7,17 @@
 //! bounded by `command_timeout`, and after a failure Redis is skipped for
 //! `skip_after_failure` so a dead Redis costs one timeout, not one per check.
 //!
-//! Writes go through a small Lua script that keeps the newer of two statuses
-//! (by `order_us`), so a slow write-back never overwrites a pushed change.
-//! Pushed changes are also PUBLISHed on the invalidation channel, which every
-//! replica listens to in order to drop its L1 copy.
+//! Writes go through a small Lua script that applies the ordering rule of
+//! `CachedStatus::supersedes` (newer wins, a tie keeps the stricter) and
+//! answers with the status that stands, so a slow write-back never
+//! overwrites a pushed change and the check that wrote it answers with what
+//! was kept. Pushes are also PUBLISHed on the invalidation channel, which
+//! every replica listens to in order to drop its L1 copy.
 //!
-//! Keys are `<namespace>:v2:hc:<subject>`; the `v2` changes whenever the
-//! value format does, so a rolling upgrade never misreads an old value.
+//! Keys are `<namespace>:v3:hc:<pseudonym>`, values hold the status and its
+//! ordering fields, messages carry the pseudonym: Redis never holds a
+//! subject id. The `v3` changes whenever the key or value format does, so a
+//! rolling upgrade never misreads an old value (old keys expire by TTL).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,27 +32,39 @@ use redis::{ConnectionInfo, IntoConnectionInfo};
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use super::{CacheError, CacheTtls, CachedStatus, L1Cache};
-use crate::domain::SubjectId;
+use super::{CacheError, CacheTtls, CachedStatus, L1Cache, Pseudonym, Put};
 
-const KEY_FORMAT_VERSION: &str = "v2";
+const KEY_FORMAT_VERSION: &str = "v3";
 
-/// Writes `ARGV[1]` with TTL `ARGV[3]` ms unless the stored value has a
-/// larger `order_us` than `ARGV[2]`; publishes `ARGV[5]` on channel
-/// `ARGV[4]` when one is given and the write happened. Returns 1 if written.
-const WRITE_IF_NEWER: &str = r"
+/// Writes `ARGV[1]` (order `ARGV[2]`, rank `ARGV[6]`) with TTL `ARGV[3]` ms
+/// unless the stored value stands against it: a larger order, or the same
+/// order and a higher rank. With nothing stored and a floor `ARGV[7]`
+/// given, a value ordered before the floor is refused. Publishes `ARGV[5]`
+/// on channel `ARGV[4]` when one is given, whatever happened (a replica's L1
+/// may hold what Redis no longer does). Returns 1 if written, 0 if refused,
+/// else the stored value that stands.
+const WRITE_UNLESS_STANDS: &str = r"
 local current = redis.call('GET', KEYS[1])
+local result = 1
 if current then
   local ok, decoded = pcall(cjson.decode, current)
-  if ok and type(decoded) == 'table' and tonumber(decoded.order_us) and tonumber(decoded.order_us) > tonumber(ARGV[2]) then
-    return 0
+  if ok and type(decoded) == 'table' and tonumber(decoded.order_us) then
+    local order, new_order = tonumber(decoded.order_us), tonumber(ARGV[2])
+    local rank = tonumber(decoded.rank) or 3
+    if order > new_order or (order == new_order and rank > tonumber(ARGV[6])) then
+      result = current
+    end
   end
+elseif ARGV[7] ~= '' and tonumber(ARGV[2]) < tonumber(ARGV[7]) then
+  result = 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if result == 1 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-return 1
+return result
 ";
 
 #[derive(Clone)]
@@ -120,6 +136,8 @@ fn hash_slot(key: &[u8]) -> u16 {
 pub struct RedisCache {
     connection: Connection,
     key_prefix: String,
+    /// Prefix of the replay guard's keys (digests of signed pushes).
+    sighting_prefix: String,
     channel: String,
     ttls: CacheTtls,
     command_timeout: Duration,
@@ -193,6 +211,7 @@ impl RedisCache {
         Ok(Self {
             connection,
             key_prefix: format!("{namespace}:{KEY_FORMAT_VERSION}:hc:"),
+            sighting_prefix: format!("{namespace}:{KEY_FORMAT_VERSION}:push:"),
             channel: format!("{namespace}:{KEY_FORMAT_VERSION}:invalidate"),
             ttls: options.ttls,
             command_timeout: options.command_timeout,
@@ -206,10 +225,10 @@ impl RedisCache {
         &self.channel
     }
 
-    pub fn key_for(&self, subject: &SubjectId) -> String {
-        let mut key = String::with_capacity(self.key_prefix.len() + subject.expose().len());
+    pub fn key_for(&self, subject: &Pseudonym) -> String {
+        let mut key = String::with_capacity(self.key_prefix.len() + 64);
         key.push_str(&self.key_prefix);
-        key.push_str(subject.expose());
+        key.push_str(&subject.to_hex());
         key
     }
 
@@ -220,7 +239,7 @@ impl RedisCache {
 
     pub async fn get_many(
         &self,
-        subjects: &[&SubjectId],
+        subjects: &[&Pseudonym],
     ) -> Result<Vec<Option<CachedStatus>>, CacheError> {
         let keys: Vec<String> = subjects.iter().map(|s| self.key_for(s)).collect();
         let raw: Vec<Option<Vec<u8>>> = match &self.connection {
@@ -244,69 +263,101 @@ impl RedisCache {
 
     fn write_command(
         &self,
-        subject: &SubjectId,
+        subject: &Pseudonym,
         status: &CachedStatus,
         publish: bool,
+        floor_us: Option<i64>,
     ) -> redis::Cmd {
         let ttl = self.ttls.keep_for(&status.status);
         // Serialising plain data structs into a Vec cannot fail.
         let value = serde_json::to_vec(status).unwrap_or_default();
         let mut eval = redis::cmd("EVAL");
-        eval.arg(WRITE_IF_NEWER)
+        eval.arg(WRITE_UNLESS_STANDS)
             .arg(1)
             .arg(self.key_for(subject))
             .arg(value)
             .arg(status.order_us)
             .arg(ttl.as_millis() as u64);
         if publish {
-            eval.arg(&self.channel).arg(subject.expose());
+            eval.arg(&self.channel).arg(subject.to_hex());
         } else {
             eval.arg("").arg("");
         }
+        eval.arg(status.rank);
+        match floor_us {
+            Some(floor) => eval.arg(floor),
+            None => eval.arg(""),
+        };
         eval
     }
 
-    pub async fn put_many(&self, entries: &[(&SubjectId, CachedStatus)]) -> Result<(), CacheError> {
+    pub async fn put_many(
+        &self,
+        entries: &[(&Pseudonym, CachedStatus)],
+    ) -> Result<Vec<Put>, CacheError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        match &self.connection {
+        let replies: Vec<redis::Value> = match &self.connection {
             Connection::Single(manager) => {
                 if !self.is_up() {
                     return Err(CacheError::Skipped);
                 }
                 let mut pipe = redis::pipe();
                 for (subject, status) in entries {
-                    pipe.add_command(self.write_command(subject, status, false))
-                        .ignore();
+                    pipe.add_command(self.write_command(subject, status, false, None));
                 }
-                self.bounded(pipe.query_async::<()>(&mut manager.clone()))
-                    .await
+                self.bounded(pipe.query_async(&mut manager.clone())).await?
             }
             // Keys of one batch live on different slots; a cluster pipeline
             // must stay on one, so the writes go out side by side instead.
             Connection::Cluster { .. } => {
                 let writes = entries.iter().map(|(subject, status)| {
-                    let command = self.write_command(subject, status, false);
-                    async move { self.query::<i64>(&command).await }
+                    let command = self.write_command(subject, status, false, None);
+                    async move { self.query::<redis::Value>(&command).await }
                 });
-                for result in futures_util::future::join_all(writes).await {
-                    result?;
-                }
-                Ok(())
+                futures_util::future::join_all(writes)
+                    .await
+                    .into_iter()
+                    .collect::<Result<_, _>>()?
             }
-        }
+        };
+        Ok(replies.into_iter().map(put_outcome).collect())
     }
 
     pub async fn put_pushed(
         &self,
-        subject: &SubjectId,
+        subjects: &[Pseudonym],
         status: CachedStatus,
-    ) -> Result<bool, CacheError> {
-        let written: i64 = self
-            .query(&self.write_command(subject, &status, true))
-            .await?;
-        Ok(written == 1)
+        floor_us: i64,
+    ) -> Result<Put, CacheError> {
+        let mut first = None;
+        for subject in subjects {
+            let reply: redis::Value = self
+                .query(&self.write_command(subject, &status, true, Some(floor_us)))
+                .await?;
+            first.get_or_insert(put_outcome(reply));
+        }
+        Ok(first.unwrap_or(Put::Refused))
+    }
+
+    pub async fn first_sighting(&self, digest: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut set = redis::cmd("SET");
+        set.arg(format!("{}{digest}", self.sighting_prefix))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        let reply: Option<String> = self.query(&set).await?;
+        Ok(reply.is_some())
+    }
+
+    pub async fn forget_sighting(&self, digest: &str) {
+        let mut del = redis::cmd("DEL");
+        del.arg(format!("{}{digest}", self.sighting_prefix));
+        if let Err(error) = self.query::<i64>(&del).await {
+            tracing::warn!(%error, "could not forget a push digest; the provider's retry may be refused as a replay");
+        }
     }
 
     async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, CacheError> {
@@ -420,6 +471,17 @@ impl RedisCache {
     }
 }
 
+/// The write script's answer: 1 written, 0 refused, else the value that
+/// stands (one this build cannot decode counts as refused: not written,
+/// nothing usable kept).
+fn put_outcome(reply: redis::Value) -> Put {
+    match reply {
+        redis::Value::Int(1) => Put::Written,
+        redis::Value::BulkString(bytes) => decode(&bytes).map_or(Put::Refused, Put::Kept),
+        _ => Put::Refused,
+    }
+}
+
 /// A value that does not decode (written by a foreign writer, or corrupted)
 /// is a miss: the provider is asked and the key overwritten.
 fn decode(bytes: &[u8]) -> Option<CachedStatus> {
@@ -468,8 +530,10 @@ async fn listen(
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {
         let payload: String = message.get_payload()?;
-        if let Ok(subject) = SubjectId::parse(&payload) {
-            l1.invalidate(&subject);
+        match Pseudonym::parse_hex(&payload) {
+            Some(subject) => l1.invalidate(&subject),
+            // Not ours (an older build's raw id): whatever it named, drop all.
+            None => l1.invalidate_all(),
         }
     }
     Ok(())

@@ -6,30 +6,45 @@
 //!    with identical calls already in flight, behind a circuit breaker, with
 //!    at most one quick jittered retry;
 //! 4. when the provider cannot answer in time, a stale cached copy (within
-//!    `max_stale`), else `Unavailable`.
+//!    `max_stale`), else `Unavailable` with its cause.
 //!
 //! A provider call runs as its own task: it is shared by every check that
 //! wants the same subjects, survives a caller that gives up at its deadline,
-//! and writes its answer back to L1 and the shared cache before it leaves
+//! and writes its answer back to the shared cache and L1 before it leaves
 //! the in-flight table, so a check that just missed the cache finds either
 //! the call in flight or its answer in L1, never neither.
+//!
+//! Invariants:
+//! - What a write-back answers is what the shared cache kept: when a pushed
+//!   status that stands against the provider's answer landed while the call
+//!   was out, the pushed one is the answer (stricter / newer wins).
+//! - L1 takes a provider answer only if no invalidation arrived since the
+//!   call went out, the same guard as for a Redis read.
+//! - A code stamped further in the future than the allowed clock skew is
+//!   never cached and never used: it would outrank every later change.
+//! - Upstream calls in flight and subjects in the coalescing table are
+//!   bounded; past either bound a status is `Unavailable(Overloaded)`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::{
-    BreakerState, CacheTtls, CachedStatus, CircuitBreaker, L1Cache, ProviderClient, Source, Status,
-    StatusCache, StatusLookup,
+    BreakerState, CacheKeys, CacheTtls, CachedStatus, CircuitBreaker, L1Cache, ProviderClient,
+    Pseudonym, Put, Source, Status, StatusCache, StatusLookup, Unavailable,
 };
-use crate::domain::{HealthCode, SubjectId};
+use crate::domain::{HealthCode, Strictness, SubjectId};
 use crate::metrics::Metrics;
 
-type FetchOutcome = Result<Arc<HashMap<String, CachedStatus>>, Arc<str>>;
+/// Per subject of a call: its status, or why there is none.
+type Answers = HashMap<Pseudonym, Result<CachedStatus, Unavailable>>;
+type FetchOutcome = Result<Arc<Answers>, Unavailable>;
 type SharedFetch = Shared<BoxFuture<'static, FetchOutcome>>;
 
 pub struct ResolverOptions {
@@ -38,6 +53,12 @@ pub struct ResolverOptions {
     pub retry_window: Duration,
     /// Bound on writing answers back to the shared cache.
     pub write_back_timeout: Duration,
+    /// A code stamped further than this in the future is not used.
+    pub max_future_skew: TimeDelta,
+    /// Upstream calls in flight at once.
+    pub max_concurrent_calls: usize,
+    /// Subjects waiting for an upstream answer at once (coalescing table).
+    pub max_in_flight_subjects: usize,
 }
 
 #[derive(Clone)]
@@ -47,12 +68,18 @@ pub struct Resolver {
 
 struct Inner {
     metrics: Arc<Metrics>,
+    keys: CacheKeys,
     l1: Option<L1Cache>,
     cache: StatusCache,
     provider: ProviderClient,
     breaker: CircuitBreaker,
     options: ResolverOptions,
-    in_flight: Mutex<HashMap<SubjectId, SharedFetch>>,
+    /// Ranks ties between statuses; follows the policy's palettes.
+    strictness: RwLock<Arc<Strictness>>,
+    in_flight: Mutex<HashMap<Pseudonym, SharedFetch>>,
+    calls: Arc<Semaphore>,
+    /// Set while over a bound, so an overload is logged once, not per check.
+    overloaded: AtomicBool,
 }
 
 /// What readiness reports about the status path.
@@ -66,6 +93,7 @@ pub struct ResolverHealth {
 
 impl Resolver {
     pub fn new(
+        keys: CacheKeys,
         l1: Option<L1Cache>,
         cache: StatusCache,
         provider: ProviderClient,
@@ -73,17 +101,31 @@ impl Resolver {
         options: ResolverOptions,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let calls = Arc::new(Semaphore::new(options.max_concurrent_calls.max(1)));
         Self {
             inner: Arc::new(Inner {
                 metrics,
+                keys,
                 l1,
                 cache,
                 provider,
                 breaker,
                 options,
+                strictness: RwLock::new(Arc::new(Strictness::default())),
                 in_flight: Mutex::new(HashMap::new()),
+                calls,
+                overloaded: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Puts the policy's palettes in force for ranking ties.
+    pub fn set_strictness(&self, strictness: Strictness) {
+        *self
+            .inner
+            .strictness
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(strictness);
     }
 
     pub fn health(&self) -> ResolverHealth {
@@ -109,12 +151,13 @@ impl Resolver {
         let inner = &self.inner;
         let ttls = inner.options.ttls;
         let now = Utc::now();
+        let names: Vec<Pseudonym> = subjects.iter().map(|s| inner.keys.pseudonym(s)).collect();
         let mut lookups: Vec<Option<StatusLookup>> = vec![None; subjects.len()];
         let mut stale: Vec<Option<CachedStatus>> = vec![None; subjects.len()];
 
         if let Some(l1) = &inner.l1 {
-            for (subject, lookup) in subjects.iter().zip(lookups.iter_mut()) {
-                if let Some(hit) = l1.get(subject).filter(|c| ttls.is_fresh(c, now)) {
+            for (name, lookup) in names.iter().zip(lookups.iter_mut()) {
+                if let Some(hit) = l1.get(name).filter(|c| ttls.is_fresh(c, now)) {
                     *lookup = Some(StatusLookup::known(hit, Source::L1));
                 }
             }
@@ -124,7 +167,7 @@ impl Resolver {
             .filter(|i| lookups[*i].is_none())
             .collect();
         if !wanted.is_empty() {
-            let keys: Vec<&SubjectId> = wanted.iter().map(|i| &subjects[*i]).collect();
+            let keys: Vec<&Pseudonym> = wanted.iter().map(|i| &names[*i]).collect();
             // L1 with its invalidation count before the read.
             let l1_before_read = inner.l1.as_ref().map(|l1| (l1, l1.invalidations()));
             let read = tokio::time::timeout_at(deadline, inner.cache.get_many(&keys)).await;
@@ -134,7 +177,7 @@ impl Resolver {
                         let Some(cached) = entry else { continue };
                         if ttls.is_fresh(&cached, now) {
                             if let Some((l1, seen)) = l1_before_read {
-                                l1.insert_read(subjects[*i].clone(), cached.clone(), seen);
+                                l1.insert_read(names[*i].clone(), cached.clone(), seen);
                             }
                             lookups[*i] = Some(StatusLookup::known(cached, inner.cache.source()));
                         } else {
@@ -154,82 +197,96 @@ impl Resolver {
             }
         }
 
-        let mut misses: Vec<&SubjectId> = Vec::new();
-        for (subject, lookup) in subjects.iter().zip(&lookups) {
-            if lookup.is_none() && !misses.contains(&subject) {
-                misses.push(subject);
+        let mut misses: Vec<(&SubjectId, &Pseudonym)> = Vec::new();
+        for ((subject, name), lookup) in subjects.iter().zip(&names).zip(&lookups) {
+            if lookup.is_none() && !misses.iter().any(|(_, n)| *n == name) {
+                misses.push((subject, name));
             }
         }
+        let mut answers = HashMap::new();
         if !misses.is_empty() {
-            let answers = self.fetch(&misses, deadline).await;
-            for (subject, lookup) in subjects.iter().zip(lookups.iter_mut()) {
-                if lookup.is_none() {
-                    if let Some((cached, source)) = answers.get(subject) {
-                        *lookup = Some(StatusLookup::known(cached.clone(), *source));
-                    }
-                }
-            }
+            answers = self.fetch(&misses, deadline).await;
         }
 
         lookups
             .into_iter()
             .zip(stale)
-            .map(|(lookup, stale)| match (lookup, stale) {
+            .zip(&names)
+            .map(|((lookup, stale), name)| match (lookup, stale) {
                 (Some(lookup), _) => lookup,
-                (None, Some(copy)) => StatusLookup::known(copy, Source::Stale),
-                (None, None) => StatusLookup::Unavailable,
+                (None, stale) => match answers.get(name) {
+                    Some(Ok((cached, source))) => StatusLookup::known(cached.clone(), *source),
+                    failed => match stale {
+                        Some(copy) => StatusLookup::known(copy, Source::Stale),
+                        None => StatusLookup::Unavailable(match failed {
+                            Some(Err(why)) => *why,
+                            _ => Unavailable::Deadline,
+                        }),
+                    },
+                },
             })
             .collect()
     }
 
     /// Answers for `subjects` from the provider (or from a call in flight,
     /// or from a write-back that just landed), waiting until `deadline`.
+    /// A subject with no entry ran out of time.
     async fn fetch(
         &self,
-        subjects: &[&SubjectId],
+        subjects: &[(&SubjectId, &Pseudonym)],
         deadline: Instant,
-    ) -> HashMap<SubjectId, (CachedStatus, Source)> {
+    ) -> HashMap<Pseudonym, Result<(CachedStatus, Source), Unavailable>> {
+        let inner = &self.inner;
         let mut answers = HashMap::new();
-        let mut waits: Vec<(SharedFetch, Vec<SubjectId>)> = Vec::new();
+        let mut waits: Vec<(SharedFetch, Vec<Pseudonym>)> = Vec::new();
         {
-            let mut in_flight = self
-                .inner
-                .in_flight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mut mine: Vec<SubjectId> = Vec::new();
+            let mut in_flight = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            let mut mine: Vec<(SubjectId, Pseudonym)> = Vec::new();
             let now = Utc::now();
-            for subject in subjects {
-                if let Some(call) = in_flight.get(*subject) {
+            for (subject, name) in subjects {
+                if let Some(call) = in_flight.get(*name) {
                     match waits.iter_mut().find(|(w, _)| w.ptr_eq(call)) {
-                        Some((_, wanted)) => wanted.push((*subject).clone()),
-                        None => waits.push((call.clone(), vec![(*subject).clone()])),
+                        Some((_, wanted)) => wanted.push((*name).clone()),
+                        None => waits.push((call.clone(), vec![(*name).clone()])),
                     }
-                } else if let Some(landed) = self.landed(subject, now) {
-                    answers.insert((*subject).clone(), landed);
+                } else if let Some(landed) = self.landed(name, now) {
+                    answers.insert((*name).clone(), Ok(landed));
                 } else {
-                    mine.push((*subject).clone());
+                    mine.push(((*subject).clone(), (*name).clone()));
                 }
             }
             if !mine.is_empty() {
-                let call = self.start_call(mine.clone());
-                for subject in &mine {
-                    in_flight.insert(subject.clone(), call.clone());
+                if in_flight.len() + mine.len() > inner.options.max_in_flight_subjects {
+                    inner.overload("in-flight subjects");
+                    for (_, name) in mine {
+                        answers.insert(name, Err(Unavailable::Overloaded));
+                    }
+                } else {
+                    let names: Vec<Pseudonym> = mine.iter().map(|(_, n)| n.clone()).collect();
+                    let call = self.start_call(mine);
+                    for name in &names {
+                        in_flight.insert(name.clone(), call.clone());
+                    }
+                    waits.push((call, names));
                 }
-                waits.push((call, mine));
             }
         }
 
         for (call, wanted) in waits {
             match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(found)) => {
-                    for subject in wanted {
-                        if let Some(cached) = found.get(subject.expose()) {
-                            answers.insert(subject, (cached.clone(), Source::Upstream));
+                    for name in wanted {
+                        if let Some(answer) = found.get(&name) {
+                            let answer = answer.clone().map(|c| (c, Source::Upstream));
+                            answers.insert(name, answer);
                         }
                     }
                 }
-                Ok(Err(_)) => {}
+                Ok(Err(why)) => {
+                    for name in wanted {
+                        answers.insert(name, Err(why));
+                    }
+                }
                 Err(_) => tracing::debug!("deadline reached while waiting for the provider"),
             }
         }
@@ -239,57 +296,120 @@ impl Resolver {
     /// A fresh answer written back by a call that finished a moment ago.
     fn landed(
         &self,
-        subject: &SubjectId,
+        name: &Pseudonym,
         now: chrono::DateTime<Utc>,
     ) -> Option<(CachedStatus, Source)> {
         let ttls = self.inner.options.ttls;
         let hit = match (&self.inner.l1, &self.inner.cache) {
-            (Some(l1), _) => l1.get(subject),
-            (None, StatusCache::Memory(memory)) => memory.get(subject),
+            (Some(l1), _) => l1.get(name),
+            (None, StatusCache::Memory(memory)) => memory.get(name),
             (None, StatusCache::Redis(_)) => None,
         }?;
         ttls.is_fresh(&hit, now).then_some((hit, Source::Upstream))
     }
 
-    fn start_call(&self, subjects: Vec<SubjectId>) -> SharedFetch {
+    fn start_call(&self, subjects: Vec<(SubjectId, Pseudonym)>) -> SharedFetch {
         let inner = Arc::clone(&self.inner);
+        // Before the call goes out: an invalidation after this may announce
+        // a change the answer predates.
+        let seen = inner.l1.as_ref().map(L1Cache::invalidations);
         let task = tokio::spawn(async move {
-            let outcome = inner.call_provider(&subjects).await;
-            if let Ok(found) = &outcome {
-                inner.write_back(&subjects, found).await;
-            }
+            let outcome = match Arc::clone(&inner.calls).try_acquire_owned() {
+                Ok(_permit) => {
+                    let outcome = inner.call_provider(&subjects).await;
+                    match outcome {
+                        Ok(answers) => Ok(Arc::new(inner.write_back(answers, seen).await)),
+                        Err(why) => Err(why),
+                    }
+                }
+                Err(_) => {
+                    inner.overload("concurrent upstream calls");
+                    Err(Unavailable::Overloaded)
+                }
+            };
             let mut in_flight = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            for subject in &subjects {
-                in_flight.remove(subject);
+            for (_, name) in &subjects {
+                in_flight.remove(name);
+            }
+            if in_flight.is_empty() {
+                inner.overloaded.store(false, Ordering::Relaxed);
             }
             outcome
         });
         task.map(|joined| {
-            joined.unwrap_or_else(|e| Err(Arc::from(format!("provider task failed: {e}"))))
+            joined.unwrap_or_else(|error| {
+                tracing::error!(%error, "provider task failed");
+                Err(Unavailable::Outage)
+            })
         })
         .boxed()
         .shared()
     }
 
-    /// Resolves a pushed status change: cached unless a newer status is,
-    /// and dropped from every replica's L1. Returns whether it was applied.
+    /// Resolves a pushed status change: cached unless the cached status
+    /// stands against it, or (nothing cached) it is older than `floor`;
+    /// every replica drops its L1 copy either way.
     pub async fn apply_pushed(
         &self,
         subject: &SubjectId,
         code: HealthCode,
-    ) -> Result<bool, super::CacheError> {
-        let status = CachedStatus::new(Status::Registered(code), Utc::now());
-        let applied = self.inner.cache.put_pushed(subject, status).await?;
-        if let Some(l1) = &self.inner.l1 {
-            l1.invalidate(subject);
+        floor: chrono::DateTime<Utc>,
+    ) -> Result<Put, super::CacheError> {
+        let inner = &self.inner;
+        let strictness = inner.strictness();
+        let status = CachedStatus::new(Status::Registered(code), Utc::now(), &strictness);
+        let active = inner.keys.pseudonym(subject);
+        let names: Vec<Pseudonym> = std::iter::once(active.clone())
+            .chain(inner.keys.previous_pseudonym(subject))
+            .collect();
+        let put = inner
+            .cache
+            .put_pushed(&names, status, floor.timestamp_micros())
+            .await;
+        if let Some(l1) = &inner.l1 {
+            l1.invalidate(&active);
         }
-        Ok(applied)
+        put
+    }
+
+    /// Records `digest` of a signed push; false when it is a replay.
+    pub async fn first_sighting(
+        &self,
+        digest: &str,
+        ttl: Duration,
+    ) -> Result<bool, super::CacheError> {
+        self.inner.cache.first_sighting(digest, ttl).await
+    }
+
+    pub async fn forget_sighting(&self, digest: &str) {
+        self.inner.cache.forget_sighting(digest).await
     }
 }
 
 impl Inner {
-    async fn call_provider(&self, subjects: &[SubjectId]) -> FetchOutcome {
-        let refs: Vec<&SubjectId> = subjects.iter().collect();
+    fn strictness(&self) -> Arc<Strictness> {
+        Arc::clone(&self.strictness.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Counts an overload, and logs it when one begins.
+    fn overload(&self, bound: &'static str) {
+        self.metrics
+            .provider_requests
+            .with_label_values(&["overloaded"])
+            .inc();
+        if !self.overloaded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                bound,
+                "upstream bound reached: statuses are unavailable until calls drain"
+            );
+        }
+    }
+
+    async fn call_provider(
+        &self,
+        subjects: &[(SubjectId, Pseudonym)],
+    ) -> Result<Answers, Unavailable> {
+        let refs: Vec<&SubjectId> = subjects.iter().map(|(s, _)| s).collect();
         let started = Instant::now();
         let mut retried = false;
         loop {
@@ -298,7 +418,7 @@ impl Inner {
                     .provider_requests
                     .with_label_values(&["circuit_open"])
                     .inc();
-                return Err(Arc::from("provider circuit is open"));
+                return Err(Unavailable::Outage);
             }
             let timer = std::time::Instant::now();
             let result = self.provider.lookup(&refs).await;
@@ -310,19 +430,36 @@ impl Inner {
                 .with_label_values(&[match &result {
                     Ok(_) => "ok",
                     Err(e) if e.is_timeout() => "timeout",
-                    Err(_) => "error",
+                    Err(e) if e.is_upstream_failure() => "error",
+                    Err(_) => "refused",
                 }])
                 .inc();
-            self.breaker.record(result.is_ok());
+            match &result {
+                Ok(_) => self.breaker.record(true),
+                Err(e) if e.is_upstream_failure() => self.breaker.record(false),
+                Err(_) => self.breaker.release(),
+            }
             match result {
-                Ok(statuses) => {
+                Ok(mut statuses) => {
                     let fetched_at = Utc::now();
-                    return Ok(Arc::new(
-                        statuses
-                            .into_iter()
-                            .map(|(id, status)| (id, CachedStatus::new(status, fetched_at)))
-                            .collect(),
-                    ));
+                    let latest_allowed = fetched_at + self.options.max_future_skew;
+                    let strictness = self.strictness();
+                    return Ok(subjects
+                        .iter()
+                        .filter_map(|(subject, name)| {
+                            let status = statuses.remove(subject.expose())?;
+                            let answer = match &status {
+                                Status::Registered(code) if code.updated_at > latest_allowed => {
+                                    tracing::warn!(
+                                        "provider stamped a code beyond the allowed clock skew; not used"
+                                    );
+                                    Err(Unavailable::Unusable)
+                                }
+                                _ => Ok(CachedStatus::new(status, fetched_at, &strictness)),
+                            };
+                            Some((name.clone(), answer))
+                        })
+                        .collect());
                 }
                 Err(error)
                     if !retried
@@ -335,43 +472,65 @@ impl Inner {
                 }
                 Err(error) => {
                     tracing::warn!(%error, subjects = subjects.len(), "provider lookup failed");
-                    return Err(Arc::from(error.to_string()));
+                    return Err(if error.is_upstream_failure() {
+                        Unavailable::Outage
+                    } else {
+                        Unavailable::Unusable
+                    });
                 }
             }
         }
     }
 
-    async fn write_back(&self, subjects: &[SubjectId], found: &HashMap<String, CachedStatus>) {
-        let entries: Vec<(&SubjectId, CachedStatus)> = subjects
+    /// Writes answers to the shared cache and returns, per subject, the
+    /// status that stands there (a pushed one may have landed meanwhile);
+    /// L1 keeps each unless an invalidation arrived since `seen`.
+    async fn write_back(&self, mut answers: Answers, seen: Option<u64>) -> Answers {
+        let entries: Vec<(&Pseudonym, CachedStatus)> = answers
             .iter()
-            .filter_map(|s| Some((s, found.get(s.expose())?.clone())))
+            .filter_map(|(name, answer)| Some((name, answer.as_ref().ok()?.clone())))
             .collect();
-        if let Some(l1) = &self.l1 {
-            for (subject, cached) in &entries {
-                l1.insert((*subject).clone(), cached.clone());
-            }
-        }
-        match tokio::time::timeout(
+        let kept: Vec<(Pseudonym, CachedStatus)> = match tokio::time::timeout(
             self.options.write_back_timeout,
             self.cache.put_many(&entries),
         )
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(puts)) => entries
+                .iter()
+                .zip(puts)
+                .filter_map(|((name, _), put)| match put {
+                    Put::Kept(current) => Some(((*name).clone(), current)),
+                    Put::Written | Put::Refused => None,
+                })
+                .collect(),
             Ok(Err(error)) => {
                 self.metrics
                     .redis_errors
                     .with_label_values(&["write"])
                     .inc();
-                tracing::debug!(%error, "status cache write-back failed")
+                tracing::debug!(%error, "status cache write-back failed");
+                Vec::new()
             }
             Err(_) => {
                 self.metrics
                     .redis_errors
                     .with_label_values(&["write"])
                     .inc();
-                tracing::debug!("status cache write-back timed out")
+                tracing::debug!("status cache write-back timed out");
+                Vec::new()
+            }
+        };
+        for (name, current) in kept {
+            answers.insert(name, Ok(current));
+        }
+        if let (Some(l1), Some(seen)) = (&self.l1, seen) {
+            for (name, answer) in &answers {
+                if let Ok(cached) = answer {
+                    l1.insert_read(name.clone(), cached.clone(), seen);
+                }
             }
         }
+        answers
     }
 }

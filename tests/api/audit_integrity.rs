@@ -7,7 +7,9 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
-use tripgate::audit::{AuditKeys, AuditRecord, AuditStore, AuditWriter, Hook, StoreConfig, FORMAT};
+use tripgate::audit::{
+    AuditKeys, AuditRecord, AuditStore, AuditWriter, Hook, StoreConfig, WriterLimits, FORMAT,
+};
 use tripgate::config::AuditBackend;
 
 use crate::helpers::{
@@ -374,8 +376,11 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
         store.clone(),
         keys.clone(),
         "retention".into(),
-        64,
-        64,
+        WriterLimits {
+            max_batch: 64,
+            queue_records: 64,
+            ..Default::default()
+        },
         Default::default(),
     )
     .await
@@ -514,8 +519,11 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
             store,
             keys.clone(),
             "index".into(),
-            8,
-            8,
+            WriterLimits {
+                max_batch: 8,
+                queue_records: 8,
+                ..Default::default()
+            },
             Default::default(),
         )
         .await
@@ -579,8 +587,11 @@ async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge
         store.clone(),
         keys.clone(),
         "runs".into(),
-        8,
-        8,
+        WriterLimits {
+            max_batch: 8,
+            queue_records: 8,
+            ..Default::default()
+        },
         Default::default(),
     )
     .await

@@ -5,7 +5,7 @@ use std::time::Duration;
 use redis::Commands;
 use tripgate::config::CacheBackend;
 
-use crate::helpers::{codes, trip, Options, TestApp};
+use crate::helpers::{cache_key, codes, trip, Options, TestApp};
 
 /// L1 off (entries live 1 ms), to watch Redis itself.
 fn without_l1() -> Options {
@@ -87,12 +87,12 @@ async fn statuses_are_written_back_under_versioned_keys_with_their_ttls() {
 
     // Kept for the fresh TTL plus the 600 s a stale copy may serve.
     let mut redis = app.redis.as_ref().unwrap().connection();
-    let registered_ttl: i64 = redis.ttl("tripgate:v2:hc:D-1").unwrap();
+    let registered_ttl: i64 = redis.ttl(cache_key("D-1")).unwrap();
     assert!(
         (890..=900).contains(&registered_ttl),
         "ttl {registered_ttl}"
     );
-    let not_registered_ttl: i64 = redis.ttl("tripgate:v2:hc:P-none").unwrap();
+    let not_registered_ttl: i64 = redis.ttl(cache_key("P-none")).unwrap();
     assert!(
         (620..=630).contains(&not_registered_ttl),
         "ttl {not_registered_ttl}"
@@ -121,13 +121,13 @@ async fn a_value_redis_cannot_decode_is_a_miss_and_gets_replaced() {
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
     let mut redis = app.redis.as_ref().unwrap().connection();
-    let _: () = redis.set("tripgate:v2:hc:D-1", "not json").unwrap();
+    let _: () = redis.set(cache_key("D-1"), "not json").unwrap();
 
     let body = app.decide(&trip("D-1", &["P-1"])).await;
 
     assert_eq!(body["decision"], "allow");
     assert_eq!(body["parties"][0]["source"], "upstream");
-    let stored: String = redis.get("tripgate:v2:hc:D-1").unwrap();
+    let stored: String = redis.get(cache_key("D-1")).unwrap();
     assert!(stored.contains("hangzhou"), "{stored}");
 }
 

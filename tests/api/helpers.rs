@@ -104,6 +104,17 @@ impl Drop for TestRedis {
     }
 }
 
+/// The pseudonym secret of config/local.toml, as the tests' services use it.
+pub const CACHE_SECRET: &str = "local-development-cache-pseudonym-secret";
+
+/// The Redis key of a subject's status under the local configuration:
+/// `tripgate:v3:hc:<HMAC-SHA256(cache secret, id)>`.
+pub fn cache_key(subject: &str) -> String {
+    let keys = tripgate::status::CacheKeys::new(CACHE_SECRET.as_bytes(), None);
+    let subject = tripgate::domain::SubjectId::parse(subject).unwrap();
+    format!("tripgate:v3:hc:{}", keys.pseudonym(&subject).to_hex())
+}
+
 pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod cache;
 mod cluster;
 mod configuration;
+mod fail_closed;
 mod helpers;
 mod hooks;
 mod operations;

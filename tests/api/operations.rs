@@ -339,6 +339,10 @@ fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static st
             "events-secret",
             "a-real-events-secret-from-the-vault-77aa".to_owned(),
         ),
+        (
+            "cache-pseudonym-secret",
+            "a-real-cache-secret-from-the-vault-12fe".to_owned(),
+        ),
     ];
     tweak(&mut secrets);
     let secret_dir = dir.join("secrets");

@@ -58,6 +58,7 @@ async fn a_recent_risk_area_visit_fails_the_itinerary_check_and_only_the_verdict
         json!([{"region": "310000", "risk": "medium", "date": day(20)}]),
     )
     .await;
+    set_visits(&app, "P-3", json!([])).await;
 
     let (status, body) = app
         .post_json("/v1/checks/passenger-order", &order(&["P-1", "P-2", "P-3"]))
@@ -88,6 +89,16 @@ async fn a_recent_risk_area_visit_fails_the_itinerary_check_and_only_the_verdict
             .unwrap(),
         stats
     );
+
+    // A card the source does not have is no clean card: it follows the
+    // city's on_unavailable (reject here).
+    app.set_code("P-4", "green", "hangzhou").await;
+    let (_, body) = app
+        .post_json("/v1/checks/passenger-order", &order(&["P-3", "P-4"]))
+        .await;
+    assert_eq!(body["decision"], "reject", "{body}");
+    assert_eq!(codes(&body), vec!["STATUS_UNAVAILABLE"]);
+    assert_eq!(body["reasons"][0]["index"], 1);
 
     // Trips do not check the itinerary in this policy.
     app.set_code("D-1", "green", "hangzhou").await;
