@@ -11,6 +11,15 @@ use super::{
     SealedRecord, StoreError, SummaryRow,
 };
 
+/// Without `from`, the filter covers `window` before `to` (or `now_us`).
+fn bound_to_window(filter: &mut DecisionFilter, window: chrono::TimeDelta, now_us: i64) {
+    if filter.from_us.is_none() {
+        let to = filter.to_us.unwrap_or(now_us);
+        let window_us = window.num_microseconds().unwrap_or(i64::MAX);
+        filter.from_us = Some(to.saturating_sub(window_us));
+    }
+}
+
 /// Records per page of an export: bounds the memory an export takes.
 const EXPORT_PAGE: u32 = 1000;
 
@@ -40,12 +49,11 @@ impl AuditReader {
     /// trail unless it asks to.
     pub fn bounded_filter(&self, raw: &RawFilter) -> Result<DecisionFilter, FilterError> {
         let mut filter = self.filter(raw)?;
-        if filter.from_us.is_none() {
-            let to = filter
-                .to_us
-                .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
-            filter.from_us = Some(to - self.default_window.num_microseconds().unwrap_or(i64::MAX));
-        }
+        bound_to_window(
+            &mut filter,
+            self.default_window,
+            chrono::Utc::now().timestamp_micros(),
+        );
         Ok(filter)
     }
 
@@ -124,4 +132,33 @@ pub fn export_stream(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_from_a_summary_or_export_covers_the_default_window_only() {
+        let hour = chrono::TimeDelta::hours(1);
+        let now = 1_800_000_000_000_000;
+        let mut open = DecisionFilter::default();
+        bound_to_window(&mut open, hour * 24, now);
+        assert_eq!(open.from_us, Some(now - 24 * 3_600_000_000));
+
+        let to = now - 10 * 3_600_000_000;
+        let mut until = DecisionFilter {
+            to_us: Some(to),
+            ..Default::default()
+        };
+        bound_to_window(&mut until, hour * 24, now);
+        assert_eq!(until.from_us, Some(to - 24 * 3_600_000_000));
+
+        let mut explicit = DecisionFilter {
+            from_us: Some(5),
+            ..Default::default()
+        };
+        bound_to_window(&mut explicit, hour, now);
+        assert_eq!(explicit.from_us, Some(5), "an explicit from stands");
+    }
 }

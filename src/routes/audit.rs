@@ -147,7 +147,7 @@ struct Summary {
         ("group_by" = Option<String>, Query, description = "reason (default), city, hook or hour"),
     ),
     responses(
-        (status = 200, description = "Counts per group: {group_by, total, rows: [{key, count}]}"),
+        (status = 200, description = "Counts per group: {group_by, total, rows: [{key, count}]}; without `from`, the audit.default_window_hours before `to` (or now)"),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
@@ -184,7 +184,7 @@ pub async fn summary(
         ("format" = Option<String>, Query, description = "ndjson (default) or csv"),
     ),
     responses(
-        (status = 200, description = "Every matching record, newest first, streamed", content_type = "application/x-ndjson"),
+        (status = 200, description = "Every matching record, newest first, streamed; without `from`, the audit.default_window_hours before `to` (or now)", content_type = "application/x-ndjson"),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),

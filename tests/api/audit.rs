@@ -330,11 +330,18 @@ async fn a_decision_that_cannot_be_recorded_is_not_given_and_service_recovers() 
         body.get("decision").is_none(),
         "no decision may be given: {body}"
     );
+    let data_dir = app.data_dir.path().display().to_string();
+    assert!(
+        !body.to_string().contains(&data_dir) && !body.to_string().contains("log"),
+        "a 5xx body carries no internals: {body}"
+    );
     let (status, ready) = app.get_admin_json("/readyz").await;
     assert_eq!(
         status, 503,
         "readiness must fail while nothing can be recorded: {ready}"
     );
+    assert_eq!(ready["audit"], "unwritable", "{ready}");
+    assert!(!ready.to_string().contains(&data_dir), "{ready}");
 
     std::fs::remove_file(&log).unwrap();
     std::fs::rename(&away, &log).unwrap();
@@ -402,6 +409,11 @@ async fn postgres_outage_of_the_audit_table_answers_503_and_recovers() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE");
+    let text = body.to_string();
+    assert!(
+        !text.contains("audit_decisions") && !text.contains("relation"),
+        "a 5xx body carries no SQL error: {body}"
+    );
 
     admin
         .batch_execute("ALTER TABLE audit_decisions_away RENAME TO audit_decisions")

@@ -14,7 +14,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use redis::Commands;
 use serde_json::{json, Value};
 
-use crate::helpers::{codes, start_simulator, trip, trip_in, Options, TestApp, EVENTS_SECRET};
+use crate::helpers::{
+    codes, lenient_policy, start_simulator, trip, trip_in, Options, TestApp, EVENTS_SECRET,
+};
 
 fn with(customise: impl FnOnce(&mut tripgate::config::Settings) + 'static) -> Options {
     Options {
@@ -263,16 +265,14 @@ async fn pushes_from_the_future_replays_and_stale_pushes_are_not_applied() {
     assert_eq!(body["parties"][1]["source"], "upstream");
 }
 
-#[tokio::test]
-async fn a_provider_answer_in_flight_cannot_undo_a_push() {
-    // L1 lives a minute: only the guard keeps the old answer out of it. The
-    // provider call may take longer than the check waits, so its answer
-    // arrives and is written back after the push.
-    let app = TestApp::spawn_with(with(|s| {
-        s.cache.l1_ttl_ms = 60_000;
-        s.provider.timeout_ms = 5_000;
-    }))
-    .await;
+/// D-1 green and warm in L1, P-1 green at the provider an hour ago, and
+/// the provider answering after `latency_ms`: then a trip check of D-1 and
+/// P-1 sent in the background (with `deadline_ms` when given).
+async fn check_in_flight(
+    app: &TestApp,
+    latency_ms: u64,
+    deadline_ms: Option<&'static str>,
+) -> tokio::task::JoinHandle<Value> {
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-warm", "green", "hangzhou").await;
     app.decide(&trip("D-1", &["P-warm"])).await;
@@ -283,22 +283,29 @@ async fn a_provider_answer_in_flight_cannot_undo_a_push() {
         Some(Utc::now() - TimeDelta::hours(1)),
     )
     .await;
-    app.set_faults(json!({"latency_ms": 1500})).await;
+    app.set_faults(json!({ "latency_ms": latency_ms })).await;
+    let (http, url) = (app.http.clone(), app.url("/v1/checks/trip"));
+    tokio::spawn(async move {
+        let mut request = http.post(url).json(&trip("D-1", &["P-1"]));
+        if let Some(ms) = deadline_ms {
+            request = request.header("X-Tripgate-Deadline-Ms", ms);
+        }
+        request.send().await.unwrap().json::<Value>().await.unwrap()
+    })
+}
 
+#[tokio::test]
+async fn a_provider_answer_in_flight_cannot_undo_a_push() {
+    // L1 lives a minute: only the guard keeps the old answer out of it. The
+    // provider call may take longer than the check waits, so its answer
+    // arrives and is written back after the push.
+    let app = TestApp::spawn_with(with(|s| {
+        s.cache.l1_ttl_ms = 60_000;
+        s.provider.timeout_ms = 5_000;
+    }))
+    .await;
     // The provider call is held open...
-    let check = {
-        let (http, url) = (app.http.clone(), app.url("/v1/checks/trip"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .header("X-Tripgate-Deadline-Ms", "1000")
-                .json(&trip("D-1", &["P-1"]))
-                .send()
-                .await
-                .unwrap();
-            response.json::<Value>().await.unwrap()
-        })
-    };
+    let check = check_in_flight(&app, 1500, Some("1000")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ...a red push lands...
     let now = Utc::now();
@@ -322,31 +329,8 @@ async fn a_provider_answer_in_flight_cannot_undo_a_push() {
 #[tokio::test]
 async fn a_write_back_that_loses_to_a_push_answers_with_the_push() {
     let app = TestApp::spawn().await;
-    app.set_code("D-1", "green", "hangzhou").await;
-    app.set_code("P-warm", "green", "hangzhou").await;
-    app.decide(&trip("D-1", &["P-warm"])).await;
-    app.set_code_at(
-        "P-1",
-        "green",
-        "hangzhou",
-        Some(Utc::now() - TimeDelta::hours(1)),
-    )
-    .await;
     // Within the provider call timeout and the check's deadline.
-    app.set_faults(json!({"latency_ms": 500})).await;
-    let check = {
-        let (http, url) = (app.http.clone(), app.url("/v1/checks/trip"));
-        tokio::spawn(async move {
-            http.post(url)
-                .json(&trip("D-1", &["P-1"]))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        })
-    };
+    let check = check_in_flight(&app, 500, None).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let now = Utc::now();
     app.push_event(&record("P-1", "red", now), EVENTS_SECRET, now.timestamp())
@@ -355,20 +339,6 @@ async fn a_write_back_that_loses_to_a_push_answers_with_the_push() {
     // and that is the answer.
     let body = check.await.unwrap();
     assert_eq!(codes(&body), vec!["HEALTH_CODE_RED"], "{body}");
-}
-
-fn lenient_policy() -> String {
-    r#"
-version = "lenient-1"
-[issuers.hangzhou.palette]
-green = "green"
-yellow = "yellow"
-red = "red"
-[cities.lenient]
-recognised_issuers = ["hangzhou"]
-on_unavailable = "allow_degraded"
-"#
-    .into()
 }
 
 #[tokio::test]

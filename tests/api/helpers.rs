@@ -115,6 +115,40 @@ pub fn cache_key(subject: &str) -> String {
     format!("tripgate:v3:hc:{}", keys.pseudonym(&subject).to_hex())
 }
 
+/// A client with a token (its SHA-256 configured) and the default limits.
+pub fn auth_client(
+    name: &str,
+    role: tripgate::config::Role,
+    token: &str,
+) -> tripgate::config::ClientSettings {
+    tripgate::config::ClientSettings {
+        name: name.into(),
+        role,
+        token_sha256: Some(tripgate::hexcode::encode(&tripgate::config::sha256(
+            token.as_bytes(),
+        ))),
+        token_sha256_file: None,
+        rate_per_sec: None,
+        burst: None,
+    }
+}
+
+/// A policy with one city, `lenient`, whose `on_unavailable` is
+/// `allow_degraded`.
+pub fn lenient_policy() -> String {
+    r#"
+version = "lenient-1"
+[issuers.hangzhou.palette]
+green = "green"
+yellow = "yellow"
+red = "red"
+[cities.lenient]
+recognised_issuers = ["hangzhou"]
+on_unavailable = "allow_degraded"
+"#
+    .into()
+}
+
 pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }

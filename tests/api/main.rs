@@ -4,6 +4,7 @@
 mod audit;
 mod audit_integrity;
 mod bad_input;
+mod bounds;
 mod cache;
 mod cluster;
 mod configuration;

@@ -4,25 +4,14 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tripgate::config::{sha256, ClientSettings, Role};
+use tripgate::config::{sha256, Role};
 
-use crate::helpers::{trip, Options, TestApp};
+use crate::helpers::{auth_client as client, trip, Options, TestApp};
 
 const DISPATCH: &str = "test-dispatch-token-1";
 const REGULATOR: &str = "test-regulator-token-1";
 const PROVIDER: &str = "test-provider-token-1";
 const OPS: &str = "test-ops-token-1";
-
-fn client(name: &str, role: Role, token: &str) -> ClientSettings {
-    ClientSettings {
-        name: name.into(),
-        role,
-        token_sha256: Some(tripgate::hexcode::encode(&sha256(token.as_bytes()))),
-        token_sha256_file: None,
-        rate_per_sec: None,
-        burst: None,
-    }
-}
 
 async fn secured(dispatch_rate: Option<(f64, f64)>) -> TestApp {
     TestApp::spawn_with(Options {
