@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use futures_util::StreamExt;
 
-use crate::audit::{export_stream, verify_store, AuditStore, ExportFormat, RawFilter};
+use crate::audit::{
+    export_stream, verify_store, AuditStore, ExportFormat, HeadSigner, HeadView, PublicKeys,
+    RawFilter, SignedHead,
+};
 use crate::config::{AuditBackend, Settings};
 
 /// Where to find the store, overriding configuration.
@@ -20,6 +23,22 @@ pub struct StoreFlags {
     /// A PostgreSQL URL.
     #[arg(long)]
     pub postgres: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct VerifyFlags {
+    #[command(flatten)]
+    pub store: StoreFlags,
+    /// A file holding the public key(s) heads must be signed with, as
+    /// `GET /v1/audit/heads` serves them (`ed25519:<base64>`; retired keys
+    /// on further lines). With `--sqlite` or `--postgres` no configuration
+    /// and no audit secret is needed.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// A saved body of `GET /v1/audit/heads`: every chain must still reach
+    /// every head in it.
+    #[arg(long)]
+    pub heads: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -66,15 +85,74 @@ fn settings_with(flags: &StoreFlags) -> Result<Settings, String> {
     Ok(settings)
 }
 
-async fn open(settings: &Settings) -> Result<AuditStore, String> {
-    if let crate::audit::StoreConfig::Sqlite { path, .. } = settings.audit_store() {
+async fn open(config: &crate::audit::StoreConfig) -> Result<AuditStore, String> {
+    if let crate::audit::StoreConfig::Sqlite { path, .. } = config {
         if !path.exists() {
             return Err(format!("no audit file at {}", path.display()));
         }
     }
-    AuditStore::open(&settings.audit_store())
+    AuditStore::open(config)
         .await
         .map_err(|e| format!("cannot open the audit store: {e}"))
+}
+
+/// The store a flag names, with the defaults of the configuration files.
+fn store_of_flags(flags: &StoreFlags) -> Option<crate::audit::StoreConfig> {
+    if let Some(path) = &flags.sqlite {
+        return Some(crate::audit::StoreConfig::Sqlite {
+            path: path.clone(),
+            busy_timeout_ms: 2_000,
+            log_segment_bytes: 64 << 20,
+        });
+    }
+    flags
+        .postgres
+        .as_ref()
+        .map(|url| crate::audit::StoreConfig::Postgres {
+            url: url.clone(),
+            pool_size: 2,
+        })
+}
+
+/// A saved body of `GET /v1/audit/heads`, as signed heads.
+fn saved_heads(path: &std::path::Path) -> Result<Vec<SignedHead>, String> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        heads: Vec<crate::audit::HeadView>,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a saved GET /v1/audit/heads body: {e}",
+            path.display()
+        )
+    })?;
+    saved
+        .heads
+        .into_iter()
+        .map(|h| SignedHead::try_from(h).map_err(|e| format!("{}: {e}", path.display())))
+        .collect()
+}
+
+/// `tripgate audit keygen`: a new signing key file and its public key.
+pub fn keygen(out: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = HeadSigner::generate_text().map_err(|e| format!("no randomness: {e}"))?;
+    let signer = HeadSigner::from_text(&text).map_err(|e| e.to_string())?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    writeln!(file, "{text}").map_err(|e| e.to_string())?;
+    println!(
+        "{}\n(key id {}; give regulators this public key)",
+        crate::audit::public_key_string(&signer.public_key()),
+        signer.key_id()
+    );
+    Ok(())
 }
 
 struct Progress {
@@ -114,15 +192,43 @@ impl Progress {
 }
 
 /// Exit code 0 when every chain is intact, 1 when tampering was found.
-pub async fn verify(flags: StoreFlags) -> Result<bool, String> {
-    let settings = settings_with(&flags)?;
-    let keys = settings.audit_keys().map_err(|e| e.to_string())?;
-    let store = open(&settings).await?;
+pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
+    // A regulator names the store and the public key: no configuration,
+    // no audit secret.
+    let standalone = flags.public_key.is_some() && store_of_flags(&flags.store).is_some();
+    let settings = if standalone {
+        None
+    } else {
+        Some(settings_with(&flags.store)?)
+    };
+    let config = match &settings {
+        Some(settings) => settings.audit_store(),
+        None => store_of_flags(&flags.store).ok_or("name the store")?,
+    };
+    let keys = settings.as_ref().and_then(|s| s.audit_keys().ok());
+    let public_keys = match &flags.public_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Some(PublicKeys::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        None => settings.as_ref().and_then(|s| s.audit_public_keys().ok()),
+    };
+    if public_keys.is_none() {
+        eprintln!("no public key: checking links only (heads and checkpoints unchecked)");
+    }
+    let saved = match &flags.heads {
+        Some(path) => saved_heads(path)?,
+        None => Vec::new(),
+    };
+    let store = open(&config).await?;
     let total = store.count().await.map_err(|e| e.to_string())?;
     let mut progress = Progress::new(total);
-    let report = verify_store(&store, &keys, |done| progress.show(done))
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = verify_store(&store, keys.as_ref(), public_keys, saved, |done| {
+        progress.show(done)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     if progress.terminal {
         eprintln!();
     }
@@ -131,6 +237,12 @@ pub async fn verify(flags: StoreFlags) -> Result<bool, String> {
             "audit trail intact: {} records in {} chains verified",
             report.records, report.chains
         );
+        if report.unvouched > 0 {
+            println!(
+                "  {} records are newer than their chain's newest signed head (signed within audit.head_interval_secs)",
+                report.unvouched
+            );
+        }
         return Ok(true);
     }
     println!(
@@ -161,7 +273,10 @@ pub async fn export(flags: ExportFlags) -> Result<(), String> {
         subject: flags.subject,
     };
     let filter = crate::audit::DecisionFilter::parse(&raw, &keys).map_err(|e| format!("--{e}"))?;
-    let store = open(&settings).await?;
+    let store = open(&settings.audit_store()).await?;
+    if let Some(path) = &flags.output {
+        write_heads_beside(&store, &settings, path).await?;
+    }
     let mut out: Box<dyn Write> = match &flags.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path)
@@ -175,4 +290,34 @@ pub async fn export(flags: ExportFlags) -> Result<(), String> {
         out.write_all(&chunk).map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())
+}
+
+/// Writes `<export>.heads.json` beside an export: the public key, the signed
+/// heads and the signed checkpoints it relied on, so the export can be
+/// checked on its own.
+async fn write_heads_beside(
+    store: &AuditStore,
+    settings: &Settings,
+    export: &std::path::Path,
+) -> Result<(), String> {
+    let public_key = settings
+        .audit_signer()
+        .map(|s| crate::audit::public_key_string(&s.public_key()))
+        .map_err(|e| e.to_string())?;
+    let heads = store.heads().await.map_err(|e| e.to_string())?;
+    let checkpoints: Vec<SignedHead> = store
+        .checkpoints()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_values()
+        .collect();
+    let body = serde_json::json!({
+        "public_key": public_key,
+        "heads": heads.iter().map(HeadView::from).collect::<Vec<_>>(),
+        "checkpoints": checkpoints.iter().map(HeadView::from).collect::<Vec<_>>(),
+    });
+    let mut name = export.as_os_str().to_owned();
+    name.push(".heads.json");
+    std::fs::write(&name, serde_json::to_vec_pretty(&body).unwrap_or_default())
+        .map_err(|e| format!("cannot write {}: {e}", PathBuf::from(&name).display()))
 }

@@ -302,6 +302,15 @@ pub struct AuditSettings {
     pub default_window_hours: u32,
     pub active_key: String,
     pub keys: Vec<AuditKeySettings>,
+    /// The Ed25519 key that signs chain heads and checkpoints (base64 of
+    /// 32 bytes; `tripgate audit keygen` makes one). Relative paths are
+    /// resolved against the configuration directory.
+    pub signing_key_file: PathBuf,
+    /// Public keys (`ed25519:<base64>`) of retired signing keys, whose
+    /// signatures stay valid.
+    pub retired_public_keys: Vec<String>,
+    /// The chain head is signed at least this often while records come.
+    pub head_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -327,6 +336,10 @@ pub const EXAMPLE_TOKENS: &[&str] = &[
     "example-provider-token",
     "example-ops-token",
 ];
+
+/// Key ids of the example signing keys in this repository's configuration
+/// (`config/audit-signing-key.example`): production refuses them.
+pub const EXAMPLE_SIGNING_KEY_IDS: &[&str] = &["81587cf2f04103c5"];
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
@@ -396,6 +409,11 @@ impl Settings {
         }
         if settings.policy.messages.is_relative() {
             settings.policy.messages = dir.join(&settings.policy.messages);
+        }
+        if settings.audit.signing_key_file.is_relative()
+            && !settings.audit.signing_key_file.as_os_str().is_empty()
+        {
+            settings.audit.signing_key_file = dir.join(&settings.audit.signing_key_file);
         }
         settings.validate()?;
         Ok(settings)
@@ -494,6 +512,7 @@ impl Settings {
             ("audit.max_batch", self.audit.max_batch as u64),
             ("audit.queue_capacity", self.audit.queue_capacity as u64),
             ("audit.queue_max_bytes", self.audit.queue_max_bytes as u64),
+            ("audit.head_interval_secs", self.audit.head_interval_secs),
             (
                 "audit.default_window_hours",
                 u64::from(self.audit.default_window_hours),
@@ -532,6 +551,8 @@ impl Settings {
                 })?;
         }
         self.audit_keys()?;
+        self.audit_signer()?;
+        self.audit_public_keys()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::Invalid {
                 key: "log.level",
@@ -796,6 +817,47 @@ impl Settings {
         ))
     }
 
+    /// The key that signs chain heads, read from `audit.signing_key_file`.
+    /// Production refuses the example key shipped for local use.
+    pub fn audit_signer(&self) -> Result<crate::audit::HeadSigner, ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "audit.signing_key_file",
+            problem,
+        };
+        let path = &self.audit.signing_key_file;
+        if path.as_os_str().is_empty() {
+            return Err(invalid(
+                "must name the file of the Ed25519 key that signs chain heads \
+                 (`tripgate audit keygen --out FILE` makes one)"
+                    .into(),
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+        let signer = crate::audit::HeadSigner::from_text(&text)
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        if self.environment == Environment::Production
+            && EXAMPLE_SIGNING_KEY_IDS.contains(&signer.key_id())
+        {
+            return Err(invalid(
+                "production refuses the example signing key shipped for local use".into(),
+            ));
+        }
+        Ok(signer)
+    }
+
+    /// The public keys signed heads are checked with: the signing key's and
+    /// the retired ones.
+    pub fn audit_public_keys(&self) -> Result<crate::audit::PublicKeys, ConfigError> {
+        let mut keys = crate::audit::PublicKeys::parse(&self.audit.retired_public_keys.join(" "))
+            .map_err(|e| ConfigError::Invalid {
+            key: "audit.retired_public_keys",
+            problem: e.to_string(),
+        })?;
+        keys.add(self.audit_signer()?.public_key());
+        Ok(keys)
+    }
+
     /// This instance's chain id.
     pub fn audit_instance_id(&self) -> String {
         if !self.audit.instance_id.is_empty() {
@@ -858,5 +920,16 @@ impl ProviderSettings {
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shipped_example_signing_key_is_known_as_an_example() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let text = std::fs::read_to_string(dir.join("audit-signing-key.example")).unwrap();
+        let signer = crate::audit::HeadSigner::from_text(&text).unwrap();
+        assert_eq!(super::EXAMPLE_SIGNING_KEY_IDS, [signer.key_id()]);
     }
 }

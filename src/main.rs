@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tripgate::audit_commands::{self, ExportFlags, StoreFlags};
+use tripgate::audit_commands::{self, ExportFlags, VerifyFlags};
 use tripgate::config::Settings;
 use tripgate::demo::{self, DemoOptions};
 use tripgate::policy::Policy;
@@ -79,11 +79,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check every chain; report the first modified, deleted, inserted or
-    /// reordered record of each; exit 1 if any.
-    Verify {
-        #[command(flatten)]
-        store: StoreFlags,
+    /// Check every chain: links, signed heads and checkpoints (and saved
+    /// heads); report the first problem of each chain; exit 1 if any.
+    Verify(VerifyFlags),
+    /// Make a new head-signing key file and print its public key.
+    Keygen {
+        /// The key file to create (mode 0600; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write matching records as NDJSON or CSV, newest first.
     Export(Box<ExportFlags>),
@@ -123,8 +126,11 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Audit {
-            command: AuditCommand::Verify { store },
-        } => match audit_commands::verify(store).await {
+            command: AuditCommand::Keygen { out },
+        } => audit_commands::keygen(&out),
+        Command::Audit {
+            command: AuditCommand::Verify(flags),
+        } => match audit_commands::verify(flags).await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),

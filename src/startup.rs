@@ -100,14 +100,18 @@ impl Application {
         let store = AuditStore::open(&settings.audit_store())
             .await
             .map_err(|source| StartupError::AuditStore { backend, source })?;
+        let signer = settings.audit_signer()?;
         let (audit, audit_writer) = AuditWriter::start(
             store.clone(),
             settings.audit_keys()?,
+            signer.clone(),
+            settings.audit_public_keys()?,
             settings.audit_instance_id(),
             crate::audit::WriterLimits {
                 max_batch: settings.audit.max_batch,
                 queue_records: settings.audit.queue_capacity,
                 queue_bytes: settings.audit.queue_max_bytes,
+                head_interval: Duration::from_secs(settings.audit.head_interval_secs),
             },
             Arc::clone(&metrics),
         )
@@ -115,12 +119,14 @@ impl Application {
         .map_err(|source| StartupError::AuditStore { backend, source })?;
         let retention = spawn_retention(
             store.clone(),
+            signer.clone(),
             settings.audit.retention_days,
             Duration::from_secs(settings.audit.purge_interval_secs),
         );
         let reader = web::Data::new(AuditReader::new(
             store,
             audit.keys().clone(),
+            crate::audit::public_key_string(&signer.public_key()),
             chrono::TimeDelta::hours(i64::from(settings.audit.default_window_hours)),
         ));
         let events = web::Data::new(StatusEvents::new(

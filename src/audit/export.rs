@@ -4,7 +4,8 @@
 
 use serde::Serialize;
 
-use super::chain::ChainVerifier;
+use super::chain::{ChainVerifier, Trust};
+use super::signing::{PublicKeys, SignedHead};
 use super::{
     AuditKeys, AuditParty, AuditReason, AuditStore, ChainReport, SealedRecord, StoreError,
 };
@@ -168,15 +169,27 @@ fn csv_line(sealed: &SealedRecord) -> String {
     line
 }
 
-/// Checks every chain in the store, page by page; `progress` is called
-/// with the number of records checked so far.
+/// Checks every chain in the store, page by page, against its checkpoints,
+/// its stored signed heads and `saved` heads (a regulator's earlier copy);
+/// `progress` is called with the number of records checked so far. Without
+/// `public_keys` only the links are checked (heads and checkpoints need a
+/// key to mean anything); `keys` are needed for format-1 records only.
 pub async fn verify_store(
     store: &AuditStore,
-    keys: &AuditKeys,
+    keys: Option<&AuditKeys>,
+    public_keys: Option<PublicKeys>,
+    saved: Vec<SignedHead>,
     mut progress: impl FnMut(u64),
 ) -> Result<ChainReport, StoreError> {
     const PAGE: u32 = 5_000;
-    let mut verifier = ChainVerifier::new(keys, store.checkpoints().await?);
+    let mut heads = store.heads().await?;
+    heads.extend(saved);
+    let mut verifier = ChainVerifier::new(Trust {
+        keys,
+        public_keys,
+        checkpoints: store.checkpoints().await?,
+        heads,
+    });
     let mut after = None;
     let mut checked = 0;
     loop {

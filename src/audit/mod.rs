@@ -3,8 +3,10 @@
 //!
 //! - `record`: what one decision's record holds, and its canonical encoding.
 //! - `keys`: the secret keys that pseudonymise subjects and seal chains.
-//! - `chain`: sealing records into per-instance HMAC chains, and verifying them.
-//! - `writer`: group commit; many decisions share one transaction.
+//! - `chain`: linking records into per-instance hash chains, and verifying them.
+//! - `signing`: Ed25519-signed chain heads and checkpoints (public-key checks).
+//! - `writer`: group commit; many decisions share one transaction; signs heads.
+//! - `resume`: where a chain continues after a restart or a failed commit.
 //! - `store`: SQLite (embedded) and PostgreSQL (shared) behind one interface.
 //! - `query`: filters, cursors and summaries of the regulator's API.
 //! - `retention`: purging old records without breaking verification.
@@ -15,13 +17,15 @@ mod keys;
 mod query;
 mod reader;
 mod record;
+mod resume;
 mod retention;
+mod signing;
 mod store;
 mod writer;
 
 pub use chain::{
-    seal, verify_chains, ChainHead, ChainProblem, ChainReport, ChainVerifier, ProblemKind,
-    StoredLink, GENESIS_HASH,
+    link_hash, seal, verify_chains, ChainHead, ChainProblem, ChainReport, ChainVerifier,
+    ProblemKind, StoredLink, Trust, GENESIS_HASH,
 };
 pub use export::{rfc3339_micros, verify_store, ExportFormat, RecordView};
 pub use keys::{AuditKeys, KeyError};
@@ -32,5 +36,8 @@ pub use query::{
 pub use reader::{export_stream, AuditReader};
 pub use record::{AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, FORMAT};
 pub use retention::spawn_retention;
+pub use signing::{
+    public_key_string, HeadKind, HeadSigner, HeadView, PublicKeys, SignedHead, SigningKeyError,
+};
 pub use store::{AuditStore, LinkPosition, StoreConfig, StoreError};
 pub use writer::{AuditWriter, WriteError, WriterLimits};

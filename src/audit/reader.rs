@@ -8,7 +8,7 @@ use futures_util::Stream;
 use super::query::Cursor;
 use super::{
     AuditKeys, AuditStore, DecisionFilter, ExportFormat, FilterError, GroupBy, Page, RawFilter,
-    SealedRecord, StoreError, SummaryRow,
+    SealedRecord, SignedHead, StoreError, SummaryRow,
 };
 
 /// Without `from`, the filter covers `window` before `to` (or `now_us`).
@@ -27,17 +27,34 @@ const EXPORT_PAGE: u32 = 1000;
 pub struct AuditReader {
     store: AuditStore,
     keys: AuditKeys,
+    /// The public key heads are signed with, as served (`ed25519:...`).
+    public_key: String,
     /// What a summary or export without `from` covers, back from `to`.
     default_window: chrono::TimeDelta,
 }
 
 impl AuditReader {
-    pub fn new(store: AuditStore, keys: AuditKeys, default_window: chrono::TimeDelta) -> Self {
+    pub fn new(
+        store: AuditStore,
+        keys: AuditKeys,
+        public_key: String,
+        default_window: chrono::TimeDelta,
+    ) -> Self {
         Self {
             store,
             keys,
+            public_key,
             default_window,
         }
+    }
+
+    pub fn public_key(&self) -> &str {
+        &self.public_key
+    }
+
+    /// The newest signed head of every chain.
+    pub async fn heads(&self) -> Result<Vec<SignedHead>, StoreError> {
+        self.store.heads().await
     }
 
     pub fn filter(&self, raw: &RawFilter) -> Result<DecisionFilter, FilterError> {

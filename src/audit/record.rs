@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ReasonCode;
 
-pub const FORMAT: u32 = 1;
+/// The format of new records: 2 links by plain SHA-256 (format 1 sealed
+/// with HMAC under the audit key). Stored per row.
+pub const FORMAT: u32 = 2;
 
 /// About the encoded size of a trip's record (three parties).
 pub const RECORD_BYTES: usize = 1024;

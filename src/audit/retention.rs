@@ -1,16 +1,18 @@
 //! Retention: a background task that purges records older than
-//! `audit.retention_days`, leaving per-chain checkpoints so that the
-//! remaining records still verify.
+//! `audit.retention_days`, leaving per-chain signed checkpoints so that the
+//! remaining records still verify. The cut is by time and by sequence: only
+//! a prefix of records all older than the cutoff goes (see the stores).
 
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use tokio::task::JoinHandle;
 
-use super::AuditStore;
+use super::{AuditStore, HeadSigner};
 
 pub fn spawn_retention(
     store: AuditStore,
+    signer: HeadSigner,
     retention_days: u32,
     interval: Duration,
 ) -> JoinHandle<()> {
@@ -20,7 +22,7 @@ pub fn spawn_retention(
         loop {
             ticker.tick().await;
             let cutoff = Utc::now() - TimeDelta::days(i64::from(retention_days));
-            match store.purge_before(cutoff.timestamp_micros()).await {
+            match store.purge_before(cutoff.timestamp_micros(), &signer).await {
                 Ok(0) => {}
                 Ok(purged) => {
                     tracing::info!(purged, %cutoff, "purged audit records past retention")

@@ -7,7 +7,14 @@
 //! throughput. If a commit fails, every waiter of that batch is told so (the
 //! hook answers 503 rather than give an unrecorded decision) and the chain
 //! head is re-read from the store before the next batch, because a failed
-//! commit may still have landed.
+//! commit may still have landed (`resume`: it continues only from a head it
+//! knows was durable, else in a new chain segment; no seq is reused).
+//!
+//! The writer also signs its chain's head (`signing`): after a commit once
+//! `head_interval` has passed since the last signature, on a tick of that
+//! interval when records came since, and as a `closed` head when it stops
+//! cleanly. A signed head is stored only after the records it covers are
+//! durable.
 //!
 //! The writer is a blocking loop on a thread of its own, not a task: a
 //! commit is a write and an fsync, and doing them right where the batch was
@@ -16,11 +23,13 @@
 //! showed as milliseconds of p99 and as a fifth of the runtime's CPU.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::chain::{seal, ChainHead};
+use super::resume::{self, Continuation};
+use super::signing::{HeadKind, HeadSigner, PublicKeys};
 use super::{AuditKeys, AuditRecord, AuditStore, StoreError};
 use crate::metrics::Metrics;
 
@@ -34,12 +43,13 @@ pub enum WriteError {
 
 /// How much may wait for the writer: records per batch, and records and
 /// bytes queued (past either, callers wait to enqueue: memory stays bounded
-/// whatever the size of the checks).
+/// whatever the size of the checks); and how often the head is signed.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterLimits {
     pub max_batch: usize,
     pub queue_records: usize,
     pub queue_bytes: usize,
+    pub head_interval: Duration,
 }
 
 impl Default for WriterLimits {
@@ -48,8 +58,18 @@ impl Default for WriterLimits {
             max_batch: 64,
             queue_records: 64,
             queue_bytes: 8 << 20,
+            head_interval: Duration::from_secs(10),
         }
     }
+}
+
+/// What the writer thread is handed: a record, or a tick of the signing
+/// interval. Records travel by value: boxing them would allocate once more
+/// per decision for the sake of the rare tick.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    Record(Pending),
+    Tick,
 }
 
 /// The queue's byte bound is kept in units of this many bytes (semaphore
@@ -64,13 +84,14 @@ struct Pending {
 
 #[derive(Clone)]
 pub struct AuditWriter {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Work>,
     /// Units of `BYTE_UNIT` bytes a queued record may still take.
     bytes: Arc<Semaphore>,
     byte_units: u32,
     store: AuditStore,
     metrics: Arc<Metrics>,
     keys: AuditKeys,
+    signer: HeadSigner,
     instance_id: String,
 }
 
@@ -78,9 +99,13 @@ impl AuditWriter {
     /// Starts the writer thread; it ends, after committing what was queued,
     /// once every clone of the returned writer is dropped, and then
     /// completes the returned receiver.
+    /// `trusted` are the public keys whose signed heads the writer may
+    /// continue from (its own and retired ones).
     pub async fn start(
         store: AuditStore,
         keys: AuditKeys,
+        signer: HeadSigner,
+        trusted: PublicKeys,
         instance_id: String,
         limits: WriterLimits,
         metrics: Arc<Metrics>,
@@ -89,18 +114,18 @@ impl AuditWriter {
             max_batch,
             queue_records: queue_capacity,
             queue_bytes,
+            head_interval,
         } = limits;
         let byte_units = (queue_bytes / BYTE_UNIT).clamp(1, u32::MAX as usize >> 1) as u32;
-        let head = store
-            .chain_head(&instance_id)
-            .await?
-            .unwrap_or_else(ChainHead::genesis);
+        let continuation = resume::at_start(&store, &instance_id, &trusted).await?;
         let (queue, receiver) = mpsc::channel(queue_capacity.max(1));
+        spawn_ticker(queue.downgrade(), head_interval);
         let committer = Committer {
             store: store.clone(),
-            keys: keys.clone(),
+            signer: signer.clone(),
             instance_id: instance_id.clone(),
             max_batch: max_batch.max(1),
+            head_interval,
             metrics: Arc::clone(&metrics),
             runtime: tokio::runtime::Handle::current(),
         };
@@ -112,7 +137,7 @@ impl AuditWriter {
             .name("audit-writer".into())
             .spawn(move || {
                 crate::scheduling::prefer_low_latency();
-                committer.run(receiver, head);
+                committer.run(receiver, continuation);
                 let _ = finished.send(());
             })
             .map_err(|e| StoreError::Invalid(format!("cannot start the audit writer: {e}")))?;
@@ -124,10 +149,16 @@ impl AuditWriter {
                 store,
                 metrics,
                 keys,
+                signer,
                 instance_id,
             },
             task,
         ))
+    }
+
+    /// The key this instance signs its heads with.
+    pub fn signer(&self) -> &HeadSigner {
+        &self.signer
     }
 
     /// Decisions queued and not yet committed.
@@ -167,50 +198,105 @@ impl AuditWriter {
             .map_err(|_| WriteError::Stopped)?;
         let (committed, outcome) = oneshot::channel();
         self.queue
-            .send(Pending { record, committed })
+            .send(Work::Record(Pending { record, committed }))
             .await
             .map_err(|_| WriteError::Stopped)?;
         outcome.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
+/// Ticks the writer every `interval` while it lives; holds only a weak
+/// handle to the queue, so it never keeps the writer from ending.
+fn spawn_ticker(queue: mpsc::WeakSender<Work>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(queue) = queue.upgrade() else { break };
+            // A full queue will commit soon, and signs then if due.
+            let _ = queue.try_send(Work::Tick);
+        }
+    });
+}
+
 /// What the writer thread needs besides its queue.
 struct Committer {
     store: AuditStore,
-    keys: AuditKeys,
+    signer: HeadSigner,
     instance_id: String,
     max_batch: usize,
+    head_interval: Duration,
     metrics: Arc<Metrics>,
     /// For the store's async calls (PostgreSQL, re-reading a chain head).
     runtime: tokio::runtime::Handle,
 }
 
+/// The writer thread's view of its chain.
+struct ChainState {
+    /// Where the next batch goes; `None` after a commit that failed, until
+    /// the store has been asked.
+    next: Option<Continuation>,
+    /// The chain and the last head known to be durable in it.
+    durable: Continuation,
+    /// The last head signed, and when.
+    signed: Option<(ChainHead, Instant)>,
+}
+
 impl Committer {
-    fn run(self, mut receiver: mpsc::Receiver<Pending>, head: ChainHead) {
+    fn run(self, mut receiver: mpsc::Receiver<Work>, start: Continuation) {
         let metrics = &self.metrics;
-        let mut head = Some(head);
-        let mut batch: Vec<Pending> = Vec::with_capacity(self.max_batch);
-        while receiver.blocking_recv_many(&mut batch, self.max_batch) > 0 {
-            let start = match head.take() {
+        let mut state = ChainState {
+            next: Some(start.clone()),
+            durable: start,
+            signed: None,
+        };
+        let mut work: Vec<Work> = Vec::with_capacity(self.max_batch);
+        while receiver.blocking_recv_many(&mut work, self.max_batch) > 0 {
+            let pending: Vec<Pending> = work
+                .drain(..)
+                .filter_map(|w| match w {
+                    Work::Record(pending) => Some(pending),
+                    Work::Tick => None,
+                })
+                .collect();
+            if pending.is_empty() {
+                self.sign_if_due(&mut state, Duration::ZERO);
+                continue;
+            }
+            let start = match state.next.take() {
                 Some(known) => Ok(known),
-                None => self
-                    .runtime
-                    .block_on(self.store.chain_head(&self.instance_id))
-                    .map(|h| h.unwrap_or_else(ChainHead::genesis)),
+                None => self.runtime.block_on(resume::after_failure(
+                    &self.store,
+                    &self.instance_id,
+                    &state.durable,
+                    &state.durable.head,
+                )),
             };
             let timer = Instant::now();
-            let (records, waiters): (Vec<AuditRecord>, Vec<_>) = batch
-                .drain(..)
+            let (records, waiters): (Vec<AuditRecord>, Vec<_>) = pending
+                .into_iter()
                 .map(|pending| (pending.record, pending.committed))
                 .unzip();
-            let outcome = start.and_then(|start| self.commit(start, records));
+            let outcome = start.and_then(|start| {
+                let head = self.commit(&start, records)?;
+                Ok(Continuation {
+                    chain: start.chain,
+                    head,
+                })
+            });
             metrics
                 .audit_commit_seconds
                 .observe(timer.elapsed().as_secs_f64());
             metrics.audit_batch_size.observe(waiters.len() as f64);
             let reply = match outcome {
-                Ok(new_head) => {
-                    head = Some(new_head);
+                Ok(durable) => {
+                    if durable.chain != state.durable.chain {
+                        state.signed = None;
+                    }
+                    state.next = Some(durable.clone());
+                    state.durable = durable;
                     Ok(Instant::now())
                 }
                 Err(error) => {
@@ -223,16 +309,50 @@ impl Committer {
                 // A waiter that gave up (client gone) needs no answer.
                 let _ = committed.send(reply.clone());
             }
+            self.sign_if_due(&mut state, self.head_interval);
         }
+        self.sign(&mut state, HeadKind::Closed);
         tracing::info!("audit writer stopped after committing every queued record");
     }
 
+    /// Signs the durable head if it moved and `interval` has passed since
+    /// the last signature.
+    fn sign_if_due(&self, state: &mut ChainState, interval: Duration) {
+        let due = match &state.signed {
+            None => state.durable.head.seq > 0,
+            Some((head, at)) => *head != state.durable.head && at.elapsed() >= interval,
+        };
+        if due {
+            self.sign(state, HeadKind::Head);
+        }
+    }
+
+    fn sign(&self, state: &mut ChainState, kind: HeadKind) {
+        let head = &state.durable.head;
+        if head.seq == 0 {
+            return;
+        }
+        let signed = self.signer.sign(&state.durable.chain, head, kind);
+        match self.runtime.block_on(self.store.put_head(&signed)) {
+            Ok(()) => state.signed = Some((head.clone(), Instant::now())),
+            Err(error) => {
+                self.metrics.audit_commit_failures.inc();
+                tracing::error!(%error, chain = %state.durable.chain, seq = head.seq, "could not store the signed audit head; will sign again");
+            }
+        }
+    }
+
     /// Seals the batch after `start` and commits it; returns the new head.
-    fn commit(&self, start: ChainHead, records: Vec<AuditRecord>) -> Result<ChainHead, StoreError> {
-        let mut head = start;
+    fn commit(
+        &self,
+        start: &Continuation,
+        records: Vec<AuditRecord>,
+    ) -> Result<ChainHead, StoreError> {
+        let mut head = start.head.clone();
         let mut sealed = Vec::with_capacity(records.len());
-        for record in records {
-            let link = seal(&self.keys, &head, record);
+        for mut record in records {
+            record.instance_id.clone_from(&start.chain);
+            let link = seal(&head, record);
             head = ChainHead {
                 seq: link.seq,
                 hash: link.hash.clone(),

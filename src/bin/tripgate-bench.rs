@@ -1108,7 +1108,7 @@ pub fn audit_query(records: u64) {
     use tripgate::audit::{DecisionFilter, GroupBy};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let (dir, store, keys) = bench_store("tripgate-audit-bench").await;
+        let (dir, store, _keys) = bench_store("tripgate-audit-bench").await;
         let day_us: i64 = 86_400_000_000;
         let end = chrono::Utc::now().timestamp_micros();
         let start = end - 180 * day_us;
@@ -1119,7 +1119,7 @@ pub fn audit_query(records: u64) {
         for n in 0..records {
             let decided_at_us = start + n as i64 * step;
             let record = synthetic_record(n, decided_at_us, vec![]);
-            let link = tripgate::audit::seal(&keys, &tripgate::audit::ChainHead { seq: head.0, hash: head.1.clone() }, record);
+            let link = tripgate::audit::seal(&tripgate::audit::ChainHead { seq: head.0, hash: head.1.clone() }, record);
             head = (link.seq, link.hash.clone());
             batch.push(link);
             if batch.len() == 10_000 {
@@ -1272,7 +1272,7 @@ pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
     use tripgate::audit::{AuditParty, DecisionFilter};
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let (dir, store, keys) = bench_store("tripgate-index-bench").await;
+        let (dir, store, _keys) = bench_store("tripgate-index-bench").await;
         let day_us: i64 = 86_400_000_000;
         let midnight = chrono::Utc::now().timestamp_micros() / day_us * day_us;
         let step_us = (day_us - 1) / (today + rounds * per_catch_up) as i64;
@@ -1296,7 +1296,7 @@ pub fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
                 let parties = vec![party(&mut rng, "driver"), party(&mut rng, "passenger")];
                 let n = written_so_far.get();
                 let record = synthetic_record(n, midnight + n as i64 * step_us, parties);
-                let link = tripgate::audit::seal(&keys, &head, record);
+                let link = tripgate::audit::seal(&head, record);
                 head = tripgate::audit::ChainHead { seq: link.seq, hash: link.hash.clone() };
                 batch.push(link);
                 written_so_far.set(n + 1);

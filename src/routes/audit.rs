@@ -1,6 +1,6 @@
 //! The regulator's API over the audit trail:
 //! `GET /v1/audit/decisions`, `/v1/audit/decisions/{decision_id}`,
-//! `/v1/audit/summary` and `/v1/audit/export`.
+//! `/v1/audit/summary`, `/v1/audit/export` and `/v1/audit/heads`.
 //!
 //! Query parameters are checked strictly: an unknown parameter is an error,
 //! not ignored, because a misspelt filter would silently widen a regulator's
@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::ApiError;
 use crate::audit::{
-    parse_limit, AuditReader, Cursor, ExportFormat, FilterError, GroupBy, RawFilter, RecordView,
-    SummaryRow,
+    parse_limit, AuditReader, Cursor, ExportFormat, FilterError, GroupBy, HeadView, RawFilter,
+    RecordView, SummaryRow,
 };
 
 const FILTERS: &[&str] = &[
@@ -215,4 +215,32 @@ pub async fn export(
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .streaming(body))
+}
+
+/// The body of `GET /v1/audit/heads`: what a regulator saves to detect,
+/// later, a chain cut short or deleted (`tripgate audit verify --heads`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Heads {
+    /// `ed25519:<base64>`: the key the service signs with now.
+    public_key: String,
+    heads: Vec<HeadView>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/audit/heads",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The newest signed head of every chain, closed or not, and the public key", body = Heads),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
+    )
+)]
+pub async fn heads(reader: web::Data<AuditReader>) -> Result<HttpResponse, ApiError> {
+    let heads = reader.heads().await?.iter().map(HeadView::from).collect();
+    Ok(HttpResponse::Ok().json(Heads {
+        public_key: reader.public_key().to_owned(),
+        heads,
+    }))
 }

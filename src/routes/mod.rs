@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/decisions/{decision_id}"),
     ("get", "/v1/audit/summary"),
     ("get", "/v1/audit/export"),
+    ("get", "/v1/audit/heads"),
     ("post", "/v1/status-events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -57,7 +58,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(get("/decisions", audit::decisions))
                 .service(get("/decisions/{decision_id}", audit::decision))
                 .service(get("/summary", audit::summary))
-                .service(get("/export", audit::export)),
+                .service(get("/export", audit::export))
+                .service(get("/heads", audit::heads)),
         )
         .service(
             web::scope("/v1/status-events")

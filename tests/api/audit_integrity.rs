@@ -13,8 +13,8 @@ use tripgate::audit::{
 use tripgate::config::AuditBackend;
 
 use crate::helpers::{
-    audit_files, audit_log_dir, audit_verify, spawn_simulator, trip, Options, ServiceProcess,
-    TestApp, TestPostgres,
+    audit_files, audit_log_dir, audit_verify, example_public_keys, example_signer, spawn_simulator,
+    trip, Options, ServiceProcess, TestApp, TestPostgres,
 };
 
 async fn six_decisions(app: &TestApp) -> Vec<String> {
@@ -75,7 +75,7 @@ async fn audit_verify_reports_each_kind_of_tampering() {
              UPDATE audit_decisions SET seq = seq - 999 WHERE seq >= 1000;
              INSERT INTO audit_decisions SELECT '00000000-0000-7000-8000-000000000000', instance_id, 3,
                  decided_at, hook, trip_id, city, 'allow', degraded, policy_version, key_id, reason_mask,
-                 detail, prev_hash, hash FROM audit_decisions WHERE seq = 2",
+                 detail, prev_hash, hash, format FROM audit_decisions WHERE seq = 2",
             usize::MAX,
             "does not link to the record before it",
         ),
@@ -375,6 +375,8 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
     let (writer, task) = AuditWriter::start(
         store.clone(),
         keys.clone(),
+        example_signer(),
+        example_public_keys(),
         "retention".into(),
         WriterLimits {
             max_batch: 64,
@@ -401,20 +403,38 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
     }
 
     let cutoff = (Utc::now() - TimeDelta::days(180)).timestamp_micros();
-    assert_eq!(store.purge_before(cutoff).await.unwrap(), 5);
+    assert_eq!(
+        store.purge_before(cutoff, &example_signer()).await.unwrap(),
+        5
+    );
     assert_eq!(store.count().await.unwrap(), 3);
-    let report = tripgate::audit::verify_store(&store, &keys, |_| {})
-        .await
-        .unwrap();
+    let report = tripgate::audit::verify_store(
+        &store,
+        Some(&keys),
+        Some(example_public_keys()),
+        vec![],
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 3);
 
     // The chain goes on after a purge, and a purge of nothing changes nothing.
     writer.append(record(&keys, recent + 100, 9)).await.unwrap();
-    assert_eq!(store.purge_before(cutoff).await.unwrap(), 0);
-    let report = tripgate::audit::verify_store(&store, &keys, |_| {})
-        .await
-        .unwrap();
+    assert_eq!(
+        store.purge_before(cutoff, &example_signer()).await.unwrap(),
+        0
+    );
+    let report = tripgate::audit::verify_store(
+        &store,
+        Some(&keys),
+        Some(example_public_keys()),
+        vec![],
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 4);
     drop(writer);
@@ -485,7 +505,12 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
     // Verification needs every key that sealed a record.
     let dir_config = dir.path().join("config");
     std::fs::create_dir(&dir_config).unwrap();
-    for file in ["base.toml", "policy.toml", "messages.toml"] {
+    for file in [
+        "base.toml",
+        "policy.toml",
+        "messages.toml",
+        "audit-signing-key.example",
+    ] {
         std::fs::copy(
             crate::helpers::config_dir().join(file),
             dir_config.join(file),
@@ -518,6 +543,8 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
         let (writer, task) = AuditWriter::start(
             store,
             keys.clone(),
+            example_signer(),
+            example_public_keys(),
             "index".into(),
             WriterLimits {
                 max_batch: 8,
@@ -586,6 +613,8 @@ async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge
     let (writer, task) = AuditWriter::start(
         store.clone(),
         keys.clone(),
+        example_signer(),
+        example_public_keys(),
         "runs".into(),
         WriterLimits {
             max_batch: 8,
@@ -655,7 +684,10 @@ async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge
         assert_eq!(found.records.len(), 1, "trip T-{n} after the merges");
     }
 
-    let purged = store.purge_before(now - two_days_us / 2).await.unwrap();
+    let purged = store
+        .purge_before(now - two_days_us / 2, &example_signer())
+        .await
+        .unwrap();
     assert_eq!(purged, 20);
     assert_eq!(
         store

@@ -149,6 +149,20 @@ on_unavailable = "allow_degraded"
     .into()
 }
 
+/// The example head-signing key of config/ (what the tests' services sign
+/// with), and its public key as a verifier would trust it.
+pub fn example_signer() -> tripgate::audit::HeadSigner {
+    let text = std::fs::read_to_string(config_dir().join("audit-signing-key.example")).unwrap();
+    tripgate::audit::HeadSigner::from_text(&text).unwrap()
+}
+
+pub fn example_public_keys() -> tripgate::audit::PublicKeys {
+    tripgate::audit::PublicKeys::parse(&tripgate::audit::public_key_string(
+        &example_signer().public_key(),
+    ))
+    .unwrap()
+}
+
 pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }

@@ -332,6 +332,10 @@ fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static st
             "cache-pseudonym-secret",
             "a-real-cache-secret-from-the-vault-12fe".to_owned(),
         ),
+        (
+            "audit-signing-key",
+            "Vq0n6tW3yP9iW2m0Qb5x8cJ1rT4uE7kL2sD6fG9hA3M=".to_owned(),
+        ),
     ];
     tweak(&mut secrets);
     let secret_dir = dir.join("secrets");
@@ -411,7 +415,21 @@ fn production_starts_with_real_secrets_and_refuses_unsafe_settings() {
         "{stderr}"
     );
 
-    let cases: [(&str, &str, &str); 3] = [
+    let example_key =
+        std::fs::read_to_string(crate::helpers::config_dir().join("audit-signing-key.example"))
+            .unwrap();
+    let example_key = example_key.trim();
+    let cases: [(&str, &str, &str); 5] = [
+        (
+            "audit-signing-key",
+            example_key,
+            "audit.signing_key_file: production refuses the example signing key",
+        ),
+        (
+            "cache-pseudonym-secret",
+            "local-development-cache-pseudonym-secret",
+            "cache.pseudonym_secret: production refuses an example secret",
+        ),
         (
             "events-secret",
             "local-development-events-secret",

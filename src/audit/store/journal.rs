@@ -503,6 +503,7 @@ fn encode_frame(stored: &JournalRow, seed: Option<u64>, out: &mut Vec<u8>) {
     for s in [&r.detail, &r.prev_hash, &r.hash] {
         put_str(out, s);
     }
+    put_int(out, r.format);
     let body_len = out.len() - start - 4;
     out[start..start + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
     let check = frame_check(seed, &out[start + 4..]);
@@ -541,6 +542,8 @@ fn decode_body(body: &[u8]) -> Option<JournalRow> {
     let (policy_version, key_id) = (f.text()?, f.text()?);
     let reason_mask = f.int()?;
     let (detail, prev_hash, hash) = (f.text()?, f.text()?, f.text()?);
+    // Frames written before formats were stored per row end here.
+    let format = if f.0.is_empty() { 1 } else { f.int()? };
     f.0.is_empty().then_some(JournalRow {
         row: Row {
             decision_id,
@@ -557,6 +560,7 @@ fn decode_body(body: &[u8]) -> Option<JournalRow> {
             detail,
             prev_hash,
             hash,
+            format,
         },
         reason_mask,
     })
@@ -604,6 +608,7 @@ mod tests {
                 key_id: "k".into(),
                 detail: "{\"parties\":[]}".into(),
                 prev_hash: "p".into(),
+                format: 2,
                 hash: "h".into(),
             },
             reason_mask: seq * 3,

@@ -23,6 +23,7 @@ pub use sqlite::SqliteStore;
 use super::chain::{ChainHead, StoredLink};
 use super::query::{Cursor, DecisionFilter, GroupBy, Page, SummaryRow};
 use super::record::{AuditRecord, Hook, RecordDetail, SealedRecord, FORMAT};
+use super::signing::{HeadSigner, SignedHead};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -55,10 +56,12 @@ pub struct Row {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// The record format the row was written in.
+    pub format: i64,
 }
 
 pub const SELECT_COLUMNS: &str = "decision_id, instance_id, seq, decided_at, hook, trip_id, city, \
-     decision, degraded, policy_version, key_id, detail, prev_hash, hash";
+     decision, degraded, policy_version, key_id, detail, prev_hash, hash, format";
 
 impl Row {
     /// The row of a sealed record, and its reason bits (consumes it: the
@@ -81,6 +84,7 @@ impl Row {
             detail: sealed.detail,
             prev_hash: sealed.prev_hash,
             hash: sealed.hash,
+            format: i64::from(r.format),
         };
         (row, reason_mask)
     }
@@ -91,7 +95,7 @@ impl Row {
         let hook =
             Hook::parse(&self.hook).ok_or_else(|| format!("unknown hook {:?}", self.hook))?;
         Ok(AuditRecord {
-            format: FORMAT,
+            format: u32::try_from(self.format).unwrap_or(FORMAT),
             decision_id: self.decision_id.clone(),
             decided_at_us: self.decided_at_us,
             hook,
@@ -110,6 +114,7 @@ impl Row {
     pub fn into_link(self) -> StoredLink {
         let record = self.record();
         StoredLink {
+            format: self.format,
             instance_id: self.instance_id,
             seq: self.seq,
             decision_id: self.decision_id,
@@ -292,6 +297,30 @@ impl AuditStore {
         Ok(rows)
     }
 
+    /// The newest signed head of every chain.
+    pub async fn heads(&self) -> Result<Vec<SignedHead>, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.heads().await,
+            AuditStore::Postgres(s) => s.heads().await,
+        }
+    }
+
+    /// Keeps `head` as its chain's newest signed head (never moves back).
+    pub async fn put_head(&self, head: &SignedHead) -> Result<(), StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.put_head(head).await,
+            AuditStore::Postgres(s) => s.put_head(head).await,
+        }
+    }
+
+    /// The hash of link `seq` of a chain, if it is stored.
+    pub async fn link_at(&self, instance_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.link_at(instance_id, seq).await,
+            AuditStore::Postgres(s) => s.link_at(instance_id, seq).await,
+        }
+    }
+
     /// Up to `limit` links after `after` in (instance_id, seq) order, and
     /// where the next call continues.
     pub async fn links_after(
@@ -306,7 +335,9 @@ impl AuditStore {
         Ok((rows.into_iter().map(Row::into_link).collect(), next))
     }
 
-    pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {
+    /// Per chain, the signed checkpoint retention left (an empty signature:
+    /// unsigned).
+    pub async fn checkpoints(&self) -> Result<HashMap<String, SignedHead>, StoreError> {
         match self {
             AuditStore::Sqlite(s) => s.checkpoints().await,
             AuditStore::Postgres(s) => s.checkpoints().await,
@@ -322,10 +353,14 @@ impl AuditStore {
 
     /// Deletes, chain by chain, the records decided before `cutoff_us`,
     /// keeping the last deleted link as the chain's checkpoint.
-    pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
+    pub async fn purge_before(
+        &self,
+        cutoff_us: i64,
+        signer: &HeadSigner,
+    ) -> Result<u64, StoreError> {
         match self {
-            AuditStore::Sqlite(s) => s.purge_before(cutoff_us).await,
-            AuditStore::Postgres(s) => s.purge_before(cutoff_us).await,
+            AuditStore::Sqlite(s) => s.purge_before(cutoff_us, signer).await,
+            AuditStore::Postgres(s) => s.purge_before(cutoff_us, signer).await,
         }
     }
 }
@@ -391,7 +426,8 @@ pub const SCHEMA: &[&str] = &[
         reason_mask BIGINT NOT NULL,
         detail TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
-        hash TEXT NOT NULL
+        hash TEXT NOT NULL,
+        format BIGINT NOT NULL DEFAULT 1
     )",
     "CREATE INDEX IF NOT EXISTS audit_decisions_time ON audit_decisions (decided_at, decision_id)",
     // Chains are verified and resumed in (instance, seq) order; appends go
@@ -400,9 +436,53 @@ pub const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS audit_checkpoints (
         instance_id TEXT PRIMARY KEY,
         seq BIGINT NOT NULL,
-        hash TEXT NOT NULL
+        hash TEXT NOT NULL,
+        signed_at BIGINT NOT NULL DEFAULT 0,
+        key_id TEXT NOT NULL DEFAULT '',
+        signature TEXT NOT NULL DEFAULT ''
+    )",
+    // The newest signed head of each chain (a closed chain's last one).
+    "CREATE TABLE IF NOT EXISTS audit_heads (
+        instance_id TEXT PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        hash TEXT NOT NULL,
+        signed_at BIGINT NOT NULL,
+        key_id TEXT NOT NULL,
+        signature TEXT NOT NULL,
+        kind TEXT NOT NULL
     )",
 ];
+
+/// Columns added to tables of stores made by earlier builds: (table,
+/// column, definition). Both engines take `ALTER TABLE .. ADD COLUMN`.
+pub const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("audit_decisions", "format", "BIGINT NOT NULL DEFAULT 1"),
+    (
+        "audit_checkpoints",
+        "signed_at",
+        "BIGINT NOT NULL DEFAULT 0",
+    ),
+    ("audit_checkpoints", "key_id", "TEXT NOT NULL DEFAULT ''"),
+    ("audit_checkpoints", "signature", "TEXT NOT NULL DEFAULT ''"),
+];
+
+/// The columns of a signed head or checkpoint row, in order.
+pub const HEAD_COLUMNS: &str = "instance_id, seq, hash, signed_at, key_id, signature";
+
+/// Upserts the newest head of a chain; never moves a chain's head back.
+pub const UPSERT_HEAD: &str =
+    "INSERT INTO audit_heads (instance_id, seq, hash, signed_at, key_id, signature, kind) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (instance_id) DO UPDATE SET \
+     seq = excluded.seq, hash = excluded.hash, signed_at = excluded.signed_at, \
+     key_id = excluded.key_id, signature = excluded.signature, kind = excluded.kind \
+     WHERE excluded.seq >= audit_heads.seq";
+
+/// Upserts a chain's checkpoint with its signature.
+pub const UPSERT_CHECKPOINT: &str =
+    "INSERT INTO audit_checkpoints (instance_id, seq, hash, signed_at, key_id, signature) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (instance_id) DO UPDATE SET \
+     seq = excluded.seq, hash = excluded.hash, signed_at = excluded.signed_at, \
+     key_id = excluded.key_id, signature = excluded.signature";
 
 /// A page of decisions matching `filter` after `cursor`, newest first.
 pub fn page_sql(

@@ -15,11 +15,13 @@ use tokio_postgres::NoTls;
 
 use super::{
     page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row, StoreError,
-    POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS,
+    ADDED_COLUMNS, HEAD_COLUMNS, POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS, UPSERT_CHECKPOINT,
+    UPSERT_HEAD,
 };
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
 use crate::audit::record::SealedRecord;
+use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 
 /// Any constant works; it only has to be the same for every replica.
 const SCHEMA_LOCK: i64 = 0x7472_6970_6761_7465; // "tripgate"
@@ -70,7 +72,20 @@ fn row_of(r: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
         detail: r.try_get(11)?,
         prev_hash: r.try_get(12)?,
         hash: r.try_get(13)?,
+        format: r.try_get(14)?,
     })
+}
+
+fn head_of(r: &tokio_postgres::Row, kind: HeadKind) -> SignedHead {
+    SignedHead {
+        instance_id: r.get(0),
+        seq: r.get(1),
+        hash: r.get(2),
+        signed_at_us: r.get(3),
+        key_id: r.get(4),
+        signature: r.get(5),
+        kind,
+    }
 }
 
 fn rows_of(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Row>, StoreError> {
@@ -115,6 +130,12 @@ impl PostgresStore {
         for statement in SCHEMA.iter().chain(POSTGRES_SCHEMA) {
             tx.batch_execute(statement).await?;
         }
+        for (table, column, definition) in ADDED_COLUMNS {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+            ))
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -144,16 +165,18 @@ impl PostgresStore {
         let details = column(|r| r.detail.clone());
         let prev_hashes = column(|r| r.prev_hash.clone());
         let hashes = column(|r| r.hash.clone());
+        let formats: Vec<i64> = rows.iter().map(|r| r.format).collect();
 
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let insert = tx
             .prepare_cached(
                 "INSERT INTO audit_decisions (decision_id, instance_id, seq, decided_at, hook, trip_id, \
-                 city, decision, degraded, policy_version, key_id, reason_mask, detail, prev_hash, hash) \
+                 city, decision, degraded, policy_version, key_id, reason_mask, detail, prev_hash, hash, \
+                 format) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
                  $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::int8[], \
-                 $13::text[], $14::text[], $15::text[])",
+                 $13::text[], $14::text[], $15::text[], $16::int8[])",
             )
             .await?;
         tx.execute(
@@ -174,6 +197,7 @@ impl PostgresStore {
                 &details,
                 &prev_hashes,
                 &hashes,
+                &formats,
             ],
         )
         .await?;
@@ -288,23 +312,66 @@ impl PostgresStore {
         Ok((rows, next))
     }
 
-    pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {
+    pub async fn checkpoints(&self) -> Result<HashMap<String, SignedHead>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT instance_id, seq, hash FROM audit_checkpoints", &[])
+            .query(
+                &format!("SELECT {HEAD_COLUMNS} FROM audit_checkpoints"),
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), head_of(r, HeadKind::Checkpoint)))
+            .collect())
+    }
+
+    pub async fn heads(&self) -> Result<Vec<SignedHead>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {HEAD_COLUMNS}, kind FROM audit_heads ORDER BY instance_id"),
+                &[],
+            )
             .await?;
         Ok(rows
             .iter()
             .map(|r| {
-                (
-                    r.get(0),
-                    ChainHead {
-                        seq: r.get(1),
-                        hash: r.get(2),
-                    },
-                )
+                let kind: String = r.get(6);
+                head_of(r, HeadKind::parse(&kind).unwrap_or(HeadKind::Head))
             })
             .collect())
+    }
+
+    pub async fn put_head(&self, head: &SignedHead) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                UPSERT_HEAD,
+                &[
+                    &head.instance_id,
+                    &head.seq,
+                    &head.hash,
+                    &head.signed_at_us,
+                    &head.key_id,
+                    &head.signature,
+                    &head.kind.as_str(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The hash of link `seq` of a chain, if it is stored.
+    pub async fn link_at(&self, instance_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT hash FROM audit_decisions WHERE instance_id = $1 AND seq = $2",
+                &[&instance_id, &seq],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     pub async fn count(&self) -> Result<u64, StoreError> {
@@ -315,14 +382,24 @@ impl PostgresStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
-    pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
+    /// Per chain, deletes the longest prefix of records all decided before
+    /// `cutoff_us` (by seq: one record with a wrong clock cannot take the
+    /// records before it along), leaving a signed checkpoint.
+    pub async fn purge_before(
+        &self,
+        cutoff_us: i64,
+        signer: &HeadSigner,
+    ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let cut = tx
             .query(
                 "SELECT d.instance_id, d.seq, d.hash FROM audit_decisions d \
-                 JOIN (SELECT instance_id, MAX(seq) AS seq FROM audit_decisions \
-                       WHERE decided_at < $1 GROUP BY instance_id) m \
+                 JOIN (SELECT c.instance_id, COALESCE( \
+                         (SELECT MIN(seq) - 1 FROM audit_decisions k \
+                          WHERE k.instance_id = c.instance_id AND k.decided_at >= $1), \
+                         MAX(c.seq)) AS seq \
+                       FROM audit_decisions c GROUP BY c.instance_id) m \
                  ON d.instance_id = m.instance_id AND d.seq = m.seq",
                 &[&cutoff_us],
             )
@@ -331,10 +408,18 @@ impl PostgresStore {
         for row in cut {
             let (instance_id, seq, hash): (String, i64, String) =
                 (row.get(0), row.get(1), row.get(2));
+            let checkpoint =
+                signer.sign(&instance_id, &ChainHead { seq, hash }, HeadKind::Checkpoint);
             tx.execute(
-                "INSERT INTO audit_checkpoints (instance_id, seq, hash) VALUES ($1, $2, $3) \
-                 ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                &[&instance_id, &seq, &hash],
+                UPSERT_CHECKPOINT,
+                &[
+                    &checkpoint.instance_id,
+                    &checkpoint.seq,
+                    &checkpoint.hash,
+                    &checkpoint.signed_at_us,
+                    &checkpoint.key_id,
+                    &checkpoint.signature,
+                ],
             )
             .await?;
             tx.execute(

@@ -20,11 +20,13 @@ use super::journal::{self, Journal, JournalRow};
 use super::writeback;
 use super::{
     lookup_key, page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row,
-    StoreError, SCHEMA, SELECT_COLUMNS,
+    StoreError, ADDED_COLUMNS, HEAD_COLUMNS, SCHEMA, SELECT_COLUMNS, UPSERT_CHECKPOINT,
+    UPSERT_HEAD,
 };
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
 use crate::audit::record::SealedRecord;
+use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 
 const READ_POOL: usize = 4;
 
@@ -54,7 +56,8 @@ struct Journaled {
 
 const INSERT_ROW: &str = "INSERT OR IGNORE INTO audit_decisions (decision_id, instance_id, seq, \
      decided_at, hook, trip_id, city, decision, degraded, policy_version, key_id, reason_mask, \
-     detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
+     detail, prev_hash, hash, format) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
 
 /// A mutex's data, even if a thread panicked while holding it: every
 /// structure here stays consistent between statements.
@@ -94,6 +97,7 @@ fn insert_rows(connection: &mut Connection, rows: &[JournalRow]) -> Result<(), S
                 row.detail,
                 row.prev_hash,
                 row.hash,
+                row.format,
             ])?;
         }
     }
@@ -185,7 +189,38 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         detail: r.get(11)?,
         prev_hash: r.get(12)?,
         hash: r.get(13)?,
+        format: r.get(14)?,
     })
+}
+
+fn head_of(r: &rusqlite::Row<'_>, kind: HeadKind) -> rusqlite::Result<SignedHead> {
+    Ok(SignedHead {
+        instance_id: r.get(0)?,
+        seq: r.get(1)?,
+        hash: r.get(2)?,
+        signed_at_us: r.get(3)?,
+        key_id: r.get(4)?,
+        signature: r.get(5)?,
+        kind,
+    })
+}
+
+/// Adds the columns later builds need to a file an earlier build made.
+fn add_missing_columns(connection: &Connection) -> Result<(), StoreError> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present: bool = connection.query_row(
+            &format!("SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+            [column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            connection.execute(
+                &format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"),
+                [],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Where the derived lookup index of an audit file lives.
@@ -768,6 +803,7 @@ impl SqliteStore {
             for statement in SCHEMA {
                 connection.execute(statement, [])?;
             }
+            add_missing_columns(&connection)?;
             Ok(connection)
         })
         .await?;
@@ -1082,22 +1118,67 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn checkpoints(&self) -> Result<HashMap<String, ChainHead>, StoreError> {
+    pub async fn checkpoints(&self) -> Result<HashMap<String, SignedHead>, StoreError> {
         self.with_reader(|connection| {
             let mut statement =
-                connection.prepare("SELECT instance_id, seq, hash FROM audit_checkpoints")?;
+                connection.prepare(&format!("SELECT {HEAD_COLUMNS} FROM audit_checkpoints"))?;
             let rows = statement
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        ChainHead {
-                            seq: r.get(1)?,
-                            hash: r.get(2)?,
-                        },
-                    ))
-                })?
+                .query_map([], |r| Ok((r.get(0)?, head_of(r, HeadKind::Checkpoint)?)))?
                 .collect::<Result<HashMap<_, _>, _>>()?;
             Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn heads(&self) -> Result<Vec<SignedHead>, StoreError> {
+        self.with_reader(|connection| {
+            let mut statement = connection.prepare(&format!(
+                "SELECT {HEAD_COLUMNS}, kind FROM audit_heads ORDER BY instance_id"
+            ))?;
+            let rows = statement
+                .query_map([], |r| {
+                    let kind: String = r.get(6)?;
+                    head_of(r, HeadKind::parse(&kind).unwrap_or(HeadKind::Head))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Stored with a synced commit: a signed head is what truncation is
+    /// measured against.
+    pub async fn put_head(&self, head: &SignedHead) -> Result<(), StoreError> {
+        let head = head.clone();
+        self.with_writer(move |connection| {
+            connection.execute(
+                UPSERT_HEAD,
+                params![
+                    head.instance_id,
+                    head.seq,
+                    head.hash,
+                    head.signed_at_us,
+                    head.key_id,
+                    head.signature,
+                    head.kind.as_str()
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The hash of link `seq` of a chain, if it is stored.
+    pub async fn link_at(&self, instance_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
+        let instance_id = instance_id.to_owned();
+        self.with_writer(move |connection| {
+            Ok(connection
+                .query_row(
+                    "SELECT hash FROM audit_decisions WHERE instance_id = ?1 AND seq = ?2",
+                    params![instance_id, seq],
+                    |r| r.get(0),
+                )
+                .optional()?)
         })
         .await
     }
@@ -1111,16 +1192,24 @@ impl SqliteStore {
         .await
     }
 
-    /// Deletes the oldest records, a prefix of the file in storage order:
-    /// everything up to the last record decided before `cutoff_us` (the
-    /// newest record always stays, so row ids are never reused). Each chain
-    /// keeps a checkpoint of its last deleted link.
-    pub async fn purge_before(&self, cutoff_us: i64) -> Result<u64, StoreError> {
+    /// Deletes the oldest records, a prefix of the file in storage order
+    /// (which is each chain's seq order): the longest prefix whose records
+    /// were all decided before `cutoff_us`, so one record with a wrong clock
+    /// cannot take the records before it along (the newest record always
+    /// stays, so row ids are never reused). Each chain keeps a signed
+    /// checkpoint of its last deleted link.
+    pub async fn purge_before(
+        &self,
+        cutoff_us: i64,
+        signer: &HeadSigner,
+    ) -> Result<u64, StoreError> {
+        let signer = signer.clone();
         let purged = self
             .with_writer(move |connection| {
                 let tx = connection.transaction()?;
                 let last_row: i64 = tx.query_row(
-                    "SELECT MIN(COALESCE((SELECT MAX(rowid) FROM audit_decisions WHERE decided_at < ?1), 0), \
+                    "SELECT MIN(COALESCE((SELECT MIN(rowid) FROM audit_decisions WHERE decided_at >= ?1), \
+                                         (SELECT MAX(rowid) FROM audit_decisions) + 1, 0) - 1, \
                             COALESCE((SELECT MAX(rowid) FROM audit_decisions), 0) - 1)",
                     [cutoff_us],
                     |r| r.get(0),
@@ -1139,10 +1228,18 @@ impl SqliteStore {
                     rows
                 };
                 for (instance_id, seq, hash) in cut {
+                    let checkpoint =
+                        signer.sign(&instance_id, &ChainHead { seq, hash }, HeadKind::Checkpoint);
                     tx.execute(
-                        "INSERT INTO audit_checkpoints (instance_id, seq, hash) VALUES (?1, ?2, ?3) \
-                         ON CONFLICT (instance_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-                        params![instance_id, seq, hash],
+                        UPSERT_CHECKPOINT,
+                        params![
+                            checkpoint.instance_id,
+                            checkpoint.seq,
+                            checkpoint.hash,
+                            checkpoint.signed_at_us,
+                            checkpoint.key_id,
+                            checkpoint.signature
+                        ],
                     )?;
                 }
                 let purged = tx.execute("DELETE FROM audit_decisions WHERE rowid <= ?1", [last_row])? as u64;
