@@ -602,6 +602,22 @@ impl ServiceProcess {
         format!("http://{}{path}", self.address)
     }
 
+    /// SIGTERM, and waits for the clean stop (at most 20 s, then SIGKILL).
+    pub fn terminate(&mut self) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -14,4 +14,5 @@ mod hooks;
 mod operations;
 mod resilience;
 mod sources;
+mod trail;
 mod trip_check;

@@ -1,0 +1,426 @@
+//! The trail a regulator checks with a public key alone: every way of
+//! quietly cutting it (dropping its newest records, a whole chain, a prefix
+//! behind a forged checkpoint, re-sealing records) is found by
+//! `tripgate audit verify --public-key FILE --heads FILE`, on SQLite and on
+//! PostgreSQL, with no audit secret and no configuration at hand.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use serde_json::Value;
+use tripgate::audit::{AuditRecord, AuditStore, AuditWriter, StoreConfig, WriterLimits};
+use tripgate::config::AuditBackend;
+
+use crate::helpers::{
+    example_public_keys, example_signer, spawn_simulator, trip, Options, ServiceProcess, TestApp,
+    TestPostgres,
+};
+
+/// Runs `tripgate audit verify` the way a regulator would: no configuration
+/// directory, no audit secret; (exit code, output).
+fn regulator_verify(store: &[&str], public_key: &Path, heads: Option<&Path>) -> (i32, String) {
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tripgate"));
+    command
+        .args(["audit", "verify"])
+        .args(store)
+        .arg("--public-key")
+        .arg(public_key)
+        .env("TRIPGATE_CONFIG_DIR", empty.path())
+        .env_remove("TRIPGATE_ENV")
+        .stdin(Stdio::null());
+    if let Some(heads) = heads {
+        command.arg("--heads").arg(heads);
+    }
+    let output = command.output().expect("run tripgate audit verify");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// Six decisions, then waits until the service has signed the head of the
+/// last one; returns the saved `GET /v1/audit/heads` body's path and the
+/// public key file's path.
+async fn decide_and_save_heads(app: &TestApp, dir: &Path) -> (PathBuf, PathBuf, Vec<String>) {
+    app.set_code("D-1", "green", "hangzhou").await;
+    for p in ["P-1", "P-2", "P-3"] {
+        app.set_code(p, "green", "hangzhou").await;
+    }
+    app.set_code("P-4", "red", "hangzhou").await;
+    let mut ids = Vec::new();
+    for p in ["P-1", "P-2", "P-3", "P-4", "P-1", "P-2"] {
+        let body = app.decide(&trip("D-1", &[p])).await;
+        ids.push(body["decision_id"].as_str().unwrap().to_owned());
+    }
+    let mut heads = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = app.get_json("/v1/audit/heads").await;
+        assert_eq!(status, 200, "{body}");
+        if body["heads"][0]["seq"] == 6 {
+            heads = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        heads["heads"][0]["seq"], 6,
+        "the head was not signed: {heads}"
+    );
+    assert_eq!(heads["heads"][0]["kind"], "head");
+    let heads_file = dir.join("heads.json");
+    std::fs::write(&heads_file, heads.to_string()).unwrap();
+    let key_file = dir.join("public-key");
+    std::fs::write(&key_file, heads["public_key"].as_str().unwrap()).unwrap();
+    (heads_file, key_file, ids)
+}
+
+fn signing_every_second(s: &mut tripgate::config::Settings) {
+    s.audit.head_interval_secs = 1;
+    s.audit.instance_id = "trail".into();
+}
+
+/// Re-seals the chain from link `from` on after changing that record's
+/// decision to `allow`: every hash recomputed, as anyone can.
+async fn reseal(store: &AuditStore, from: i64) -> Vec<(i64, String, String, AuditRecord)> {
+    let (links, _) = store.links_after(None, 100).await.unwrap();
+    let mut prev = String::new();
+    let mut changed = Vec::new();
+    for link in links {
+        let mut record = link.record.unwrap();
+        if link.seq < from {
+            prev = link.hash;
+            continue;
+        }
+        if link.seq == from {
+            record.decision = "allow".into();
+        }
+        let hash = tripgate::audit::link_hash(&prev, link.seq, &record.canonical_bytes());
+        changed.push((link.seq, prev.clone(), hash.clone(), record));
+        prev = hash;
+    }
+    changed
+}
+
+const TAMPERINGS: [(&str, &str); 4] = [
+    ("newest", "were deleted"),
+    ("chain", "is missing"),
+    ("prefix", "checkpoint that carries no valid signature"),
+    ("resealed", "was re-sealed"),
+];
+
+fn sqlite_tampering(path: &Path, how: &str, resealed: &[(i64, String, String, AuditRecord)]) {
+    let db = rusqlite::Connection::open(path).unwrap();
+    match how {
+        "newest" => db
+            .execute_batch("DELETE FROM audit_decisions WHERE seq > 4")
+            .unwrap(),
+        "chain" => db
+            .execute_batch("DELETE FROM audit_decisions; DELETE FROM audit_heads;")
+            .unwrap(),
+        "prefix" => db
+            .execute_batch(
+                "INSERT INTO audit_checkpoints (instance_id, seq, hash) \
+                 SELECT instance_id, seq, hash FROM audit_decisions WHERE seq = 2; \
+                 DELETE FROM audit_decisions WHERE seq <= 2",
+            )
+            .unwrap(),
+        _ => {
+            for (seq, prev, hash, record) in resealed {
+                db.execute(
+                    "UPDATE audit_decisions SET decision = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+                    rusqlite::params![record.decision, prev, hash, seq],
+                )
+                .unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(signing_every_second),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (heads, key, _) = decide_and_save_heads(&app, dir.path()).await;
+    let copy = |name: &str| {
+        let copy = dir.path().join(name);
+        rusqlite::Connection::open(app.audit_file())
+            .unwrap()
+            .execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        copy
+    };
+    // A query loads every logged record into the file first.
+    assert_eq!(app.get_json("/v1/audit/decisions?limit=1").await.0, 200);
+
+    let intact = copy("intact.sqlite3");
+    let (code, out) = regulator_verify(&["--sqlite", intact.to_str().unwrap()], &key, Some(&heads));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact: 6 records in 1 chains"), "{out}");
+
+    let store = AuditStore::open(&StoreConfig::Sqlite {
+        path: intact.clone(),
+        busy_timeout_ms: 2000,
+        log_segment_bytes: 1 << 20,
+    })
+    .await
+    .unwrap();
+    let resealed = reseal(&store, 4).await;
+    drop(store);
+    for (how, says) in TAMPERINGS {
+        let file = copy(&format!("{how}.sqlite3"));
+        sqlite_tampering(&file, how, &resealed);
+        let (code, out) =
+            regulator_verify(&["--sqlite", file.to_str().unwrap()], &key, Some(&heads));
+        assert_eq!(code, 1, "{how}: {out}");
+        assert!(out.contains("TAMPERED"), "{how}: {out}");
+        assert!(out.contains(says), "{how}: expected {says:?}: {out}");
+    }
+    // Without the saved heads the store's own newest head still catches a
+    // truncation; a deleted chain needs the saved heads.
+    let file = copy("newest-again.sqlite3");
+    sqlite_tampering(&file, "newest", &resealed);
+    let (code, out) = regulator_verify(&["--sqlite", file.to_str().unwrap()], &key, None);
+    assert_eq!(code, 1, "{out}");
+}
+
+#[tokio::test]
+async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
+    for (how, says) in TAMPERINGS {
+        let postgres = TestPostgres::create().await;
+        let url = postgres.url.clone();
+        let app = TestApp::spawn_with(Options {
+            customise: Box::new(move |s| {
+                signing_every_second(s);
+                s.audit.backend = AuditBackend::Postgres;
+                s.audit.postgres_url = url;
+            }),
+            ..Default::default()
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let (heads, key, _) = decide_and_save_heads(&app, dir.path()).await;
+        let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads));
+        assert_eq!(code, 0, "{how}: intact first: {out}");
+
+        let admin = postgres.client().await;
+        match how {
+            "newest" => {
+                admin
+                    .batch_execute(
+                        "DELETE FROM audit_subjects; DELETE FROM audit_decisions WHERE seq > 4",
+                    )
+                    .await
+                    .unwrap();
+            }
+            "chain" => {
+                admin
+                    .batch_execute("DELETE FROM audit_decisions; DELETE FROM audit_heads")
+                    .await
+                    .unwrap();
+            }
+            "prefix" => {
+                admin
+                    .batch_execute(
+                        "INSERT INTO audit_checkpoints (instance_id, seq, hash) \
+                         SELECT instance_id, seq, hash FROM audit_decisions WHERE seq = 2; \
+                         DELETE FROM audit_decisions WHERE seq <= 2",
+                    )
+                    .await
+                    .unwrap();
+            }
+            _ => {
+                let store = AuditStore::open(&StoreConfig::Postgres {
+                    url: postgres.url.clone(),
+                    pool_size: 1,
+                })
+                .await
+                .unwrap();
+                for (seq, prev, hash, record) in reseal(&store, 4).await {
+                    admin
+                        .execute(
+                            "UPDATE audit_decisions SET decision = $1, prev_hash = $2, hash = $3 WHERE seq = $4",
+                            &[&record.decision, &prev, &hash, &seq],
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads));
+        assert_eq!(code, 1, "{how}: {out}");
+        assert!(out.contains(says), "{how}: expected {says:?}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn a_restart_never_reuses_the_sequence_numbers_of_deleted_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite3");
+    let provider = spawn_simulator();
+    let env = vec![
+        ("TRIPGATE__PROVIDER__BASE_URL", provider.clone()),
+        ("TRIPGATE__AUDIT__SQLITE_PATH", path.display().to_string()),
+        ("TRIPGATE__AUDIT__INSTANCE_ID", "fixed".to_owned()),
+        ("TRIPGATE__AUDIT__HEAD_INTERVAL_SECS", "1".to_owned()),
+    ];
+    let http = reqwest::Client::new();
+    let decide = |service: &ServiceProcess| {
+        let (http, url) = (http.clone(), service.url("/v1/checks/trip"));
+        async move {
+            let response = http
+                .post(url)
+                .json(&trip("D-000001", &["P-0000001"]))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    };
+
+    // Four decisions, a signed head, then a clean stop (a closed head).
+    let mut service = ServiceProcess::start(&env, dir.path().join("first.log")).await;
+    for _ in 0..4 {
+        decide(&service).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.terminate();
+    // Someone drops the newest two records while the service is down (and
+    // the log beside the file, which would bring them back).
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DELETE FROM audit_decisions WHERE seq > 2")
+        .unwrap();
+    std::fs::remove_dir_all(crate::helpers::audit_log_dir(&path)).unwrap();
+
+    let mut service = ServiceProcess::start(&env, dir.path().join("second.log")).await;
+    for _ in 0..2 {
+        decide(&service).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    service.terminate();
+
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let chains: Vec<(String, i64, i64)> = db
+        .prepare("SELECT instance_id, MIN(seq), MAX(seq) FROM audit_decisions GROUP BY instance_id ORDER BY instance_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        chains,
+        vec![("fixed".into(), 1, 2), ("fixed~1".into(), 1, 2)],
+        "the new records went to a new segment, seqs 3 and 4 of 'fixed' were not reused"
+    );
+    let key = dir.path().join("public-key");
+    std::fs::write(
+        &key,
+        tripgate::audit::public_key_string(&example_signer().public_key()),
+    )
+    .unwrap();
+    let (code, out) = regulator_verify(&["--sqlite", path.to_str().unwrap()], &key, None);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("chain fixed:") && out.contains("records 3..=4 were deleted"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("chain fixed~1:"),
+        "the new segment is intact: {out}"
+    );
+}
+
+fn record(keys: &tripgate::audit::AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
+    AuditRecord {
+        format: tripgate::audit::FORMAT,
+        decision_id: uuid::Uuid::now_v7().to_string(),
+        decided_at_us,
+        hook: tripgate::audit::Hook::Trip,
+        trip_id: format!("T-{n}"),
+        city: "hangzhou".into(),
+        decision: "allow".into(),
+        degraded: false,
+        policy_version: "t".into(),
+        instance_id: "clock".into(),
+        key_id: keys.active_id().into(),
+        reasons: vec![],
+        parties: vec![],
+    }
+}
+
+async fn one_wrong_clock_cannot_purge_the_records_before_it(config: StoreConfig) {
+    let keys =
+        tripgate::audit::AuditKeys::new(&[("k".into(), "a test secret of 16+ bytes".into())], "k")
+            .unwrap();
+    let store = AuditStore::open(&config).await.unwrap();
+    let (writer, task) = AuditWriter::start(
+        store.clone(),
+        keys.clone(),
+        example_signer(),
+        example_public_keys(),
+        "clock".into(),
+        WriterLimits::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let old = (Utc::now() - TimeDelta::days(200)).timestamp_micros();
+    let now = Utc::now().timestamp_micros();
+    // Two old records, two recent ones, one whose clock was years behind,
+    // and a recent one.
+    for (n, at) in [old, old + 1, now, now + 1, old - 1_000_000, now + 2]
+        .into_iter()
+        .enumerate()
+    {
+        writer.append(record(&keys, at, n)).await.unwrap();
+    }
+    let cutoff = (Utc::now() - TimeDelta::days(180)).timestamp_micros();
+    assert_eq!(
+        store.purge_before(cutoff, &example_signer()).await.unwrap(),
+        2,
+        "only the old prefix goes"
+    );
+    assert_eq!(store.count().await.unwrap(), 4);
+    let checkpoints = store.checkpoints().await.unwrap();
+    assert_eq!(checkpoints["clock"].seq, 2);
+    drop(writer);
+    task.await.unwrap();
+    let report =
+        tripgate::audit::verify_store(&store, None, Some(example_public_keys()), vec![], |_| {})
+            .await
+            .unwrap();
+    assert!(report.is_intact(), "{:?}", report.problems);
+    let heads = store.heads().await.unwrap();
+    assert_eq!(
+        heads[0].kind,
+        tripgate::audit::HeadKind::Closed,
+        "{heads:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_retention_cuts_by_time_and_sequence_and_signs_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    one_wrong_clock_cannot_purge_the_records_before_it(StoreConfig::Sqlite {
+        path: dir.path().join("audit.sqlite3"),
+        busy_timeout_ms: 2000,
+        log_segment_bytes: 1 << 20,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_retention_cuts_by_time_and_sequence_and_signs_its_checkpoint() {
+    let postgres = TestPostgres::create().await;
+    one_wrong_clock_cannot_purge_the_records_before_it(StoreConfig::Postgres {
+        url: postgres.url.clone(),
+        pool_size: 2,
+    })
+    .await;
+}
