@@ -85,13 +85,17 @@ fn settings_with(flags: &StoreFlags) -> Result<Settings, String> {
     Ok(settings)
 }
 
+/// Opens the store to read: the CLI never takes the SQLite log from a
+/// running server, nor appends.
 async fn open(config: &crate::audit::StoreConfig) -> Result<AuditStore, String> {
-    if let crate::audit::StoreConfig::Sqlite { path, .. } = config {
+    let mut config = config.clone();
+    if let crate::audit::StoreConfig::Sqlite { path, journal, .. } = &mut config {
         if !path.exists() {
             return Err(format!("no audit file at {}", path.display()));
         }
+        *journal = crate::audit::JournalAccess::Read;
     }
-    AuditStore::open(config)
+    AuditStore::open(&config)
         .await
         .map_err(|e| format!("cannot open the audit store: {e}"))
 }
@@ -103,6 +107,7 @@ fn store_of_flags(flags: &StoreFlags) -> Option<crate::audit::StoreConfig> {
             path: path.clone(),
             busy_timeout_ms: 2_000,
             log_segment_bytes: 64 << 20,
+            journal: crate::audit::JournalAccess::Read,
         });
     }
     flags

@@ -285,6 +285,13 @@ pub struct AuditSettings {
     pub sqlite_busy_timeout_ms: u64,
     /// Size at which the SQLite store's log starts a new segment.
     pub sqlite_log_segment_bytes: u64,
+    /// How long start-up waits for another process to release the SQLite
+    /// store's log (a pod still draining) before refusing to start.
+    pub journal_lock_wait_ms: u64,
+    /// Start although the log is damaged before acknowledged records,
+    /// keeping what comes before the damage (the rest is counted, logged
+    /// and dropped). Off: start-up stops and names the segment and offset.
+    pub salvage_journal: bool,
     pub postgres_url: String,
     pub postgres_pool_size: usize,
     /// Names this instance's chain; empty means `<hostname>-<pid>`.
@@ -878,6 +885,10 @@ impl Settings {
                 path: self.audit.sqlite_path.clone(),
                 busy_timeout_ms: self.audit.sqlite_busy_timeout_ms,
                 log_segment_bytes: self.audit.sqlite_log_segment_bytes,
+                journal: crate::audit::JournalAccess::Own {
+                    wait: Duration::from_millis(self.audit.journal_lock_wait_ms),
+                    salvage: self.audit.salvage_journal,
+                },
             },
             AuditBackend::Postgres => crate::audit::StoreConfig::Postgres {
                 url: self.audit.postgres_url.clone(),

@@ -1196,6 +1196,10 @@ async fn bench_store(
         path: dir.join("audit.sqlite3"),
         busy_timeout_ms: 5000,
         log_segment_bytes: 64 << 20,
+        journal: tripgate::audit::JournalAccess::Own {
+            wait: std::time::Duration::ZERO,
+            salvage: false,
+        },
     };
     let store = AuditStore::open(&config).await.unwrap();
     let keys = AuditKeys::new(&[("k".into(), "a benchmark key, long enough".into())], "k").unwrap();

@@ -328,6 +328,10 @@ fn sqlite_at(path: std::path::PathBuf) -> StoreConfig {
         path,
         busy_timeout_ms: 1000,
         log_segment_bytes: 1 << 20,
+        journal: tripgate::audit::JournalAccess::Own {
+            wait: std::time::Duration::ZERO,
+            salvage: false,
+        },
     }
 }
 
@@ -474,7 +478,7 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
         (vec![old_key, new_key], "2026-q4"),
     ] {
         let path = path.clone();
-        let app = TestApp::spawn_with(Options {
+        let mut app = TestApp::spawn_with(Options {
             customise: Box::new(move |s| {
                 s.audit.sqlite_path = path;
                 s.audit.keys = keys;
@@ -499,6 +503,8 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
                 .collect();
             assert_eq!(key_ids, vec!["2026-q4", "2026-q3"], "{page}");
         }
+        // One server at a time owns the file's log.
+        app.stop().await;
     }
 
     let env = [("TRIPGATE__AUDIT__ACTIVE_KEY", "2026-q4".to_owned())];

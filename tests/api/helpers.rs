@@ -176,6 +176,8 @@ pub struct TestApp {
     /// Holds the SQLite audit file (unless the test chose PostgreSQL).
     pub data_dir: tempfile::TempDir,
     _policy_dir: Option<tempfile::TempDir>,
+    server: actix_web::dev::ServerHandle,
+    running: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 pub struct Options {
@@ -235,7 +237,8 @@ impl TestApp {
             .expect("build the app");
         let address = app.address();
         let admin_address = app.admin_address();
-        tokio::spawn(app.run_until_stopped());
+        let server = app.handle();
+        let running = Some(tokio::spawn(app.run_until_stopped()));
         Self {
             address,
             admin_address,
@@ -244,6 +247,20 @@ impl TestApp {
             redis,
             data_dir,
             _policy_dir: policy_dir,
+            server,
+            running,
+        }
+    }
+
+    /// Stops the service as SIGTERM would (drain, audit writer flushed,
+    /// chain closed) and waits until it has.
+    pub async fn stop(&mut self) {
+        self.server.stop(true).await;
+        if let Some(running) = self.running.take() {
+            running
+                .await
+                .expect("the service task")
+                .expect("a clean stop");
         }
     }
 

@@ -565,6 +565,10 @@ async fn sigterm_under_load_drains_and_every_answered_decision_is_in_the_trail()
         path: audit_path,
         busy_timeout_ms: 1000,
         log_segment_bytes: 1 << 20,
+        journal: tripgate::audit::JournalAccess::Own {
+            wait: std::time::Duration::ZERO,
+            salvage: false,
+        },
     })
     .await
     .unwrap();

@@ -167,6 +167,10 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
         path: intact.clone(),
         busy_timeout_ms: 2000,
         log_segment_bytes: 1 << 20,
+        journal: tripgate::audit::JournalAccess::Own {
+            wait: std::time::Duration::ZERO,
+            salvage: false,
+        },
     })
     .await
     .unwrap();
@@ -411,6 +415,10 @@ async fn sqlite_retention_cuts_by_time_and_sequence_and_signs_its_checkpoint() {
         path: dir.path().join("audit.sqlite3"),
         busy_timeout_ms: 2000,
         log_segment_bytes: 1 << 20,
+        journal: tripgate::audit::JournalAccess::Own {
+            wait: std::time::Duration::ZERO,
+            salvage: false,
+        },
     })
     .await;
 }
@@ -423,4 +431,116 @@ async fn postgres_retention_cuts_by_time_and_sequence_and_signs_its_checkpoint()
         pool_size: 2,
     })
     .await;
+}
+
+/// Runs `tripgate serve` with `env` on the repository's config and waits
+/// up to `patience` for it to exit; (still running, its output).
+fn serve_briefly(env: &[(&str, String)], patience: Duration) -> (bool, String) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let log = || {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(out.path())
+            .unwrap()
+    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tripgate"));
+    command
+        .arg("serve")
+        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
+        .env("TRIPGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .env("TRIPGATE__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(log())
+        .stderr(log());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let running = loop {
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        if started.elapsed() > patience {
+            let _ = child.kill();
+            let _ = child.wait();
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (
+        running,
+        std::fs::read_to_string(out.path()).unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_file_refuses_to_start_and_a_damaged_log_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.sqlite3");
+    let provider = spawn_simulator();
+    let env = vec![
+        ("TRIPGATE__PROVIDER__BASE_URL", provider.clone()),
+        ("TRIPGATE__AUDIT__SQLITE_PATH", path.display().to_string()),
+        ("TRIPGATE__AUDIT__INSTANCE_ID", "owner".to_owned()),
+        ("TRIPGATE__AUDIT__JOURNAL_LOCK_WAIT_MS", "500".to_owned()),
+    ];
+    let mut first = ServiceProcess::start(&env, dir.path().join("first.log")).await;
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let response = http
+            .post(first.url("/v1/checks/trip"))
+            .json(&trip("D-000001", &["P-0000001"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    // A second server on the same file (two pods on one volume) must not
+    // serve decisions without the log's fsync: it refuses to start.
+    let mut second_env = env.clone();
+    second_env[2].1 = "intruder".into();
+    let (running, out) = serve_briefly(&second_env, Duration::from_secs(5));
+    assert!(!running, "a second owner started: {out}");
+    assert!(out.contains("locked by another process"), "{out}");
+
+    // The owner dies with its records in the log only; the log is then
+    // damaged in front of acknowledged records.
+    first.kill();
+    let log_dir = crate::helpers::audit_log_dir(&path);
+    let segment = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|f| {
+            f.extension().is_some_and(|e| e == "segment")
+                && std::fs::read(f).unwrap().iter().any(|b| *b != 0)
+        })
+        .expect("a segment with records");
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        // The first append's page: everything after it was acknowledged.
+        file.write_all_at(&[0u8; 64], 64).unwrap();
+    }
+    let (running, out) = serve_briefly(&env, Duration::from_secs(5));
+    assert!(!running, "started on a damaged log: {out}");
+    assert!(
+        out.contains(&segment.display().to_string()) && out.contains("damaged at offset"),
+        "{out}"
+    );
+    // The operator salvages: it starts, and says what it dropped.
+    let mut salvage = env.clone();
+    salvage.push(("TRIPGATE__AUDIT__SALVAGE_JOURNAL", "true".to_owned()));
+    salvage.push(("TRIPGATE__LOG__FORMAT", "json".to_owned()));
+    let (running, out) = serve_briefly(&salvage, Duration::from_secs(3));
+    assert!(running, "{out}");
+    assert!(
+        out.contains("salvaged the records before the damage"),
+        "{out}"
+    );
 }

@@ -9,16 +9,14 @@
 //! filter (in PostgreSQL a table beside it, in SQLite a derived index file);
 //! `audit_checkpoints` keeps, per chain, the last purged link.
 
-mod journal;
 mod postgres;
 mod sqlite;
-mod writeback;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{JournalAccess, SqliteStore};
 
 use super::chain::{ChainHead, StoredLink};
 use super::query::{Cursor, DecisionFilter, GroupBy, Page, SummaryRow};
@@ -179,6 +177,7 @@ pub enum StoreConfig {
         path: PathBuf,
         busy_timeout_ms: u64,
         log_segment_bytes: u64,
+        journal: JournalAccess,
     },
     Postgres {
         url: String,
@@ -200,8 +199,10 @@ impl AuditStore {
                 path,
                 busy_timeout_ms,
                 log_segment_bytes,
+                journal,
             } => Ok(AuditStore::Sqlite(
-                SqliteStore::open(path.clone(), *busy_timeout_ms, *log_segment_bytes).await?,
+                SqliteStore::open(path.clone(), *busy_timeout_ms, *log_segment_bytes, *journal)
+                    .await?,
             )),
             StoreConfig::Postgres { url, pool_size } => Ok(AuditStore::Postgres(
                 PostgresStore::open(url, *pool_size).await?,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use super::super::StoreError;
 
 /// Bytes written out between pauses: with a log sync every few hundred µs
 /// under load, each one carries at most this much of ours (~0.1 ms).
