@@ -39,6 +39,11 @@ pub struct VerifyFlags {
     /// every head in it.
     #[arg(long)]
     pub heads: Option<PathBuf>,
+    /// Verify an NDJSON export (`audit export --output FILE`) instead of a
+    /// store, with the heads and checkpoints written beside it
+    /// (FILE.heads.json), checked against `--public-key`.
+    #[arg(long, conflicts_with_all = ["sqlite", "postgres"], requires = "public_key")]
+    pub export: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -119,11 +124,14 @@ fn store_of_flags(flags: &StoreFlags) -> Option<crate::audit::StoreConfig> {
         })
 }
 
-/// A saved body of `GET /v1/audit/heads`, as signed heads.
-fn saved_heads(path: &std::path::Path) -> Result<Vec<SignedHead>, String> {
+/// A saved body of `GET /v1/audit/heads` (or the heads file beside an
+/// export): its signed heads, and its checkpoints when it has them.
+fn saved_heads(path: &std::path::Path) -> Result<(Vec<SignedHead>, Vec<SignedHead>), String> {
     #[derive(serde::Deserialize)]
     struct Saved {
-        heads: Vec<crate::audit::HeadView>,
+        heads: Vec<HeadView>,
+        #[serde(default)]
+        checkpoints: Vec<HeadView>,
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -133,11 +141,44 @@ fn saved_heads(path: &std::path::Path) -> Result<Vec<SignedHead>, String> {
             path.display()
         )
     })?;
-    saved
-        .heads
-        .into_iter()
-        .map(|h| SignedHead::try_from(h).map_err(|e| format!("{}: {e}", path.display())))
-        .collect()
+    let signed = |views: Vec<HeadView>| {
+        views
+            .into_iter()
+            .map(|h| SignedHead::try_from(h).map_err(|e| format!("{}: {e}", path.display())))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok((signed(saved.heads)?, signed(saved.checkpoints)?))
+}
+
+/// The heads file written beside an export.
+fn heads_beside(export: &std::path::Path) -> PathBuf {
+    let mut name = export.as_os_str().to_owned();
+    name.push(".heads.json");
+    PathBuf::from(name)
+}
+
+/// `verify --export`: an export checked on its own, against the public key.
+fn verify_export(
+    export: &std::path::Path,
+    public_keys: PublicKeys,
+    saved: Vec<SignedHead>,
+) -> Result<crate::audit::ChainReport, String> {
+    let text = std::fs::read_to_string(export)
+        .map_err(|e| format!("cannot read {}: {e}", export.display()))?;
+    let links =
+        crate::audit::links_of_export(&text).map_err(|e| format!("{}: {e}", export.display()))?;
+    let (mut heads, checkpoints) = saved_heads(&heads_beside(export))?;
+    heads.extend(saved);
+    let trust = crate::audit::Trust {
+        keys: None,
+        public_keys: Some(public_keys),
+        checkpoints: checkpoints
+            .into_iter()
+            .map(|c| (c.instance_id.clone(), c))
+            .collect(),
+        heads,
+    };
+    Ok(crate::audit::verify_chains(trust, links))
 }
 
 /// `tripgate audit keygen`: a new signing key file and its public key.
@@ -198,6 +239,17 @@ impl Progress {
 
 /// Exit code 0 when every chain is intact, 1 when tampering was found.
 pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
+    let saved = match &flags.heads {
+        Some(path) => saved_heads(path)?.0,
+        None => Vec::new(),
+    };
+    if let (Some(export), Some(key)) = (&flags.export, &flags.public_key) {
+        let text = std::fs::read_to_string(key)
+            .map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+        let public_keys =
+            PublicKeys::parse(&text).map_err(|e| format!("{}: {e}", key.display()))?;
+        return Ok(print_report(&verify_export(export, public_keys, saved)?));
+    }
     // A regulator names the store and the public key: no configuration,
     // no audit secret.
     let standalone = flags.public_key.is_some() && store_of_flags(&flags.store).is_some();
@@ -222,10 +274,6 @@ pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
     if public_keys.is_none() {
         eprintln!("no public key: checking links only (heads and checkpoints unchecked)");
     }
-    let saved = match &flags.heads {
-        Some(path) => saved_heads(path)?,
-        None => Vec::new(),
-    };
     let store = open(&config).await?;
     let total = store.count().await.map_err(|e| e.to_string())?;
     let mut progress = Progress::new(total);
@@ -237,6 +285,11 @@ pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
     if progress.terminal {
         eprintln!();
     }
+    Ok(print_report(&report))
+}
+
+/// Prints the outcome; true when intact.
+fn print_report(report: &crate::audit::ChainReport) -> bool {
     if report.is_intact() {
         println!(
             "audit trail intact: {} records in {} chains verified",
@@ -248,7 +301,7 @@ pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
                 report.unvouched
             );
         }
-        return Ok(true);
+        return true;
     }
     println!(
         "audit trail TAMPERED: {} of {} chains are broken ({} records checked)",
@@ -259,7 +312,7 @@ pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
     for problem in &report.problems {
         println!("  {problem}");
     }
-    Ok(false)
+    false
 }
 
 pub async fn export(flags: ExportFlags) -> Result<(), String> {
@@ -321,8 +374,7 @@ async fn write_heads_beside(
         "heads": heads.iter().map(HeadView::from).collect::<Vec<_>>(),
         "checkpoints": checkpoints.iter().map(HeadView::from).collect::<Vec<_>>(),
     });
-    let mut name = export.as_os_str().to_owned();
-    name.push(".heads.json");
-    std::fs::write(&name, serde_json::to_vec_pretty(&body).unwrap_or_default())
-        .map_err(|e| format!("cannot write {}: {e}", PathBuf::from(&name).display()))
+    let path = heads_beside(export);
+    std::fs::write(&path, serde_json::to_vec_pretty(&body).unwrap_or_default())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

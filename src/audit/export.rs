@@ -4,8 +4,9 @@
 
 use serde::Serialize;
 
-use super::chain::{ChainVerifier, Trust};
+use super::chain::{ChainVerifier, StoredLink, Trust};
 use super::signing::{PublicKeys, SignedHead};
+use super::AuditRecord;
 use super::{
     AuditKeys, AuditParty, AuditReason, AuditStore, ChainReport, SealedRecord, StoreError,
 };
@@ -75,6 +76,8 @@ pub struct RecordView<'a> {
     pub degraded: bool,
     pub policy_version: &'a str,
     pub key_id: &'a str,
+    /// The record format (2: its chain link is a plain SHA-256).
+    pub format: u32,
     pub reasons: &'a [AuditReason],
     pub parties: &'a [AuditParty],
     pub chain: ChainView<'a>,
@@ -99,6 +102,7 @@ impl<'a> RecordView<'a> {
             degraded: r.degraded,
             policy_version: &r.policy_version,
             key_id: &r.key_id,
+            format: r.format,
             reasons: &r.reasons,
             parties: &r.parties,
             chain: ChainView {
@@ -206,4 +210,75 @@ pub async fn verify_store(
         }
     }
     Ok(verifier.finish())
+}
+
+/// A line of an NDJSON export, read back to verify the export on its own.
+#[derive(serde::Deserialize)]
+struct ExportedRecord {
+    decision_id: String,
+    decided_at: String,
+    hook: String,
+    trip_id: String,
+    city: String,
+    decision: String,
+    degraded: bool,
+    policy_version: String,
+    key_id: String,
+    format: u32,
+    reasons: Vec<AuditReason>,
+    parties: Vec<AuditParty>,
+    chain: ExportedChain,
+}
+
+#[derive(serde::Deserialize)]
+struct ExportedChain {
+    instance_id: String,
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+}
+
+/// The links of an NDJSON export, in chain order (exports are newest
+/// first). Holds the export in memory.
+pub fn links_of_export(text: &str) -> Result<Vec<StoredLink>, String> {
+    let mut links = Vec::new();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let e: ExportedRecord = serde_json::from_str(line)
+            .map_err(|error| format!("line {}: not an exported record: {error}", n + 1))?;
+        let decided_at_us = chrono::DateTime::parse_from_rfc3339(&e.decided_at)
+            .map_err(|error| format!("line {}: decided_at: {error}", n + 1))?
+            .timestamp_micros();
+        let record = super::record::Hook::parse(&e.hook)
+            .map(|hook| AuditRecord {
+                format: e.format,
+                decision_id: e.decision_id.clone(),
+                decided_at_us,
+                hook,
+                trip_id: e.trip_id,
+                city: e.city,
+                decision: e.decision,
+                degraded: e.degraded,
+                policy_version: e.policy_version,
+                instance_id: e.chain.instance_id.clone(),
+                key_id: e.key_id,
+                reasons: e.reasons,
+                parties: e.parties,
+            })
+            .ok_or_else(|| format!("unknown hook {:?}", e.hook));
+        links.push(StoredLink {
+            format: i64::from(e.format),
+            instance_id: e.chain.instance_id,
+            seq: e.chain.seq,
+            decision_id: e.decision_id,
+            prev_hash: e.chain.prev_hash,
+            hash: e.chain.hash,
+            record,
+        });
+    }
+    links.sort_by(|a, b| (&a.instance_id, a.seq).cmp(&(&b.instance_id, b.seq)));
+    Ok(links)
 }

@@ -27,7 +27,7 @@ pub use chain::{
     link_hash, seal, verify_chains, ChainHead, ChainProblem, ChainReport, ChainVerifier,
     ProblemKind, StoredLink, Trust, GENESIS_HASH,
 };
-pub use export::{rfc3339_micros, verify_store, ExportFormat, RecordView};
+pub use export::{links_of_export, rfc3339_micros, verify_store, ExportFormat, RecordView};
 pub use keys::{AuditKeys, KeyError};
 pub use query::{
     parse_limit, Cursor, DecisionFilter, FilterError, GroupBy, Page, RawFilter, SqlValue,

@@ -544,3 +544,74 @@ async fn a_second_server_on_the_same_file_refuses_to_start_and_a_damaged_log_sto
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn an_export_is_checkable_on_its_own_with_the_public_key() {
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(signing_every_second),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key, _) = decide_and_save_heads(&app, dir.path()).await;
+    let export = dir.path().join("trail.ndjson");
+    let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
+        .args(["audit", "export", "--output"])
+        .arg(&export)
+        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
+        .env("TRIPGATE__AUDIT__SQLITE_PATH", app.audit_file())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let heads: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("trail.ndjson.heads.json")).unwrap())
+            .unwrap();
+    assert_eq!(heads["heads"][0]["seq"], 6, "{heads}");
+
+    let verify = |file: &Path| {
+        let empty = tempfile::tempdir().unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
+            .args(["audit", "verify", "--export"])
+            .arg(file)
+            .arg("--public-key")
+            .arg(&key)
+            .env("TRIPGATE_CONFIG_DIR", empty.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = verify(&export);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact: 6 records in 1 chains"), "{out}");
+
+    let lines: Vec<String> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let write_variant = |name: &str, lines: &[String]| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        std::fs::copy(
+            dir.path().join("trail.ndjson.heads.json"),
+            dir.path().join(format!("{name}.heads.json")),
+        )
+        .unwrap();
+        file
+    };
+    // The red passenger's refusal (newest first: line 2 is seq 4) made an allow.
+    let mut modified = lines.clone();
+    modified[2] = modified[2].replace("\"decision\":\"reject\"", "\"decision\":\"allow\"");
+    assert_ne!(modified[2], lines[2]);
+    let (code, out) = verify(&write_variant("modified.ndjson", &modified));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("was modified"), "{out}");
+    // The newest record dropped from the export.
+    let (code, out) = verify(&write_variant("cut.ndjson", &lines[1..]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("were deleted"), "{out}");
+}
