@@ -322,19 +322,6 @@ fn test_keys() -> AuditKeys {
     AuditKeys::new(&[("k".into(), "a secret long enough".into())], "k").unwrap()
 }
 
-/// An SQLite audit store at `path`, with 1 MB log segments.
-fn sqlite_at(path: std::path::PathBuf) -> StoreConfig {
-    StoreConfig::Sqlite {
-        path,
-        busy_timeout_ms: 1000,
-        log_segment_bytes: 1 << 20,
-        journal: tripgate::audit::JournalAccess::Own {
-            wait: std::time::Duration::ZERO,
-            salvage: false,
-        },
-    }
-}
-
 /// A party of a record naming `subject` (green, nothing else known).
 fn party_naming(
     keys: &AuditKeys,
@@ -412,15 +399,7 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
         5
     );
     assert_eq!(store.count().await.unwrap(), 3);
-    let report = tripgate::audit::verify_store(
-        &store,
-        Some(&keys),
-        Some(example_public_keys()),
-        vec![],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let report = crate::helpers::verify_with_example_key(&store, Some(&keys)).await;
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 3);
 
@@ -430,15 +409,7 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
         store.purge_before(cutoff, &example_signer()).await.unwrap(),
         0
     );
-    let report = tripgate::audit::verify_store(
-        &store,
-        Some(&keys),
-        Some(example_public_keys()),
-        vec![],
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let report = crate::helpers::verify_with_example_key(&store, Some(&keys)).await;
     assert!(report.is_intact(), "{:?}", report.problems);
     assert_eq!(report.records, 4);
     drop(writer);
@@ -448,7 +419,8 @@ async fn retention_keeps_the_rest_verifiable(config: StoreConfig) {
 #[tokio::test]
 async fn sqlite_retention_purges_old_records_and_the_rest_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    retention_keeps_the_rest_verifiable(sqlite_at(dir.path().join("a.sqlite3"))).await;
+    retention_keeps_the_rest_verifiable(crate::helpers::sqlite_store(dir.path().join("a.sqlite3")))
+        .await;
 }
 
 #[tokio::test]
@@ -541,7 +513,7 @@ async fn rotated_keys_keep_old_records_searchable_and_verifiable() {
 async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite3");
-    let config = sqlite_at(path.clone());
+    let config = crate::helpers::sqlite_store(path.clone());
     let keys = test_keys();
     let subject = tripgate::domain::SubjectId::parse("13900001111").unwrap();
     {
@@ -612,7 +584,7 @@ async fn a_lost_or_damaged_sqlite_lookup_index_is_rebuilt_from_the_records() {
 async fn sqlite_lookups_stay_complete_as_the_index_merges_runs_and_after_a_purge() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite3");
-    let config = sqlite_at(path.clone());
+    let config = crate::helpers::sqlite_store(path.clone());
     let keys = test_keys();
     let subject = tripgate::domain::SubjectId::parse("13900002222").unwrap();
     let store = AuditStore::open(&config).await.unwrap();

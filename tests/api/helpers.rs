@@ -163,6 +163,30 @@ pub fn example_public_keys() -> tripgate::audit::PublicKeys {
     .unwrap()
 }
 
+/// An SQLite audit store at `path` that owns its log (1 MB segments).
+pub fn sqlite_store(path: PathBuf) -> tripgate::audit::StoreConfig {
+    tripgate::audit::StoreConfig::Sqlite {
+        path,
+        busy_timeout_ms: 1000,
+        log_segment_bytes: 1 << 20,
+        journal: tripgate::audit::JournalAccess::Own {
+            wait: Duration::ZERO,
+            salvage: false,
+        },
+    }
+}
+
+/// Verifies a whole store against the example signing key (and `keys`
+/// for format-1 records).
+pub async fn verify_with_example_key(
+    store: &tripgate::audit::AuditStore,
+    keys: Option<&tripgate::audit::AuditKeys>,
+) -> tripgate::audit::ChainReport {
+    tripgate::audit::verify_store(store, keys, Some(example_public_keys()), vec![], |_| {})
+        .await
+        .expect("read the store")
+}
+
 pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }

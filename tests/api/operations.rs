@@ -561,17 +561,9 @@ async fn sigterm_under_load_drains_and_every_answered_decision_is_in_the_trail()
     let answered = answered.lock().await.clone();
     assert!(answered.len() > 50, "too little load: {}", answered.len());
 
-    let store = tripgate::audit::AuditStore::open(&tripgate::audit::StoreConfig::Sqlite {
-        path: audit_path,
-        busy_timeout_ms: 1000,
-        log_segment_bytes: 1 << 20,
-        journal: tripgate::audit::JournalAccess::Own {
-            wait: std::time::Duration::ZERO,
-            salvage: false,
-        },
-    })
-    .await
-    .unwrap();
+    let store = tripgate::audit::AuditStore::open(&crate::helpers::sqlite_store(audit_path))
+        .await
+        .unwrap();
     for id in &answered {
         assert!(
             store.get(id).await.unwrap().is_some(),

@@ -163,17 +163,9 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("intact: 6 records in 1 chains"), "{out}");
 
-    let store = AuditStore::open(&StoreConfig::Sqlite {
-        path: intact.clone(),
-        busy_timeout_ms: 2000,
-        log_segment_bytes: 1 << 20,
-        journal: tripgate::audit::JournalAccess::Own {
-            wait: std::time::Duration::ZERO,
-            salvage: false,
-        },
-    })
-    .await
-    .unwrap();
+    let store = AuditStore::open(&crate::helpers::sqlite_store(intact.clone()))
+        .await
+        .unwrap();
     let resealed = reseal(&store, 4).await;
     drop(store);
     for (how, says) in TAMPERINGS {
@@ -395,10 +387,7 @@ async fn one_wrong_clock_cannot_purge_the_records_before_it(config: StoreConfig)
     assert_eq!(checkpoints["clock"].seq, 2);
     drop(writer);
     task.await.unwrap();
-    let report =
-        tripgate::audit::verify_store(&store, None, Some(example_public_keys()), vec![], |_| {})
-            .await
-            .unwrap();
+    let report = crate::helpers::verify_with_example_key(&store, None).await;
     assert!(report.is_intact(), "{:?}", report.problems);
     let heads = store.heads().await.unwrap();
     assert_eq!(
@@ -411,15 +400,9 @@ async fn one_wrong_clock_cannot_purge_the_records_before_it(config: StoreConfig)
 #[tokio::test]
 async fn sqlite_retention_cuts_by_time_and_sequence_and_signs_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    one_wrong_clock_cannot_purge_the_records_before_it(StoreConfig::Sqlite {
-        path: dir.path().join("audit.sqlite3"),
-        busy_timeout_ms: 2000,
-        log_segment_bytes: 1 << 20,
-        journal: tripgate::audit::JournalAccess::Own {
-            wait: std::time::Duration::ZERO,
-            salvage: false,
-        },
-    })
+    one_wrong_clock_cannot_purge_the_records_before_it(crate::helpers::sqlite_store(
+        dir.path().join("audit.sqlite3"),
+    ))
     .await;
 }
 

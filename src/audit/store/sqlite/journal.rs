@@ -625,6 +625,11 @@ mod tests {
         }
     }
 
+    /// The journal of `dir`, owned.
+    fn owner(dir: &Path, bytes: u64) -> Journal {
+        Journal::open(dir, bytes, own()).unwrap().journal.unwrap()
+    }
+
     fn read(dir: &Path, bytes: u64) -> Vec<JournalRow> {
         Journal::open(dir, bytes, JournalAccess::Read).unwrap().rows
     }
@@ -666,10 +671,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_belong_to_their_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let mut owner = Journal::open(dir.path(), 1 << 20, own())
-            .unwrap()
-            .journal
-            .unwrap();
+        let mut owner = owner(dir.path(), 1 << 20);
         owner.append(&[row(1), row(2)]).unwrap();
         owner.append(&[row(3)]).unwrap();
         let read = read(dir.path(), 1 << 20);
@@ -696,10 +698,7 @@ mod tests {
     #[test]
     fn an_append_never_rewrites_bytes_an_earlier_one_acknowledged() {
         let dir = tempfile::tempdir().unwrap();
-        let mut owner = Journal::open(dir.path(), 1 << 20, own())
-            .unwrap()
-            .journal
-            .unwrap();
+        let mut owner = owner(dir.path(), 1 << 20);
         let path = segment_path(dir.path(), owner.active());
         owner.append(&[row(1)]).unwrap();
         let first = std::fs::read(&path).unwrap()[..PAGE_BYTES].to_vec();
@@ -717,10 +716,7 @@ mod tests {
     fn a_torn_last_append_is_dropped_and_the_rest_kept() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let mut owner = Journal::open(dir.path(), 1 << 20, own())
-                .unwrap()
-                .journal
-                .unwrap();
+            let mut owner = owner(dir.path(), 1 << 20);
             owner.append(&[row(1), row(2)]).unwrap();
             // Three records over about three pages; the crash tears its
             // last page.
@@ -746,10 +742,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let active;
             {
-                let mut owner = Journal::open(dir.path(), 1 << 20, own())
-                    .unwrap()
-                    .journal
-                    .unwrap();
+                let mut owner = owner(dir.path(), 1 << 20);
                 active = owner.active();
                 for seq in 1..=6 {
                     owner.append(&[row(seq)]).unwrap();
@@ -835,10 +828,7 @@ mod tests {
     fn a_loaded_segment_is_recycled_and_its_old_records_are_not_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let bytes = 4 * PAGE_BYTES as u64;
-        let mut owner = Journal::open(dir.path(), bytes, own())
-            .unwrap()
-            .journal
-            .unwrap();
+        let mut owner = owner(dir.path(), bytes);
         let mut seq = 0;
         append_until_segment(&mut owner, 2, &mut seq);
         let written = seq;
@@ -877,10 +867,7 @@ mod tests {
     fn batches_of_any_size_read_back_whole_across_page_boundaries() {
         let dir = tempfile::tempdir().unwrap();
         let bytes = 8 * PAGE_BYTES as u64;
-        let mut owner = Journal::open(dir.path(), bytes, own())
-            .unwrap()
-            .journal
-            .unwrap();
+        let mut owner = owner(dir.path(), bytes);
         let mut seq = 0;
         for batch in 1..=25 {
             let rows: Vec<JournalRow> = (1..=batch).map(|k| row(seq + k)).collect();
@@ -900,10 +887,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bytes = 4 * PAGE_BYTES as u64;
         {
-            let mut owner = Journal::open(dir.path(), bytes, own())
-                .unwrap()
-                .journal
-                .unwrap();
+            let mut owner = owner(dir.path(), bytes);
             append_until_segment(&mut owner, 2, &mut 0);
             remove_segments_before(owner.dir(), 2, false).unwrap();
         }
@@ -950,10 +934,7 @@ mod tests {
     #[test]
     fn appends_overwrite_a_zeroed_segment_without_growing_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut journal = Journal::open(dir.path(), 64 * 1024, own())
-            .unwrap()
-            .journal
-            .unwrap();
+        let mut journal = owner(dir.path(), 64 * 1024);
         let active = segment_path(dir.path(), journal.active());
         assert_eq!(std::fs::metadata(&active).unwrap().len(), 64 * 1024);
         assert!(read(dir.path(), 1).is_empty(), "zeros hold no rows");
