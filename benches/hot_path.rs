@@ -13,8 +13,8 @@ use tripgate::audit::{
 use tripgate::domain::{
     Check, CityCode, Colour, HealthCode, IssuerId, Party, SubjectId, TripCheckBody,
 };
+use tripgate::domain::{Source, Status, StatusLookup};
 use tripgate::policy::{evaluate, Policy};
-use tripgate::status::{Source, Status, StatusLookup};
 
 const BODY: &[u8] = br#"{"trip_id": "T-1001", "city": "hangzhou", "driver": {"id": "D-000042"},
     "passengers": [{"id": "P-0000007"}, {"id": "P-0001234"}, {"id": "13912345678"}]}"#;

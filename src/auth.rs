@@ -4,16 +4,12 @@
 //! (never the token). A presented token is hashed and compared in constant
 //! time against every client's hash, so neither the comparison nor the loop
 //! leaks how close a guess was. Each client has a token bucket; an empty
-//! bucket is a 429 with `Retry-After`. Route groups declare their role with
-//! `require(Role)`; the mapping from routes to roles lives in `routes`.
+//! bucket is a 429 with `Retry-After`. This module decides; the HTTP
+//! middleware that asks it (`routes::guard`) and the mapping from routes to
+//! roles live in `routes`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::{web, HttpMessage};
 
 use crate::config::{sha256, ClientSettings, Role};
 
@@ -167,71 +163,6 @@ impl Authenticator {
             role: client.role,
         }))
     }
-}
-
-async fn guard(
-    needed: Role,
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let authenticator = request
-        .app_data::<web::Data<Authenticator>>()
-        .cloned()
-        .ok_or_else(|| {
-            actix_web::error::ErrorInternalServerError("authenticator not configured")
-        })?;
-    let header = request
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match authenticator.authorize(header, needed) {
-        Ok(caller) => {
-            if let Some(caller) = caller {
-                tracing::Span::current().record("client", caller.name.as_str());
-                request.extensions_mut().insert(caller);
-            }
-            next.call(request).await
-        }
-        Err(error) => {
-            if let Some(metrics) = request.app_data::<web::Data<crate::metrics::Metrics>>() {
-                let reason = match error {
-                    AuthError::MissingToken | AuthError::UnknownToken => "unauthenticated",
-                    AuthError::Forbidden { .. } => "forbidden",
-                    AuthError::RateLimited { .. } => "rate_limited",
-                };
-                metrics.auth_rejections.with_label_values(&[reason]).inc();
-            }
-            Err(crate::routes::ApiError::from(error).into())
-        }
-    }
-}
-
-pub async fn require_dispatch(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Dispatch, request, next).await
-}
-
-pub async fn require_regulator(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Regulator, request, next).await
-}
-
-pub async fn require_provider(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Provider, request, next).await
-}
-
-pub async fn require_ops(
-    request: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Ops, request, next).await
 }
 
 #[cfg(test)]

@@ -348,10 +348,7 @@ pub const EXAMPLE_TOKENS: &[&str] = &[
 /// (`config/audit-signing-key.example`): production refuses them.
 pub const EXAMPLE_SIGNING_KEY_IDS: &[&str] = &["81587cf2f04103c5"];
 
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
+pub use crate::hexcode::sha256;
 
 /// A secret given inline or as a file (a mounted Kubernetes secret; one
 /// trailing newline is not part of it).

@@ -95,7 +95,7 @@ impl StatusEvents {
         };
         // The signature names (timestamp, body) exactly; a replay can only
         // arrive while the timestamp is within the skew on either side.
-        let digest = crate::hexcode::encode(&crate::config::sha256(signature.as_bytes()));
+        let digest = crate::hexcode::encode(&crate::hexcode::sha256(signature.as_bytes()));
         let window = (self.max_skew * 2).to_std().unwrap_or_default();
         if !self.resolver.first_sighting(&digest, window).await? {
             return Err(EventError::Replayed);

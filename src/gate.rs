@@ -8,7 +8,7 @@
 //! policy stays pure. The policy in force can be replaced at any moment
 //! (hot reload); a check reads it once, so no check sees half of each.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -18,10 +18,12 @@ use uuid::Uuid;
 
 use crate::audit::{AuditParty, AuditReason, AuditRecord, AuditWriter, WriteError};
 use crate::domain::{
-    Check, CityCode, Colour, Decision, Hook, IssuerId, Party, Reason, SubjectId, TripId,
+    Check, CityCode, Colour, Decision, Hook, IssuerId, Party, Reason, Source, Status, StatusLookup,
+    SubjectId, TripId, Unavailable,
 };
+use crate::metrics::Metrics;
 use crate::policy::{evaluate, Policy, PolicyError, Standing};
-use crate::status::{Resolver, Source, Status, StatusLookup, Unavailable};
+use crate::status::Resolver;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -30,7 +32,7 @@ pub enum GateError {
         city: CityCode,
         policy_version: String,
     },
-    #[error("the decision could not be recorded in the audit trail, so it is not given: {0}")]
+    #[error("the decision could not be recorded in the audit trail, so it is not given")]
     AuditUnavailable(#[from] WriteError),
 }
 
@@ -67,6 +69,9 @@ pub struct Decided {
 
 pub struct Gate {
     resolver: Resolver,
+    metrics: Arc<Metrics>,
+    /// Where the policy is reloaded from (SIGHUP, the admin endpoint).
+    policy_path: PathBuf,
     /// The national platform, asked about codes the city does not recognise.
     national: Option<Resolver>,
     /// The itinerary-card source, for hooks whose policy checks it.
@@ -78,10 +83,19 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(resolver: Resolver, policy: Policy, audit: AuditWriter, deadline: Duration) -> Self {
+    pub fn new(
+        resolver: Resolver,
+        policy: Policy,
+        policy_path: PathBuf,
+        audit: AuditWriter,
+        deadline: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         resolver.set_strictness(policy.strictness().clone());
         Self {
             resolver,
+            metrics,
+            policy_path,
             national: None,
             itinerary: None,
             policy: RwLock::new(Arc::new(policy)),
@@ -125,11 +139,12 @@ impl Gate {
         Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Loads `path` and, if it is valid, puts it in force at once; an
-    /// invalid document is refused and the old one keeps serving.
-    pub fn reload_policy(&self, path: &Path) -> Result<String, PolicyError> {
-        let metrics = self.audit.metrics();
-        match Policy::load(path) {
+    /// Loads the policy document again and, if it is valid, puts it in
+    /// force at once; an invalid document is refused and the old one keeps
+    /// serving.
+    pub fn reload_policy(&self) -> Result<String, PolicyError> {
+        let metrics = &self.metrics;
+        match Policy::load(&self.policy_path) {
             Ok(policy) => {
                 let version = policy.version().to_owned();
                 for resolver in std::iter::once(&self.resolver).chain(&self.national) {
@@ -239,7 +254,7 @@ impl Gate {
             .saturating_duration_since(durable_at)
             .as_secs_f64();
 
-        let metrics = self.audit.metrics();
+        let metrics = &self.metrics;
         metrics.record_stages(status_seconds, audit_seconds, resume_seconds);
         for party in &decided.parties {
             metrics.record_lookup(party.source);

@@ -1,4 +1,9 @@
-//! Lower-case hex for digests: token hashes, chain hashes, signatures.
+//! Digests and their lower-case hex: token hashes, chain hashes, signatures.
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
 
 pub fn encode(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

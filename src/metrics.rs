@@ -10,8 +10,8 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+use crate::domain::{BreakerState, Source};
 use crate::domain::{Outcome, ReasonCode};
-use crate::status::{BreakerState, Source};
 
 /// Sub-millisecond resolution where decisions live, up to the deadline.
 const LATENCY_BUCKETS: &[f64] = &[

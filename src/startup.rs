@@ -38,20 +38,20 @@ use crate::telemetry::RedactedRootSpan;
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("policy: {0}")]
+    #[error("policy")]
     Policy(#[from] PolicyError),
-    #[error("policy.messages: {0}")]
+    #[error("policy.messages")]
     Messages(#[from] crate::messages::MessagesError),
-    #[error("configuration: cache.redis_url: {0}")]
+    #[error("configuration: cache.redis_url")]
     Redis(#[from] redis::RedisError),
-    #[error("cannot build the provider HTTP client: {0}")]
+    #[error("cannot build the provider HTTP client")]
     ProviderClient(#[from] reqwest::Error),
-    #[error("audit store ({backend}): {source}")]
+    #[error("audit store ({backend})")]
     AuditStore {
         backend: &'static str,
         source: StoreError,
     },
-    #[error("{key}: cannot listen on {addr}: {source}")]
+    #[error("{key}: cannot listen on {addr}")]
     Bind {
         key: &'static str,
         addr: SocketAddr,
@@ -59,12 +59,8 @@ pub enum StartupError {
     },
 }
 
-/// Where the policy document is reloaded from.
-pub struct PolicyPath(pub std::path::PathBuf);
-
 pub struct Application {
     gate: Arc<Gate>,
-    policy_path: std::path::PathBuf,
     address: SocketAddr,
     admin_address: SocketAddr,
     server: Server,
@@ -89,7 +85,6 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let policy = Policy::load(&settings.policy.path)?;
         let messages = web::Data::new(crate::messages::Messages::load(&settings.policy.messages)?);
-        let policy_path = web::Data::new(PolicyPath(settings.policy.path.clone()));
         metrics.set_policy_version(policy.version());
         let sources = build_sources(&settings, &metrics)?;
         let resolver = sources.health.clone();
@@ -135,9 +130,16 @@ impl Application {
             settings.events.max_skew_secs,
         ));
         let gate = web::Data::new(
-            Gate::new(resolver, policy, audit, settings.checks.deadline())
-                .with_national(sources.national)
-                .with_itinerary(sources.itinerary),
+            Gate::new(
+                resolver,
+                policy,
+                settings.policy.path.clone(),
+                audit,
+                settings.checks.deadline(),
+                Arc::clone(&metrics),
+            )
+            .with_national(sources.national)
+            .with_itinerary(sources.itinerary),
         );
         let authenticator = web::Data::new(Authenticator::new(
             settings.auth.enabled,
@@ -207,7 +209,6 @@ impl Application {
         let admin = HttpServer::new(move || {
             App::new()
                 .app_data(gate.clone())
-                .app_data(policy_path.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure_admin)
@@ -226,7 +227,6 @@ impl Application {
 
         Ok(Self {
             gate: reload_gate,
-            policy_path: settings.policy.path.clone(),
             address,
             admin_address,
             server,
@@ -271,7 +271,7 @@ impl Application {
                 }
                 Some(()) = hangups.recv() => {
                     // Refusals are logged and counted by the gate.
-                    let _ = self.gate.reload_policy(&self.policy_path);
+                    let _ = self.gate.reload_policy();
                 }
                 served = &mut api => break served,
             }

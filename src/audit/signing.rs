@@ -149,7 +149,7 @@ pub enum SigningKeyError {
 
 /// The key id of a public key.
 pub fn key_id(public: &VerifyingKey) -> String {
-    let digest = crate::config::sha256(public.as_bytes());
+    let digest = crate::hexcode::sha256(public.as_bytes());
     crate::hexcode::encode(&digest[..8])
 }
 

@@ -35,8 +35,8 @@ use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
-    #[error("the audit store could not record the decision: {0}")]
-    Unavailable(String),
+    #[error("the audit store could not record the decision")]
+    Unavailable(#[source] Arc<StoreError>),
     #[error("the audit writer has stopped")]
     Stopped,
 }
@@ -302,7 +302,7 @@ impl Committer {
                 Err(error) => {
                     metrics.audit_commit_failures.inc();
                     tracing::error!(%error, records = waiters.len(), "audit commit failed; answering 503 for these decisions");
-                    Err(WriteError::Unavailable(error.to_string()))
+                    Err(WriteError::Unavailable(Arc::new(error)))
                 }
             };
             for committed in waiters {

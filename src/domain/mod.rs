@@ -10,6 +10,7 @@ mod health_code;
 mod hook;
 mod identifiers;
 mod itinerary;
+mod lookup;
 mod party;
 mod strictness;
 mod trip_check;
@@ -19,6 +20,7 @@ pub use health_code::{Colour, HealthCode, IssuerId, Level};
 pub use hook::Hook;
 pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};
 pub use itinerary::{fold_risk_word, ItineraryVerdict, RiskVisit, MAX_RISK_WORDS};
+pub use lookup::{BreakerState, Source, Status, StatusLookup, Unavailable};
 pub use party::Party;
 pub use strictness::{level_rank, Strictness, UNKNOWN_RANK};
 pub use trip_check::{

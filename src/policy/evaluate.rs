@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::{CheckKind, CityPolicy, OnUnavailable, Policy};
 use crate::domain::{Decision, Hook, Level, Outcome, Party, Reason, ReasonCode};
-use crate::status::{Status, StatusLookup};
+use crate::domain::{Status, StatusLookup};
 
 /// A party's status as policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,7 +310,7 @@ fn assess(
 mod tests {
     use super::*;
     use crate::domain::{CityCode, Colour, HealthCode, IssuerId};
-    use crate::status::{Source, Unavailable};
+    use crate::domain::{Source, Unavailable};
     use chrono::TimeDelta;
 
     const POLICY: &str = r#"
@@ -626,7 +626,7 @@ mod tests {
 mod properties {
     use super::*;
     use crate::domain::{CityCode, Colour, HealthCode, IssuerId};
-    use crate::status::{Source, Unavailable};
+    use crate::domain::{Source, Unavailable};
     use chrono::TimeDelta;
     use proptest::prelude::*;
 

@@ -63,10 +63,7 @@ pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> Http
         (status = 200, description = "{version}: the document was valid and is in force"),
         (status = 422, description = "POLICY_INVALID: refused; the old policy keeps serving", body = super::openapi::ErrorDoc),
     ))]
-pub async fn reload_policy(
-    gate: web::Data<Gate>,
-    path: web::Data<crate::startup::PolicyPath>,
-) -> Result<HttpResponse, super::ApiError> {
-    let version = gate.reload_policy(&path.0)?;
+pub async fn reload_policy(gate: web::Data<Gate>) -> Result<HttpResponse, super::ApiError> {
+    let version = gate.reload_policy()?;
     Ok(HttpResponse::Ok().json(json!({"version": version})))
 }

@@ -6,6 +6,7 @@ mod audit;
 mod checks;
 mod error;
 mod events;
+mod guard;
 mod health;
 pub mod openapi;
 
@@ -14,9 +15,7 @@ use actix_web::web;
 
 use utoipa::OpenApi;
 
-use crate::auth;
-
-pub use error::{json_config, not_found, query_config, ApiError};
+pub use error::{error_chain, json_config, not_found, query_config, ApiError};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -46,7 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(query_config())
         .service(
             web::scope("/v1/checks")
-                .wrap(from_fn(auth::require_dispatch))
+                .wrap(from_fn(guard::require_dispatch))
                 .service(post("/trip", checks::trip))
                 .service(post("/driver-shift", checks::driver_shift))
                 .service(post("/passenger-order", checks::passenger_order))
@@ -54,7 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::scope("/v1/audit")
-                .wrap(from_fn(auth::require_regulator))
+                .wrap(from_fn(guard::require_regulator))
                 .service(get("/decisions", audit::decisions))
                 .service(get("/decisions/{decision_id}", audit::decision))
                 .service(get("/summary", audit::summary))
@@ -63,7 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::scope("/v1/status-events")
-                .wrap(from_fn(auth::require_provider))
+                .wrap(from_fn(guard::require_provider))
                 .service(post("", events::status_event)),
         )
         // Unauthenticated: liveness, and the API description at
@@ -82,12 +81,12 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
         .service(get("/readyz", health::readyz))
         .service(
             web::scope("/metrics")
-                .wrap(from_fn(auth::require_ops))
+                .wrap(from_fn(guard::require_ops))
                 .service(get("", health::metrics)),
         )
         .service(
             web::scope("/admin")
-                .wrap(from_fn(auth::require_ops))
+                .wrap(from_fn(guard::require_ops))
                 .service(post("/policy/reload", health::reload_policy)),
         );
 }

@@ -158,7 +158,7 @@ impl Resolver {
         if let Some(l1) = &inner.l1 {
             for (name, lookup) in names.iter().zip(lookups.iter_mut()) {
                 if let Some(hit) = l1.get(name).filter(|c| ttls.is_fresh(c, now)) {
-                    *lookup = Some(StatusLookup::known(hit, Source::L1));
+                    *lookup = Some(super::known(hit, Source::L1));
                 }
             }
         }
@@ -179,7 +179,7 @@ impl Resolver {
                             if let Some((l1, seen)) = l1_before_read {
                                 l1.insert_read(names[*i].clone(), cached.clone(), seen);
                             }
-                            lookups[*i] = Some(StatusLookup::known(cached, inner.cache.source()));
+                            lookups[*i] = Some(super::known(cached, inner.cache.source()));
                         } else {
                             stale[*i] = Some(cached);
                         }
@@ -215,9 +215,9 @@ impl Resolver {
             .map(|((lookup, stale), name)| match (lookup, stale) {
                 (Some(lookup), _) => lookup,
                 (None, stale) => match answers.get(name) {
-                    Some(Ok((cached, source))) => StatusLookup::known(cached.clone(), *source),
+                    Some(Ok((cached, source))) => super::known(cached.clone(), *source),
                     failed => match stale {
-                        Some(copy) => StatusLookup::known(copy, Source::Stale),
+                        Some(copy) => super::known(copy, Source::Stale),
                         None => StatusLookup::Unavailable(match failed {
                             Some(Err(why)) => *why,
                             _ => Unavailable::Deadline,
