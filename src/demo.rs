@@ -78,7 +78,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     tokio::spawn(app.run_until_stopped());
     population.set_webhook(Some(Webhook {
         url: format!("http://{address}/v1/status-events"),
-        secret: events_secret,
+        secret: events_secret.expose().to_owned(),
     }));
 
     println!("tripgate demo");

@@ -42,10 +42,10 @@ pub struct StatusEvents {
 }
 
 impl StatusEvents {
-    pub fn new(resolver: Resolver, secret: String, max_skew_secs: u64) -> Self {
+    pub fn new(resolver: Resolver, secret: crate::config::Secret, max_skew_secs: u64) -> Self {
         Self {
             resolver,
-            secret: secret.into_bytes(),
+            secret: secret.expose().as_bytes().to_vec(),
             max_skew: TimeDelta::seconds(max_skew_secs as i64),
         }
     }

@@ -81,12 +81,14 @@ fn bind(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr)
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        settings.validate()?;
+        // Everything that can be wrong with the settings, and every secret
+        // read, once.
+        let parsed = settings.parse()?;
         let metrics = Arc::new(Metrics::new());
         let policy = Policy::load(&settings.policy.path)?;
         let messages = web::Data::new(crate::messages::Messages::load(&settings.policy.messages)?);
         metrics.set_policy_version(policy.version());
-        let sources = build_sources(&settings, &metrics)?;
+        let sources = build_sources(&settings, &parsed, &metrics)?;
         let resolver = sources.health.clone();
         let backend = match settings.audit.backend {
             crate::config::AuditBackend::Sqlite => "audit.sqlite_path",
@@ -95,12 +97,19 @@ impl Application {
         let store = AuditStore::open(&settings.audit_store())
             .await
             .map_err(|source| StartupError::AuditStore { backend, source })?;
-        let signer = settings.audit_signer()?;
+        let crate::config::Parsed {
+            audit_keys,
+            signer,
+            public_keys,
+            events_secret,
+            auth_clients,
+            ..
+        } = parsed;
         let (audit, audit_writer) = AuditWriter::start(
             store.clone(),
-            settings.audit_keys()?,
+            audit_keys,
             signer.clone(),
-            settings.audit_public_keys()?,
+            public_keys,
             settings.audit_instance_id(),
             crate::audit::WriterLimits {
                 max_batch: settings.audit.max_batch,
@@ -126,7 +135,7 @@ impl Application {
         ));
         let events = web::Data::new(StatusEvents::new(
             resolver.clone(),
-            settings.events_secret()?,
+            events_secret,
             settings.events.max_skew_secs,
         ));
         let gate = web::Data::new(
@@ -143,7 +152,7 @@ impl Application {
         );
         let authenticator = web::Data::new(Authenticator::new(
             settings.auth.enabled,
-            settings.auth_clients()?,
+            auth_clients,
             settings.auth.rate_per_sec,
             settings.auth.burst,
         ));
@@ -349,6 +358,7 @@ struct SourceSpec<'a> {
 /// that drops invalidated subjects from its L1.
 fn build_source(
     settings: &Settings,
+    cache_keys: &crate::status::CacheKeys,
     spec: SourceSpec<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(Resolver, Option<tokio::task::JoinHandle<()>>), StartupError> {
@@ -424,7 +434,7 @@ fn build_source(
     };
     Ok((
         Resolver::new(
-            settings.cache_keys()?,
+            cache_keys.clone(),
             l1,
             cache,
             provider,
@@ -445,10 +455,15 @@ struct Sources {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn build_sources(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Sources, StartupError> {
-    let provider_url = settings.provider_url()?;
+fn build_sources(
+    settings: &Settings,
+    parsed: &crate::config::Parsed,
+    metrics: &Arc<Metrics>,
+) -> Result<Sources, StartupError> {
+    let provider_url = parsed.provider_url.clone();
     let (health, invalidations) = build_source(
         settings,
+        &parsed.cache_keys,
         SourceSpec {
             name: "provider",
             base_url: &provider_url,
@@ -458,10 +473,11 @@ fn build_sources(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Sources,
         },
         Arc::clone(metrics),
     )?;
-    let national = match settings.national_url()? {
+    let national = match parsed.national_url.clone() {
         Some(url) => Some(
             build_source(
                 settings,
+                &parsed.cache_keys,
                 SourceSpec {
                     name: "national",
                     base_url: &url,
@@ -475,10 +491,11 @@ fn build_sources(settings: &Settings, metrics: &Arc<Metrics>) -> Result<Sources,
         ),
         None => None,
     };
-    let itinerary = match settings.itinerary_url()? {
+    let itinerary = match parsed.itinerary_url.clone() {
         Some(url) => Some(
             build_source(
                 settings,
+                &parsed.cache_keys,
                 SourceSpec {
                     name: "itinerary",
                     base_url: &url,

@@ -124,9 +124,9 @@ pub fn auth_client(
     tripgate::config::ClientSettings {
         name: name.into(),
         role,
-        token_sha256: Some(tripgate::hexcode::encode(&tripgate::config::sha256(
-            token.as_bytes(),
-        ))),
+        token_sha256: Some(
+            tripgate::hexcode::encode(&tripgate::config::sha256(token.as_bytes())).into(),
+        ),
         token_sha256_file: None,
         rate_per_sec: None,
         burst: None,
