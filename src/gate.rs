@@ -12,17 +12,17 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::audit::{AuditParty, AuditReason, AuditRecord, AuditWriter, WriteError};
+use crate::audit::{AuditRecord, AuditWriter, WriteError};
 use crate::domain::{
-    Check, CityCode, Colour, Decision, Hook, IssuerId, Party, Reason, Source, Status, StatusLookup,
-    SubjectId, TripId, Unavailable,
+    Check, CityCode, Decided, Party, PartyReport, Standing, Status, StatusLookup, SubjectId,
+    Unavailable,
 };
 use crate::metrics::Metrics;
-use crate::policy::{evaluate, Policy, PolicyError, Standing};
+use crate::policy::{evaluate, Policy, PolicyError};
 use crate::status::Resolver;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,37 +34,6 @@ pub enum GateError {
     },
     #[error("the decision could not be recorded in the audit trail, so it is not given")]
     AuditUnavailable(#[from] WriteError),
-}
-
-/// What the caller is told about one party.
-#[derive(Debug, Clone)]
-pub struct PartyReport {
-    pub party: Party,
-    pub standing: Standing,
-    pub colour: Option<Colour>,
-    pub issuer: Option<IssuerId>,
-    pub source: Option<Source>,
-    /// When the issuer last set or renewed the code.
-    pub as_of: Option<DateTime<Utc>>,
-    /// The party's own failing reason (for candidates: why excluded).
-    pub failure: Option<Reason>,
-    /// Whether the party may take part (for candidates: eligible).
-    pub eligible: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Decided {
-    /// UUIDv7: time-ordered, so ids sort by decision time.
-    pub decision_id: Uuid,
-    pub hook: Hook,
-    /// The trip or order id; none for a driver's shift.
-    pub reference: Option<TripId>,
-    pub city: CityCode,
-    pub policy_version: String,
-    pub decision: Decision,
-    /// One per party of the check, in its order.
-    pub parties: Vec<PartyReport>,
-    pub decided_at: DateTime<Utc>,
 }
 
 pub struct Gate {
@@ -244,7 +213,12 @@ impl Gate {
         };
 
         let subjects: Vec<&SubjectId> = check.parties().map(|(_, subject)| subject).collect();
-        let record = self.audit_record(&decided, &subjects);
+        let record = AuditRecord::from_decided(
+            &decided,
+            &subjects,
+            self.audit.keys(),
+            self.audit.instance_id(),
+        );
         let handed_over = Instant::now();
         let durable_at = self.audit.append(record).await?;
         let resumed = Instant::now();
@@ -313,63 +287,6 @@ impl Gate {
                     lookups[i] = answer;
                 }
             }
-        }
-    }
-
-    /// The decision as the audit trail keeps it: subjects pseudonymised,
-    /// every reason (including why each excluded candidate was excluded).
-    fn audit_record(&self, decided: &Decided, subjects: &[&SubjectId]) -> AuditRecord {
-        let keys = self.audit.keys();
-        let index = |party: Party| party.index().map(|i| i as u32);
-        let audit_reason = |r: &Reason| AuditReason {
-            party: r.party.map_or("all", Party::role).to_owned(),
-            index: r.party.and_then(index),
-            code: r.code.as_str().to_owned(),
-            rule: r.rule.to_string(),
-            detail: r.detail.clone(),
-        };
-        let mut reasons: Vec<AuditReason> =
-            decided.decision.reasons.iter().map(audit_reason).collect();
-        for excluded in decided.parties.iter().filter_map(|p| p.failure.as_ref()) {
-            if !decided.decision.reasons.contains(excluded) {
-                reasons.push(audit_reason(excluded));
-            }
-        }
-        AuditRecord {
-            format: crate::audit::FORMAT,
-            decision_id: decided.decision_id.to_string(),
-            decided_at_us: decided.decided_at.timestamp_micros(),
-            hook: decided.hook,
-            trip_id: decided
-                .reference
-                .as_ref()
-                .map(|r| r.as_str().to_owned())
-                .unwrap_or_default(),
-            city: decided.city.as_str().to_owned(),
-            decision: decided.decision.outcome.as_str().to_owned(),
-            degraded: decided.decision.degraded,
-            policy_version: decided.policy_version.clone(),
-            instance_id: self.audit.instance_id().to_owned(),
-            key_id: keys.active_id().to_owned(),
-            reasons,
-            parties: decided
-                .parties
-                .iter()
-                .zip(subjects)
-                .map(|(p, subject)| AuditParty {
-                    party: p.party.role().to_owned(),
-                    index: index(p.party),
-                    subject_ref: keys.subject_ref(subject),
-                    status: p.standing.as_str().to_owned(),
-                    color: p.colour.as_ref().map(|c| c.as_str().to_owned()),
-                    issuer: p.issuer.as_ref().map(|i| i.as_str().to_owned()),
-                    source: p.source.map(|s| s.as_str().to_owned()),
-                    status_age_secs: p
-                        .as_of
-                        .map(|at| (decided.decided_at - at).num_seconds().max(0)),
-                    eligible: matches!(p.party, Party::Candidate(_)).then_some(p.eligible),
-                })
-                .collect(),
         }
     }
 }

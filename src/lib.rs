@@ -1,12 +1,13 @@
 //! tripgate: the pre-trip health-code gate for ride-hailing dispatch.
 //!
-//! See DESIGN.md for the flow of one decision. Module map:
-//! `routes` (HTTP in/out, behind `auth`) → `gate` (the decision path) →
-//! `status` (caches and provider I/O), `policy` (pure evaluation) and `audit`
-//! (the durable trail), over `domain` types. Around them: `events` (pushed
-//! code changes), `metrics`, `messages`, `config`, `telemetry`, and
-//! `startup`, which wires everything and owns shutdown. `simulator` is the
-//! provider stand-in; `demo` and `audit_commands` back the CLI.
+//! docs/ARCHITECTURE.md has the flow of one decision. Module map, one way:
+//! `routes` (HTTP in/out; `routes::guard` asks `auth`) → `gate` (the
+//! decision path) → `status` (caches and provider I/O), `policy` (pure
+//! evaluation) and `audit` (the durable trail), over `domain` types. Around
+//! them: `events` (pushed code changes), `metrics`, `messages`, `config`,
+//! `telemetry`, and `startup`, which wires everything and owns shutdown.
+//! `simulator` is the provider stand-in; `demo` and `audit_commands` back
+//! the CLI.
 
 pub mod audit;
 pub mod audit_commands;

@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ReasonCode;
+use super::AuditKeys;
+use crate::domain::{Decided, Party, Reason, ReasonCode, SubjectId};
 
 /// The format of new records: 2 links by plain SHA-256 (format 1 sealed
 /// with HMAC under the audit key). Stored per row.
@@ -104,6 +105,67 @@ struct DetailFields<'a> {
 }
 
 impl AuditRecord {
+    /// The decision as the audit trail keeps it: subjects pseudonymised,
+    /// every reason (including why each excluded candidate was excluded).
+    pub fn from_decided(
+        decided: &Decided,
+        subjects: &[&SubjectId],
+        keys: &AuditKeys,
+        instance_id: &str,
+    ) -> Self {
+        let index = |party: Party| party.index().map(|i| i as u32);
+        let audit_reason = |r: &Reason| AuditReason {
+            party: r.party.map_or("all", Party::role).to_owned(),
+            index: r.party.and_then(index),
+            code: r.code.as_str().to_owned(),
+            rule: r.rule.to_string(),
+            detail: r.detail.clone(),
+        };
+        let mut reasons: Vec<AuditReason> =
+            decided.decision.reasons.iter().map(audit_reason).collect();
+        for excluded in decided.parties.iter().filter_map(|p| p.failure.as_ref()) {
+            if !decided.decision.reasons.contains(excluded) {
+                reasons.push(audit_reason(excluded));
+            }
+        }
+        AuditRecord {
+            format: FORMAT,
+            decision_id: decided.decision_id.to_string(),
+            decided_at_us: decided.decided_at.timestamp_micros(),
+            hook: decided.hook,
+            trip_id: decided
+                .reference
+                .as_ref()
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
+            city: decided.city.as_str().to_owned(),
+            decision: decided.decision.outcome.as_str().to_owned(),
+            degraded: decided.decision.degraded,
+            policy_version: decided.policy_version.clone(),
+            instance_id: instance_id.to_owned(),
+            key_id: keys.active_id().to_owned(),
+            reasons,
+            parties: decided
+                .parties
+                .iter()
+                .zip(subjects)
+                .map(|(p, subject)| AuditParty {
+                    party: p.party.role().to_owned(),
+                    index: index(p.party),
+                    subject_ref: keys.subject_ref(subject),
+                    status: p.standing.as_str().to_owned(),
+                    color: p.colour.as_ref().map(|c| c.as_str().to_owned()),
+                    issuer: p.issuer.as_ref().map(|i| i.as_str().to_owned()),
+                    source: p.source.map(|s| s.as_str().to_owned()),
+                    status_age_secs: p
+                        .as_of
+                        .map(|at| (decided.decided_at - at).num_seconds().max(0)),
+                    eligible: matches!(p.party, Party::Candidate(_)).then_some(p.eligible),
+                })
+                .collect(),
+        }
+    }
+
     /// What the chain hash covers: the record serialised as JSON, fields in
     /// declaration order (byte for byte `serde_json::to_vec(record)`).
     pub fn canonical_bytes(&self) -> Vec<u8> {

@@ -1,11 +1,18 @@
 //! The outcome of a check and the reasons behind it.
 //!
+//! `Decided` is a decision as made: stamped with its id and time, with what
+//! the caller is told about each party; routes render it, the audit trail
+//! records it (`AuditRecord::from_decided`).
+//!
 //! `ReasonCode` is the public contract with dispatch backends and regulators:
 //! codes are stable SCREAMING_SNAKE_CASE identifiers and are never renamed.
 
 use serde::Serialize;
 
-use super::Party;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{CityCode, Colour, Hook, IssuerId, Party, Source, TripId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,4 +115,59 @@ pub struct Decision {
     pub reasons: Vec<Reason>,
     /// True when the policy allowed despite a status it could not determine.
     pub degraded: bool,
+}
+
+/// A party's status as policy sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    Level(super::Level),
+    /// A colour the issuer's palette does not contain.
+    UnknownColour,
+    /// A code from an issuer the city does not recognise.
+    UnrecognisedIssuer,
+    NoCode,
+    Unavailable,
+}
+
+impl Standing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Standing::Level(level) => level.as_str(),
+            Standing::UnknownColour => "unknown",
+            Standing::UnrecognisedIssuer => "unrecognised_issuer",
+            Standing::NoCode => "no_code",
+            Standing::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// What the caller is told about one party.
+#[derive(Debug, Clone)]
+pub struct PartyReport {
+    pub party: Party,
+    pub standing: Standing,
+    pub colour: Option<Colour>,
+    pub issuer: Option<IssuerId>,
+    pub source: Option<Source>,
+    /// When the issuer last set or renewed the code.
+    pub as_of: Option<DateTime<Utc>>,
+    /// The party's own failing reason (for candidates: why excluded).
+    pub failure: Option<Reason>,
+    /// Whether the party may take part (for candidates: eligible).
+    pub eligible: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// UUIDv7: time-ordered, so ids sort by decision time.
+    pub decision_id: Uuid,
+    pub hook: Hook,
+    /// The trip or order id; none for a driver's shift.
+    pub reference: Option<TripId>,
+    pub city: CityCode,
+    pub policy_version: String,
+    pub decision: Decision,
+    /// One per party of the check, in its order.
+    pub parties: Vec<PartyReport>,
+    pub decided_at: DateTime<Utc>,
 }

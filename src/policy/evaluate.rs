@@ -11,32 +11,8 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use super::{CheckKind, CityPolicy, OnUnavailable, Policy};
-use crate::domain::{Decision, Hook, Level, Outcome, Party, Reason, ReasonCode};
+use crate::domain::{Decision, Hook, Level, Outcome, Party, Reason, ReasonCode, Standing};
 use crate::domain::{Status, StatusLookup};
-
-/// A party's status as policy sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    Level(Level),
-    /// A colour the issuer's palette does not contain.
-    UnknownColour,
-    /// A code from an issuer the city does not recognise.
-    UnrecognisedIssuer,
-    NoCode,
-    Unavailable,
-}
-
-impl Standing {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Standing::Level(level) => level.as_str(),
-            Standing::UnknownColour => "unknown",
-            Standing::UnrecognisedIssuer => "unrecognised_issuer",
-            Standing::NoCode => "no_code",
-            Standing::Unavailable => "unavailable",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {

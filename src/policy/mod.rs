@@ -8,7 +8,8 @@
 mod document;
 mod evaluate;
 
+pub use crate::domain::Standing;
 pub use document::{
     CheckKind, CityPolicy, HookRules, OnUnavailable, Policy, PolicyError, RiskLevel,
 };
-pub use evaluate::{evaluate, Evaluation, Standing};
+pub use evaluate::{evaluate, Evaluation};

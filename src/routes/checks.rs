@@ -17,7 +17,8 @@ use crate::domain::{
     CandidatesBody, Check, DriverShiftBody, Hook, Outcome, Party, PassengerOrderBody, Reason,
     SubjectId, TripCheckBody,
 };
-use crate::gate::{Decided, Gate, PartyReport};
+use crate::domain::{Decided, PartyReport};
+use crate::gate::Gate;
 use crate::messages::{Lang, Messages};
 
 /// Callers may bound a decision's time below the configured deadline.
