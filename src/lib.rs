@@ -1,7 +1,8 @@
 //! tripgate: the pre-trip health-code gate for ride-hailing dispatch.
 //!
 //! docs/ARCHITECTURE.md has the flow of one decision. Module map, one way:
-//! `routes` (HTTP in/out; `routes::guard` asks `auth`) → `gate` (the
+//! `routes` (HTTP in/out; `routes::guard` asks `auth`; operator endpoints in
+//! `routes::admin`) → `gate` (the
 //! decision path) → `status` (caches and provider I/O), `policy` (pure
 //! evaluation) and `audit` (the durable trail), over `domain` types. Around
 //! them: `events` (pushed code changes), `metrics`, `messages`, `config`,

@@ -1,4 +1,4 @@
-//! Liveness, readiness and metrics.
+//! Liveness and readiness.
 //!
 //! Readiness fails (503) only when decisions cannot be given at all: the
 //! audit store cannot be written. It stays 200 while Redis is down or the
@@ -10,7 +10,6 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use crate::gate::Gate;
-use crate::metrics::Metrics;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "{status: ok} while the process serves HTTP (API and admin listeners)")))]
@@ -45,25 +44,4 @@ pub async fn readyz(gate: web::Data<Gate>) -> HttpResponse {
     } else {
         HttpResponse::Ok().json(body)
     }
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format (role ops when authentication is on)", content_type = "text/plain")))]
-pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
-    metrics.set_circuit(gate.resolver().breaker_state());
-    metrics.audit_backlog.set(gate.audit_backlog() as i64);
-    metrics.audit_unloaded.set(gate.audit_unloaded() as i64);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(metrics.encode())
-}
-
-#[utoipa::path(post, path = "/admin/policy/reload", tag = "operations",
-    responses(
-        (status = 200, description = "{version}: the document was valid and is in force"),
-        (status = 422, description = "POLICY_INVALID: refused; the old policy keeps serving", body = super::openapi::ErrorDoc),
-    ))]
-pub async fn reload_policy(gate: web::Data<Gate>) -> Result<HttpResponse, super::ApiError> {
-    let version = gate.reload_policy()?;
-    Ok(HttpResponse::Ok().json(json!({"version": version})))
 }

@@ -2,6 +2,7 @@
 //! types, call the gate, and shape the answer; they never touch Redis, SQL or
 //! the provider. Errors become HTTP in `error.rs` and nowhere else.
 
+mod admin;
 mod audit;
 mod checks;
 mod error;
@@ -82,12 +83,12 @@ pub fn configure_admin(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/metrics")
                 .wrap(from_fn(guard::require_ops))
-                .service(get("", health::metrics)),
+                .service(get("", admin::metrics)),
         )
         .service(
             web::scope("/admin")
                 .wrap(from_fn(guard::require_ops))
-                .service(post("/policy/reload", health::reload_policy)),
+                .service(post("/policy/reload", admin::reload_policy)),
         );
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{audit, checks, events, health};
+use super::{admin, audit, checks, events, health};
 
 /// A reason: `party` is `driver`, `passenger` (with `index`) or `all`.
 #[derive(Serialize, ToSchema)]
@@ -129,8 +129,8 @@ impl Modify for BearerAuth {
         events::status_event,
         health::healthz,
         health::readyz,
-        health::metrics,
-        health::reload_policy,
+        admin::metrics,
+        admin::reload_policy,
     ),
     components(schemas(
         crate::domain::TripCheckBody,

@@ -494,8 +494,10 @@ impl SqliteStore {
         .await
     }
 
+    /// On the write connection: read at start-up and by the heads
+    /// endpoint only, and an in-memory store has no other.
     pub async fn heads(&self) -> Result<Vec<SignedHead>, StoreError> {
-        self.with_reader(|connection| {
+        self.with_writer(|connection| {
             let mut statement = connection.prepare(&format!(
                 "SELECT {HEAD_COLUMNS}, kind FROM audit_heads ORDER BY instance_id"
             ))?;

@@ -1,0 +1,30 @@
+//! The admin listener's operator endpoints (role `ops` when authentication
+//! is on): Prometheus metrics and the policy reload. The probes are in
+//! `health.rs`.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use crate::gate::Gate;
+use crate::metrics::Metrics;
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format (role ops when authentication is on)", content_type = "text/plain")))]
+pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
+    metrics.set_circuit(gate.resolver().breaker_state());
+    metrics.audit_backlog.set(gate.audit_backlog() as i64);
+    metrics.audit_unloaded.set(gate.audit_unloaded() as i64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(metrics.encode())
+}
+
+#[utoipa::path(post, path = "/admin/policy/reload", tag = "operations",
+    responses(
+        (status = 200, description = "{version}: the document was valid and is in force"),
+        (status = 422, description = "POLICY_INVALID: refused; the old policy keeps serving", body = super::openapi::ErrorDoc),
+    ))]
+pub async fn reload_policy(gate: web::Data<Gate>) -> Result<HttpResponse, super::ApiError> {
+    let version = gate.reload_policy()?;
+    Ok(HttpResponse::Ok().json(json!({"version": version})))
+}
