@@ -254,17 +254,26 @@ async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() 
     }
 }
 
+/// The environment of a `tripgate serve` on the SQLite file `path` with
+/// chain id `instance`, a simulator of its own, and one more setting.
+fn service_env(
+    path: &Path,
+    instance: &str,
+    (key, value): (&'static str, &str),
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("TRIPGATE__PROVIDER__BASE_URL", spawn_simulator()),
+        ("TRIPGATE__AUDIT__SQLITE_PATH", path.display().to_string()),
+        ("TRIPGATE__AUDIT__INSTANCE_ID", instance.to_owned()),
+        (key, value.to_owned()),
+    ]
+}
+
 #[tokio::test]
 async fn a_restart_never_reuses_the_sequence_numbers_of_deleted_records() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite3");
-    let provider = spawn_simulator();
-    let env = vec![
-        ("TRIPGATE__PROVIDER__BASE_URL", provider.clone()),
-        ("TRIPGATE__AUDIT__SQLITE_PATH", path.display().to_string()),
-        ("TRIPGATE__AUDIT__INSTANCE_ID", "fixed".to_owned()),
-        ("TRIPGATE__AUDIT__HEAD_INTERVAL_SECS", "1".to_owned()),
-    ];
+    let env = service_env(&path, "fixed", ("TRIPGATE__AUDIT__HEAD_INTERVAL_SECS", "1"));
     let http = reqwest::Client::new();
     let decide = |service: &ServiceProcess| {
         let (http, url) = (http.clone(), service.url("/v1/checks/trip"));
@@ -461,13 +470,11 @@ fn serve_briefly(env: &[(&str, String)], patience: Duration) -> (bool, String) {
 async fn a_second_server_on_the_same_file_refuses_to_start_and_a_damaged_log_stops_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.sqlite3");
-    let provider = spawn_simulator();
-    let env = vec![
-        ("TRIPGATE__PROVIDER__BASE_URL", provider.clone()),
-        ("TRIPGATE__AUDIT__SQLITE_PATH", path.display().to_string()),
-        ("TRIPGATE__AUDIT__INSTANCE_ID", "owner".to_owned()),
-        ("TRIPGATE__AUDIT__JOURNAL_LOCK_WAIT_MS", "500".to_owned()),
-    ];
+    let env = service_env(
+        &path,
+        "owner",
+        ("TRIPGATE__AUDIT__JOURNAL_LOCK_WAIT_MS", "500"),
+    );
     let mut first = ServiceProcess::start(&env, dir.path().join("first.log")).await;
     let http = reqwest::Client::new();
     for _ in 0..5 {
