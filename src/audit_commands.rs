@@ -13,6 +13,7 @@ use crate::audit::{
     RawFilter, SignedHead,
 };
 use crate::config::{AuditBackend, Settings};
+use crate::telemetry::error_chain;
 
 /// Where to find the store, overriding configuration.
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -102,7 +103,7 @@ async fn open(config: &crate::audit::StoreConfig) -> Result<AuditStore, String> 
     }
     AuditStore::open(&config)
         .await
-        .map_err(|e| format!("cannot open the audit store: {e}"))
+        .map_err(|e| format!("cannot open the audit store: {}", error_chain(&e)))
 }
 
 /// The store a flag names, with the defaults of the configuration files.
@@ -275,13 +276,13 @@ pub async fn verify(flags: VerifyFlags) -> Result<bool, String> {
         eprintln!("no public key: checking links only (heads and checkpoints unchecked)");
     }
     let store = open(&config).await?;
-    let total = store.count().await.map_err(|e| e.to_string())?;
+    let total = store.count().await.map_err(|e| error_chain(&e))?;
     let mut progress = Progress::new(total);
     let report = verify_store(&store, keys.as_ref(), public_keys, saved, |done| {
         progress.show(done)
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| error_chain(&e))?;
     if progress.terminal {
         eprintln!();
     }
@@ -344,7 +345,7 @@ pub async fn export(flags: ExportFlags) -> Result<(), String> {
     };
     let mut stream = Box::pin(export_stream(store, filter, format));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| e.to_string())?;
+        let chunk = chunk.map_err(|e| error_chain(&e))?;
         out.write_all(&chunk).map_err(|e| e.to_string())?;
     }
     out.flush().map_err(|e| e.to_string())
@@ -362,11 +363,11 @@ async fn write_heads_beside(
         .audit_signer()
         .map(|s| crate::audit::public_key_string(&s.public_key()))
         .map_err(|e| e.to_string())?;
-    let heads = store.heads().await.map_err(|e| e.to_string())?;
+    let heads = store.heads().await.map_err(|e| error_chain(&e))?;
     let checkpoints: Vec<SignedHead> = store
         .checkpoints()
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| error_chain(&e))?
         .into_values()
         .collect();
     let body = serde_json::json!({

@@ -124,7 +124,7 @@ async fn main() -> ExitCode {
         }
         Command::Demo { exit, checks } => demo::run(DemoOptions { exit, checks })
             .await
-            .map_err(|e| tripgate::routes::error_chain(&e)),
+            .map_err(|e| tripgate::telemetry::error_chain(&e)),
         Command::Audit {
             command: AuditCommand::Keygen { out },
         } => audit_commands::keygen(&out),
@@ -158,7 +158,7 @@ async fn serve() -> Result<(), String> {
     telemetry::init(&settings.log);
     let app = Application::build(settings)
         .await
-        .map_err(|e| tripgate::routes::error_chain(&e))?;
+        .map_err(|e| tripgate::telemetry::error_chain(&e))?;
     tracing::info!(address = %app.address(), "tripgate listening");
     app.run_until_stopped().await.map_err(|e| e.to_string())
 }

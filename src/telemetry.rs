@@ -72,3 +72,18 @@ impl RootSpanBuilder for RedactedRootSpan {
         }
     }
 }
+
+/// An error and its causes, `: `-separated (for the log).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let more = inner.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = inner.source();
+    }
+    text
+}

@@ -27,7 +27,9 @@ pub fn spawn_retention(
                 Ok(purged) => {
                     tracing::info!(purged, %cutoff, "purged audit records past retention")
                 }
-                Err(error) => tracing::warn!(%error, "audit retention purge failed; will retry"),
+                Err(error) => {
+                    tracing::warn!(error = %crate::telemetry::error_chain(&error), "audit retention purge failed; will retry")
+                }
             }
         }
     })

@@ -172,7 +172,10 @@ impl AuditWriter {
     }
 
     pub async fn store_writable(&self) -> Result<(), String> {
-        self.store.ping().await.map_err(|e| e.to_string())
+        self.store
+            .ping()
+            .await
+            .map_err(|e| crate::telemetry::error_chain(&e))
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -301,7 +304,7 @@ impl Committer {
                 }
                 Err(error) => {
                     metrics.audit_commit_failures.inc();
-                    tracing::error!(%error, records = waiters.len(), "audit commit failed; answering 503 for these decisions");
+                    tracing::error!(error = %crate::telemetry::error_chain(&error), records = waiters.len(), "audit commit failed; answering 503 for these decisions");
                     Err(WriteError::Unavailable(Arc::new(error)))
                 }
             };
@@ -337,7 +340,7 @@ impl Committer {
             Ok(()) => state.signed = Some((head.clone(), Instant::now())),
             Err(error) => {
                 self.metrics.audit_commit_failures.inc();
-                tracing::error!(%error, chain = %state.durable.chain, seq = head.seq, "could not store the signed audit head; will sign again");
+                tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %state.durable.chain, seq = head.seq, "could not store the signed audit head; will sign again");
             }
         }
     }

@@ -208,7 +208,7 @@ pub async fn export(
     // end the stream, which clients see as a truncated transfer.
     let body = reader.export(filter, format).map(|chunk| {
         chunk.map_err(|e| {
-            tracing::error!(error = %e, "audit export failed mid-stream");
+            tracing::error!(error = %crate::telemetry::error_chain(&e), "audit export failed mid-stream");
             actix_web::error::ErrorServiceUnavailable("audit store failed during export")
         })
     });

@@ -90,21 +90,6 @@ impl ApiError {
     }
 }
 
-/// An error and its causes, `: `-separated (for the log).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let more = inner.to_string();
-        if !text.ends_with(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        cause = inner.source();
-    }
-    text
-}
-
 impl ApiError {
     /// What a 5xx body says instead of the cause.
     fn public_message(&self) -> &'static str {
@@ -189,7 +174,7 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let message = if self.status_code().is_server_error() {
-            tracing::error!(code = self.code(), error = %error_chain(self), "request failed");
+            tracing::error!(code = self.code(), error = %crate::telemetry::error_chain(self), "request failed");
             self.public_message().to_owned()
         } else {
             self.to_string()

@@ -23,16 +23,26 @@ use super::query::{Cursor, DecisionFilter, GroupBy, Page, SummaryRow};
 use super::record::{AuditRecord, Hook, RecordDetail, SealedRecord, FORMAT};
 use super::signing::{HeadSigner, SignedHead};
 
+/// What went wrong in a store; the underlying error is kept as the source.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
+    #[error("sqlite")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgres: {0}")]
+    #[error("postgres")]
     Postgres(#[from] tokio_postgres::Error),
-    #[error("postgres pool: {0}")]
-    Pool(String),
-    #[error("audit store task failed: {0}")]
-    Task(String),
+    #[error("postgres pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres pool configuration")]
+    CreatePool(#[from] deadpool_postgres::CreatePoolError),
+    #[error("audit store task failed")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("audit journal: cannot {what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("audit store: {0}")]
     Invalid(String),
 }

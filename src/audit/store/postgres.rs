@@ -107,19 +107,14 @@ impl PostgresStore {
             recycle: Some(Duration::from_secs(3)),
         };
         config.pool = Some(pool_config);
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| StoreError::Pool(e.to_string()))?;
+        let pool = config.create_pool(Some(Runtime::Tokio1), NoTls)?;
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool(e.to_string()))
+        Ok(self.pool.get().await?)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

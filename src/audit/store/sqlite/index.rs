@@ -151,7 +151,7 @@ impl Indexer {
             Ok(connection) => connection,
             Err(error) => {
                 // Derived data: drop it and build it again from the records.
-                tracing::warn!(%error, file = %index.display(), "rebuilding the audit lookup index");
+                tracing::warn!(error = %crate::telemetry::error_chain(&error), file = %index.display(), "rebuilding the audit lookup index");
                 for suffix in ["", "-wal", "-shm"] {
                     let mut name = index.as_os_str().to_owned();
                     name.push(suffix);

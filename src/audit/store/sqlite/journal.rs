@@ -94,11 +94,12 @@ pub struct Journal {
     poisoned: Option<String>,
 }
 
-fn io_error(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Invalid(format!(
-        "audit journal: cannot {what} {}: {e}",
-        path.display()
-    ))
+fn io_error(what: &'static str, path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Segments whose frames' checks cover the segment's number (recyclable).
@@ -329,7 +330,7 @@ impl Journal {
         self.file = match prepared {
             Ok(file) => file,
             Err(error) => {
-                tracing::warn!(%error, "the next audit log segment was not prepared; making it now");
+                tracing::warn!(error = %crate::telemetry::error_chain(&error), "the next audit log segment was not prepared; making it now");
                 prepare_segment(&self.dir, next, self.segment_bytes)?
             }
         };

@@ -165,7 +165,7 @@ pub(super) fn spawn_loader(
         });
     }
     if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot start the audit loader; queries will load on demand");
+        tracing::warn!(error = %crate::telemetry::error_chain(&error), "cannot start the audit loader; queries will load on demand");
     }
 }
 
@@ -191,7 +191,7 @@ fn loader_loop(
         behind = match loaded {
             Ok(_) => locked(&journaled).pending_bytes >= URGENT_PENDING_BYTES,
             Err(error) => {
-                tracing::warn!(%error, "journaled audit rows could not be loaded yet; will retry");
+                tracing::warn!(error = %crate::telemetry::error_chain(&error), "journaled audit rows could not be loaded yet; will retry");
                 false
             }
         };
@@ -206,7 +206,7 @@ fn indexer_loop(indexer: std::sync::Weak<Indexer>) {
             return;
         };
         if let Err(error) = indexer.catch_up().and_then(|_| indexer.merge_rest()) {
-            tracing::warn!(%error, "audit lookup index could not catch up; will retry");
+            tracing::warn!(error = %crate::telemetry::error_chain(&error), "audit lookup index could not catch up; will retry");
         }
     }
 }
