@@ -324,3 +324,34 @@ fn cargo_run_runs_the_service() {
          'could not determine which binary to run'"
     );
 }
+
+#[test]
+fn every_secret_file_production_reads_is_a_key_of_the_example_secret() {
+    let production =
+        std::fs::read_to_string(root().join("k8s/base/config/production.toml")).unwrap();
+    let mut keys = Vec::new();
+    for (_, doc) in all_documents() {
+        if get(&doc, "kind").as_str() == Some("Secret")
+            && get(&doc, "metadata.name").as_str() == Some("tripgate-secrets")
+        {
+            for (key, _) in get(&doc, "stringData").as_mapping().unwrap() {
+                keys.push(key.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    let files: Vec<&str> = production
+        .lines()
+        .filter_map(|line| line.split("\"/etc/tripgate/secrets/").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(
+        files.len() >= 8,
+        "production reads its secrets from files: {files:?}"
+    );
+    for file in files {
+        assert!(
+            keys.iter().any(|k| k == file),
+            "production.toml reads /etc/tripgate/secrets/{file}, which the example Secret does not list: {keys:?}"
+        );
+    }
+}
