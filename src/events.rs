@@ -93,9 +93,14 @@ impl StatusEvents {
             issuer: IssuerId::new(&record.issuer),
             updated_at: record.updated_at,
         };
-        // The signature names (timestamp, body) exactly; a replay can only
-        // arrive while the timestamp is within the skew on either side.
-        let digest = crate::hexcode::encode(&crate::hexcode::sha256(signature.as_bytes()));
+        // What was signed, not how the signature is spelt (its hex may be
+        // written in either case, with or without `sha256=`); a replay can
+        // only arrive while the timestamp is within the skew on either side.
+        let mut signed = Vec::with_capacity(timestamp.len() + 1 + body.len());
+        signed.extend_from_slice(timestamp.as_bytes());
+        signed.push(b'.');
+        signed.extend_from_slice(body);
+        let digest = crate::hexcode::encode(&crate::hexcode::sha256(&signed));
         let window = (self.max_skew * 2).to_std().unwrap_or_default();
         if !self.resolver.first_sighting(&digest, window).await? {
             return Err(EventError::Replayed);

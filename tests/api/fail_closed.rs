@@ -246,6 +246,29 @@ async fn pushes_from_the_future_replays_and_stale_pushes_are_not_applied() {
     assert_eq!(replay.status(), 409);
     let error: Value = replay.json().await.unwrap();
     assert_eq!(error["error"]["code"], "REPLAYED_EVENT");
+    // The same event with its signature spelt otherwise is the same event.
+    let body = serde_json::to_vec(&red).unwrap();
+    let signature =
+        tripgate::provider_api::sign_event(EVENTS_SECRET.as_bytes(), &sent.to_string(), &body);
+    let respelt = signature.trim_start_matches("sha256=").to_ascii_uppercase();
+    let replay = second
+        .http
+        .post(second.url("/v1/status-events"))
+        .header("content-type", "application/json")
+        .header(
+            tripgate::provider_api::EVENT_TIMESTAMP_HEADER,
+            sent.to_string(),
+        )
+        .header(tripgate::provider_api::EVENT_SIGNATURE_HEADER, respelt)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        replay.status(),
+        409,
+        "a respelt signature is still a replay"
+    );
 
     // Nothing cached and older than the skew window: not applied; the
     // provider is asked on the next check.
