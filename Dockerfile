@@ -14,5 +14,7 @@ ENV TRIPGATE_ENV=production \
     TRIPGATE_CONFIG_DIR=/etc/tripgate/config
 USER 65532:65532
 EXPOSE 8080 9100
+# Asks the admin listener's /readyz (exit 0 ready or degraded, 1 not).
+HEALTHCHECK --interval=10s --timeout=5s --retries=3 CMD ["/usr/local/bin/tripgate", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/tripgate"]
 CMD ["serve"]

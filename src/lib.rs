@@ -21,6 +21,7 @@ pub mod gate;
 pub mod hexcode;
 pub mod messages;
 pub mod metrics;
+pub mod ops_commands;
 pub mod policy;
 pub mod provider_api;
 pub mod routes;

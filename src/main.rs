@@ -75,6 +75,21 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Ask the running service's admin listener whether it is ready: exit 0
+    /// ready (or degraded), 1 not (for a container's health check).
+    Healthcheck,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load and check the configuration (every secret read), print it with
+    /// secrets hidden; non-zero exit on an error naming the key.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +153,14 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export(flags),
         } => audit_commands::export(*flags).await,
+        Command::Healthcheck => match tripgate::ops_commands::healthcheck().await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => tripgate::ops_commands::config_check(),
         Command::Policy {
             command: PolicyCommand::Check { file },
         } => Policy::load(&file)

@@ -261,6 +261,10 @@ fn the_dockerfile_builds_in_stages_and_runs_as_non_root() {
         dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")) >= 2
     );
     assert!(dockerfile.contains("USER 65532"));
+    assert!(
+        dockerfile.contains(r#"HEALTHCHECK"#) && dockerfile.contains(r#""healthcheck"]"#),
+        "the image checks its own readiness with `tripgate healthcheck`"
+    );
 }
 
 #[test]

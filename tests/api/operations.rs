@@ -662,3 +662,74 @@ async fn the_openapi_document_describes_every_route_and_swagger_ui_is_served() {
         "Swagger UI is served from the binary"
     );
 }
+
+/// Runs the `tripgate` binary with `args` on the repository's config and
+/// `env`; (exit code, stdout and stderr).
+fn tripgate(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"));
+    command
+        .args(args)
+        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
+        .env_remove("TRIPGATE_ENV")
+        .stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("run tripgate");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_while_the_service_is_ready_and_1_when_it_is_not() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin_address.to_string();
+    let up = tokio::task::spawn_blocking(move || {
+        tripgate(
+            &["healthcheck"],
+            &[("TRIPGATE__SERVER__ADMIN_LISTEN", admin)],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(up.0, 0, "{}", up.1);
+    assert!(up.1.contains("ready"), "{}", up.1);
+
+    let nobody = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let (code, out) = tripgate(
+        &["healthcheck"],
+        &[("TRIPGATE__SERVER__ADMIN_LISTEN", nobody)],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not ready"), "{out}");
+}
+
+#[test]
+fn config_check_prints_the_configuration_without_its_secrets_and_names_a_wrong_key() {
+    let (code, out) = tripgate(
+        &["config", "check"],
+        &[(
+            "TRIPGATE__AUDIT__POSTGRES_URL",
+            "postgres://tripgate:pg-pass-4711@db:5432/tripgate".to_owned(),
+        )],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration (local) is valid"), "{out}");
+    assert!(out.contains("Secret(<redacted>)"), "{out}");
+    for secret in [
+        "local-development-events-secret",
+        "local-development-cache-pseudonym-secret",
+        "local-development-key-not-for-production",
+        "pg-pass-4711",
+    ] {
+        assert!(!out.contains(secret), "config check printed {secret}");
+    }
+
+    let (code, out) = tripgate(
+        &["config", "check"],
+        &[("TRIPGATE__PROVIDER__MAX_ANSWER_BYTES", "0".to_owned())],
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("provider.max_answer_bytes"), "{out}");
+}
