@@ -471,7 +471,13 @@ impl Settings {
             })?;
         }
         let events_secret = self.events_secret()?;
-        let cache_keys = self.cache_keys()?;
+        let audit_key_secrets = self.audit_key_secrets()?;
+        let others: Vec<&str> = audit_key_secrets
+            .iter()
+            .map(|(_, secret)| secret.as_str())
+            .chain(std::iter::once(events_secret.expose()))
+            .collect();
+        let cache_keys = self.cache_keys(&others)?;
         let auth_clients = self.auth_clients()?;
         if self.environment == Environment::Production {
             self.refuse_unsafe_production(&events_secret, &auth_clients)?;
@@ -532,7 +538,7 @@ impl Settings {
                     problem: format!("not a PostgreSQL URL: {e}"),
                 })?;
         }
-        let audit_keys = self.audit_keys()?;
+        let audit_keys = self.audit_keys_of(&audit_key_secrets)?;
         let signer = self.audit_signer()?;
         let public_keys = self.audit_public_keys_of(&signer)?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {

@@ -89,6 +89,11 @@ pub struct Parsed {
 impl Settings {
     /// The audit keys, secrets read from their files where configured.
     pub fn audit_keys(&self) -> Result<crate::audit::AuditKeys, ConfigError> {
+        self.audit_keys_of(&self.audit_key_secrets()?)
+    }
+
+    /// The (id, secret) of every audit key, each read once.
+    pub(super) fn audit_key_secrets(&self) -> Result<Vec<(String, String)>, ConfigError> {
         let mut pairs = Vec::with_capacity(self.audit.keys.len());
         for (i, key) in self.audit.keys.iter().enumerate() {
             let secret = read_secret(&key.secret, &key.secret_file).map_err(|problem| {
@@ -105,7 +110,14 @@ impl Settings {
             }
             pairs.push((key.id.clone(), secret));
         }
-        crate::audit::AuditKeys::new(&pairs, &self.audit.active_key).map_err(|e| {
+        Ok(pairs)
+    }
+
+    pub(super) fn audit_keys_of(
+        &self,
+        pairs: &[(String, String)],
+    ) -> Result<crate::audit::AuditKeys, ConfigError> {
+        crate::audit::AuditKeys::new(pairs, &self.audit.active_key).map_err(|e| {
             ConfigError::Invalid {
                 key: "audit.keys",
                 problem: e.to_string(),
@@ -246,9 +258,13 @@ impl Settings {
     }
 
     /// The cache secrets, read once and checked: at least 16 bytes, and
-    /// none equal to the events secret or an audit key (a pseudonym in Redis
-    /// must not be joinable with the trail).
-    pub fn cache_keys(&self) -> Result<crate::status::CacheKeys, ConfigError> {
+    /// none equal to `others` (the audit keys' and the events secret, as
+    /// `parse` read them: a pseudonym in Redis must not be joinable with
+    /// the trail).
+    pub(super) fn cache_keys(
+        &self,
+        others: &[&str],
+    ) -> Result<crate::status::CacheKeys, ConfigError> {
         let active = read_secret(
             &self.cache.pseudonym_secret,
             &self.cache.pseudonym_secret_file,
@@ -271,13 +287,6 @@ impl Settings {
                 )
             }
         };
-        let mut others: Vec<String> = self
-            .audit
-            .keys
-            .iter()
-            .filter_map(|k| read_secret(&k.secret, &k.secret_file).ok())
-            .collect();
-        others.extend(read_secret(&self.events.secret, &self.events.secret_file).ok());
         for (key, secret) in std::iter::once(("cache.pseudonym_secret", &active)).chain(
             previous
                 .as_ref()
@@ -289,7 +298,7 @@ impl Settings {
                     problem: "must be at least 16 bytes".into(),
                 });
             }
-            if others.contains(secret) {
+            if others.contains(&secret.as_str()) {
                 return Err(ConfigError::Invalid {
                     key,
                     problem: "must differ from the audit keys and the events secret".into(),
