@@ -6,13 +6,18 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub fn encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
+    push_encoded(&mut out, bytes);
+    out
+}
+
+/// Appends the hex of `bytes` to `out` (a key built in one allocation).
+pub fn push_encoded(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         out.push(DIGITS[(b >> 4) as usize] as char);
         out.push(DIGITS[(b & 0xf) as usize] as char);
     }
-    out
 }
 
 /// Exactly 64 hex digits (either case) as 32 bytes.

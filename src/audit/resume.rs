@@ -95,31 +95,30 @@ pub async fn at_start(
 }
 
 /// After a commit whose outcome is unknown: continue from the store when it
-/// still reaches `durable` (the last head known to be durable), else open
-/// the next segment.
+/// still reaches `durable` (the chain and the last head known to be
+/// durable in it), else open the next segment.
 pub async fn after_failure(
     store: &AuditStore,
     instance_id: &str,
-    current: &Continuation,
-    durable: &ChainHead,
+    durable: &Continuation,
 ) -> Result<Continuation, StoreError> {
     let stored = store
-        .chain_head(&current.chain)
+        .chain_head(&durable.chain)
         .await?
         .unwrap_or_else(ChainHead::genesis);
-    if reaches(store, &current.chain, durable, &stored).await? {
+    if reaches(store, &durable.chain, &durable.head, &stored).await? {
         return Ok(Continuation {
-            chain: current.chain.clone(),
+            chain: durable.chain.clone(),
             head: stored,
         });
     }
     tracing::error!(
-        chain = %current.chain,
-        durable_seq = durable.seq,
+        chain = %durable.chain,
+        durable_seq = durable.head.seq,
         stored_seq = stored.seq,
         "the audit chain lost records it had committed; opening a new chain segment"
     );
-    let n = segment_of(instance_id, &current.chain).unwrap_or(0);
+    let n = segment_of(instance_id, &durable.chain).unwrap_or(0);
     fresh_segment(store, instance_id, n + 1).await
 }
 

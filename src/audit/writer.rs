@@ -89,9 +89,7 @@ pub struct AuditWriter {
     bytes: Arc<Semaphore>,
     byte_units: u32,
     store: AuditStore,
-    metrics: Arc<Metrics>,
     keys: AuditKeys,
-    signer: HeadSigner,
     instance_id: String,
 }
 
@@ -122,11 +120,11 @@ impl AuditWriter {
         spawn_ticker(queue.downgrade(), head_interval);
         let committer = Committer {
             store: store.clone(),
-            signer: signer.clone(),
+            signer,
             instance_id: instance_id.clone(),
             max_batch: max_batch.max(1),
             head_interval,
-            metrics: Arc::clone(&metrics),
+            metrics,
             runtime: tokio::runtime::Handle::current(),
         };
         // A thread of its own rather than the blocking pool: a runtime waits
@@ -147,18 +145,11 @@ impl AuditWriter {
                 bytes: Arc::new(Semaphore::new(byte_units as usize)),
                 byte_units,
                 store,
-                metrics,
                 keys,
-                signer,
                 instance_id,
             },
             task,
         ))
-    }
-
-    /// The key this instance signs its heads with.
-    pub fn signer(&self) -> &HeadSigner {
-        &self.signer
     }
 
     /// Decisions queued and not yet committed.
@@ -176,10 +167,6 @@ impl AuditWriter {
             .ping()
             .await
             .map_err(|e| crate::telemetry::error_chain(&e))
-    }
-
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
     }
 
     pub fn keys(&self) -> &AuditKeys {
@@ -238,11 +225,11 @@ struct Committer {
 
 /// The writer thread's view of its chain.
 struct ChainState {
-    /// Where the next batch goes; `None` after a commit that failed, until
-    /// the store has been asked.
-    next: Option<Continuation>,
-    /// The chain and the last head known to be durable in it.
+    /// The chain and the last head known to be durable in it: where the
+    /// next batch goes, unless
     durable: Continuation,
+    /// a commit failed since, and the store must be asked first.
+    uncertain: bool,
     /// The last head signed, and when.
     signed: Option<(ChainHead, Instant)>,
 }
@@ -251,8 +238,8 @@ impl Committer {
     fn run(self, mut receiver: mpsc::Receiver<Work>, start: Continuation) {
         let metrics = &self.metrics;
         let mut state = ChainState {
-            next: Some(start.clone()),
             durable: start,
+            uncertain: false,
             signed: None,
         };
         let mut work: Vec<Work> = Vec::with_capacity(self.max_batch);
@@ -268,14 +255,14 @@ impl Committer {
                 self.sign_if_due(&mut state, Duration::ZERO);
                 continue;
             }
-            let start = match state.next.take() {
-                Some(known) => Ok(known),
-                None => self.runtime.block_on(resume::after_failure(
+            let start = if state.uncertain {
+                self.runtime.block_on(resume::after_failure(
                     &self.store,
                     &self.instance_id,
                     &state.durable,
-                    &state.durable.head,
-                )),
+                ))
+            } else {
+                Ok(state.durable.clone())
             };
             let timer = Instant::now();
             let (records, waiters): (Vec<AuditRecord>, Vec<_>) = pending
@@ -298,11 +285,12 @@ impl Committer {
                     if durable.chain != state.durable.chain {
                         state.signed = None;
                     }
-                    state.next = Some(durable.clone());
                     state.durable = durable;
+                    state.uncertain = false;
                     Ok(Instant::now())
                 }
                 Err(error) => {
+                    state.uncertain = true;
                     metrics.audit_commit_failures.inc();
                     tracing::error!(error = %crate::telemetry::error_chain(&error), records = waiters.len(), "audit commit failed; answering 503 for these decisions");
                     Err(WriteError::Unavailable(Arc::new(error)))

@@ -117,11 +117,10 @@ impl StatusCache {
     ) -> Result<Put, CacheError> {
         match self {
             StatusCache::Redis(cache) => cache.put_pushed(subjects, status, floor_us).await,
-            StatusCache::Memory(cache) => Ok(subjects
-                .iter()
-                .map(|subject| cache.put(subject, status.clone(), Some(floor_us)))
-                .next()
-                .unwrap_or(Put::Refused)),
+            // One process: only the active pseudonym is ever read.
+            StatusCache::Memory(cache) => Ok(subjects.first().map_or(Put::Refused, |subject| {
+                cache.put(subject, status, Some(floor_us))
+            })),
         }
     }
 

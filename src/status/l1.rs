@@ -60,10 +60,10 @@ impl L1Cache {
     /// invalidation arrived since `seen` (taken before the read or call):
     /// the value may predate the change that invalidation announced. Every
     /// insert goes through here: a provider answer in flight while a push
-    /// lands must not sit in L1 for a lifetime either. Checked again after inserting, because an
-    /// invalidation counts itself before it removes: one counted between
-    /// the two checks takes the entry out here, one counted after the second
-    /// removes it itself.
+    /// lands must not sit in L1 for a lifetime either. Checked again after
+    /// inserting, because an invalidation counts itself before it removes:
+    /// one counted between the two checks takes the entry out here, one
+    /// counted after the second removes it itself.
     pub fn insert_read(&self, subject: Pseudonym, status: CachedStatus, seen: u64) {
         if self.invalidations() != seen {
             // Whatever L1 holds may be older than what was just written to

@@ -35,6 +35,11 @@ impl Pseudonym {
     pub fn to_hex(&self) -> String {
         crate::hexcode::encode(&self.0)
     }
+
+    /// Appends the 64 hex digits to `out`.
+    pub fn push_hex(&self, out: &mut String) {
+        crate::hexcode::push_encoded(out, &self.0);
+    }
 }
 
 impl fmt::Debug for Pseudonym {

@@ -228,7 +228,7 @@ impl RedisCache {
     pub fn key_for(&self, subject: &Pseudonym) -> String {
         let mut key = String::with_capacity(self.key_prefix.len() + 64);
         key.push_str(&self.key_prefix);
-        key.push_str(&subject.to_hex());
+        subject.push_hex(&mut key);
         key
     }
 
