@@ -39,7 +39,8 @@ fn policy(c: &mut Criterion) {
             status: Status::Registered(HealthCode {
                 colour: Colour::new(colour),
                 issuer: IssuerId::new("hangzhou"),
-                updated_at: now - TimeDelta::hours(3),
+                renewed_at: now - TimeDelta::hours(3),
+                colour_since: None,
             }),
             source: Source::L1,
             fetched_at: now,
@@ -113,8 +114,10 @@ fn hashing(c: &mut Criterion) {
                 source: Some("l1".into()),
                 status_age_secs: Some(10_800),
                 eligible: None,
+                eligible_after_us: None,
             })
             .collect(),
+        client: Some("dispatch".into()),
     };
     let head = ChainHead::genesis();
     c.bench_function("seal an audit record", |b| {

@@ -13,8 +13,9 @@
 
 use chrono::{TimeDelta, Utc};
 
+use crate::domain::Status;
 use crate::domain::{Colour, HealthCode, IssuerId, SubjectId};
-use crate::provider_api::{event_signature_matches, HealthCodeRecord};
+use crate::provider_api::{event_signature_matches, StatusPush};
 use crate::status::{CacheError, Put, Resolver};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +26,9 @@ pub enum EventError {
     BadSignature,
     #[error("the timestamp is not Unix seconds or is more than {0} s away from now")]
     StaleTimestamp(u64),
-    #[error("the event body is not a health-code record: {0}")]
+    #[error("the event body is neither a health-code record nor a deletion: {0}")]
     BadBody(String),
-    #[error("updated_at is more than {0} s in the future; the code is not applied")]
+    #[error("the event is stamped more than {0} s in the future; it is not applied")]
     FutureCode(u64),
     #[error("this signed event was already received; a replay is not applied again")]
     Replayed,
@@ -75,24 +76,43 @@ impl StatusEvents {
         if (Utc::now() - sent).abs() > self.max_skew {
             return Err(EventError::StaleTimestamp(skew));
         }
-        let record: HealthCodeRecord =
+        let push: StatusPush =
             serde_json::from_slice(body).map_err(|e| EventError::BadBody(e.to_string()))?;
-        let subject = SubjectId::parse(&record.subject_id)
-            .map_err(|e| EventError::BadBody(format!("subject_id {e}")))?;
-        if record.color.trim().is_empty() || record.issuer.trim().is_empty() {
-            return Err(EventError::BadBody(
-                "color and issuer must not be empty".into(),
-            ));
-        }
         let now = Utc::now();
-        if record.updated_at > now + self.max_skew {
-            return Err(EventError::FutureCode(skew));
-        }
-        let code = HealthCode {
-            colour: Colour::new(&record.color),
-            issuer: IssuerId::new(&record.issuer),
-            updated_at: record.updated_at,
+        let (subject_id, status, stated_at) = match push {
+            StatusPush::Code(record) => {
+                if record.color.trim().is_empty() || record.issuer.trim().is_empty() {
+                    return Err(EventError::BadBody(
+                        "color and issuer must not be empty".into(),
+                    ));
+                }
+                let renewed_at = record.renewed().ok_or_else(|| {
+                    EventError::BadBody("renewed_at (or v1 updated_at) is required".into())
+                })?;
+                let code = HealthCode {
+                    colour: Colour::new(&record.color),
+                    issuer: IssuerId::new(&record.issuer),
+                    renewed_at,
+                    colour_since: record.color_since,
+                };
+                if code.stamped_at() > now + self.max_skew {
+                    return Err(EventError::FutureCode(skew));
+                }
+                (record.subject_id, Status::Registered(code), now)
+            }
+            StatusPush::Deleted(deleted) => {
+                if deleted.deleted_at > now + self.max_skew {
+                    return Err(EventError::FutureCode(skew));
+                }
+                (
+                    deleted.subject_id,
+                    Status::NotRegistered,
+                    deleted.deleted_at.min(now),
+                )
+            }
         };
+        let subject = SubjectId::parse(&subject_id)
+            .map_err(|e| EventError::BadBody(format!("subject_id {e}")))?;
         // What was signed, not how the signature is spelt (its hex may be
         // written in either case, with or without `sha256=`); a replay can
         // only arrive while the timestamp is within the skew on either side.
@@ -107,7 +127,7 @@ impl StatusEvents {
         }
         match self
             .resolver
-            .apply_pushed(&subject, code, now - self.max_skew)
+            .apply_pushed(&subject, status.clone(), stated_at, now - self.max_skew)
             .await
         {
             Ok(put) => Ok(put),

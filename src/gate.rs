@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use crate::audit::{AuditRecord, AuditWriter, WriteError};
 use crate::domain::{
-    Check, CityCode, Decided, Party, PartyReport, Standing, Status, StatusLookup, SubjectId,
-    Unavailable,
+    Check, CityCode, Decided, IssuerId, Party, PartyReport, Source, Standing, Status, StatusLookup,
+    SubjectId, Unavailable,
 };
 use crate::metrics::Metrics;
 use crate::policy::{evaluate, Policy, PolicyError};
@@ -141,6 +141,7 @@ impl Gate {
         &self,
         check: Check,
         budget: Option<Duration>,
+        client: Option<String>,
     ) -> Result<Decided, GateError> {
         let started = Instant::now();
         let callers_deadline = budget.is_some_and(|b| b < self.deadline);
@@ -192,12 +193,17 @@ impl Gate {
 
         let reports = parties
             .iter()
+            .zip(evaluation.failures)
+            .zip(evaluation.eligible_after)
             .enumerate()
-            .map(|(i, (party, lookup))| PartyReport {
-                failure: evaluation.failures[i].clone(),
-                eligible: evaluation.eligible[i],
-                ..report(*party, lookup, evaluation.standings[i])
-            })
+            .map(
+                |(i, (((party, lookup), failures), eligible_after))| PartyReport {
+                    failures,
+                    eligible: evaluation.eligible[i],
+                    eligible_after,
+                    ..report(*party, lookup, evaluation.standings[i])
+                },
+            )
             .collect();
         let decided = Decided {
             // Minted from the decision time: the time index finds a decision
@@ -210,6 +216,7 @@ impl Gate {
             decision: evaluation.decision,
             parties: reports,
             decided_at,
+            client,
         };
 
         let subjects: Vec<&SubjectId> = check.parties().map(|(_, subject)| subject).collect();
@@ -243,12 +250,16 @@ impl Gate {
         Ok(decided)
     }
 
-    /// Mutual recognition: a code whose issuer the city does not accept is
-    /// looked up at the national platform, when one is configured, and the
-    /// national answer is used unless the regional code is stricter (a
-    /// regional red is never loosened by a national green: the stricter
-    /// stands). Otherwise the original code stands and policy reports
-    /// ISSUER_NOT_RECOGNISED.
+    /// Mutual recognition through the national platform, when one is
+    /// configured. Asked, in one batch, about every subject whose regional
+    /// code comes from an issuer the city does not accept, and, when the
+    /// city recognises the national platform's codes, about every subject
+    /// the regional provider has no code for or could not answer about (a
+    /// visitor). A national code replaces a foreign regional code only when
+    /// it is at least as strict (a regional red is never loosened by a
+    /// national green); it replaces "no code" or "unavailable" outright.
+    /// Otherwise the regional answer stands. A national answer used is
+    /// reported with source `national`.
     async fn mediate(
         &self,
         policy: &Policy,
@@ -261,35 +272,54 @@ impl Gate {
             return;
         };
         let strictness = policy.strictness();
-        let foreign: Vec<(usize, u8)> = lookups
+        let visitors_recognised = policy.accepts(city, &IssuerId::new(NATIONAL_ISSUER));
+        let asked: Vec<(usize, Option<u8>)> = lookups
             .iter()
             .enumerate()
             .filter_map(|(i, lookup)| match lookup {
                 StatusLookup::Known {
                     status: Status::Registered(code),
                     ..
-                } if !policy.accepts(city, &code.issuer) => Some((i, strictness.rank(code))),
+                } if !policy.accepts(city, &code.issuer) => Some((i, Some(strictness.rank(code)))),
+                StatusLookup::Known {
+                    status: Status::NotRegistered,
+                    ..
+                }
+                | StatusLookup::Unavailable(_)
+                    if visitors_recognised =>
+                {
+                    Some((i, None))
+                }
                 _ => None,
             })
             .collect();
-        if foreign.is_empty() {
+        if asked.is_empty() {
             return;
         }
-        let asked: Vec<SubjectId> = foreign.iter().map(|(i, _)| subjects[*i].clone()).collect();
-        let answers = national.resolve(&asked, deadline).await;
-        for ((i, regional_rank), answer) in foreign.into_iter().zip(answers) {
+        let ids: Vec<SubjectId> = asked.iter().map(|(i, _)| subjects[*i].clone()).collect();
+        let answers = national.resolve(&ids, deadline).await;
+        for ((i, regional_rank), answer) in asked.into_iter().zip(answers) {
             if let StatusLookup::Known {
                 status: Status::Registered(code),
+                fetched_at,
                 ..
-            } = &answer
+            } = answer
             {
-                if strictness.rank(code) >= regional_rank {
-                    lookups[i] = answer;
+                if regional_rank.is_none_or(|rank| strictness.rank(&code) >= rank) {
+                    lookups[i] = StatusLookup::Known {
+                        status: Status::Registered(code),
+                        source: Source::National,
+                        fetched_at,
+                    };
                 }
             }
         }
     }
 }
+
+/// The issuer id of codes the national platform issues; a city that lists
+/// it among its recognised issuers recognises visitors through the platform.
+pub const NATIONAL_ISSUER: &str = "national";
 
 fn report(party: Party, lookup: &StatusLookup, standing: Standing) -> PartyReport {
     let mut report = PartyReport {
@@ -299,15 +329,18 @@ fn report(party: Party, lookup: &StatusLookup, standing: Standing) -> PartyRepor
         issuer: None,
         source: None,
         as_of: None,
-        failure: None,
+        colour_since: None,
+        failures: Vec::new(),
         eligible: true,
+        eligible_after: None,
     };
     if let StatusLookup::Known { status, source, .. } = lookup {
         report.source = Some(*source);
         if let Status::Registered(code) = status {
             report.colour = Some(code.colour.clone());
             report.issuer = Some(code.issuer.clone());
-            report.as_of = Some(code.updated_at);
+            report.as_of = Some(code.renewed_at);
+            report.colour_since = code.colour_since;
         }
     }
     report

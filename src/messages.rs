@@ -120,14 +120,22 @@ mod tests {
     fn the_shipped_catalogue_is_complete() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/messages.toml");
         let messages = Messages::load(&path).unwrap();
-        assert_eq!(
-            messages.text(ReasonCode::NoHealthCode, Lang::ZhCn),
-            "请先申领健康码并确保为绿码状态"
-        );
-        assert_eq!(
-            messages.text(ReasonCode::NoHealthCode, Lang::En),
-            "Please apply for a health code and make sure it is green"
-        );
+        // The scheme: 7 and 14 days, centralised or home isolation for both.
+        for (code, days) in [
+            (ReasonCode::HealthCodeYellow, "7"),
+            (ReasonCode::HealthCodeRed, "14"),
+        ] {
+            let zh = messages.text(code, Lang::ZhCn);
+            let en = messages.text(code, Lang::En);
+            assert!(zh.contains(&format!("{days}天集中或居家隔离")), "{zh}");
+            assert!(
+                en.contains(&format!("{days} days of centralised or home isolation")),
+                "{en}"
+            );
+        }
+        assert!(messages
+            .text(ReasonCode::NoHealthCode, Lang::En)
+            .contains("apply for one through"));
     }
 
     #[test]

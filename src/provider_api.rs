@@ -11,12 +11,66 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BATCH: usize = 1000;
 
 /// `GET /v1/health-codes/{subject_id}` → 200 with this body, or 404.
+///
+/// Contract v2 states two times: `color_since` (when the colour last
+/// changed) and `renewed_at` (the last daily check-in). A v1 answer has
+/// `updated_at` only, read as `renewed_at` (and no `color_since`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthCodeRecord {
     pub subject_id: String,
     pub color: String,
     pub issuer: String,
-    pub updated_at: DateTime<Utc>,
+    /// v2: when the colour last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color_since: Option<DateTime<Utc>>,
+    /// v2: the last daily check-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// v1: the only time a v1 provider states; read as `renewed_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl HealthCodeRecord {
+    /// A v2 record.
+    pub fn v2(
+        subject_id: &str,
+        color: &str,
+        issuer: &str,
+        color_since: DateTime<Utc>,
+        renewed_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            subject_id: subject_id.to_owned(),
+            color: color.to_owned(),
+            issuer: issuer.to_owned(),
+            color_since: Some(color_since),
+            renewed_at: Some(renewed_at),
+            updated_at: None,
+        }
+    }
+
+    /// The last check-in: `renewed_at`, or a v1 record's `updated_at`.
+    pub fn renewed(&self) -> Option<DateTime<Utc>> {
+        self.renewed_at.or(self.updated_at)
+    }
+}
+
+/// A pushed deletion (`POST /v1/status-events`): the provider no longer
+/// holds a code for the subject, as of `deleted_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeDeleted {
+    pub subject_id: String,
+    pub deleted_at: DateTime<Utc>,
+}
+
+/// What a status push carries: a code (v1 or v2) or a deletion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StatusPush {
+    Deleted(CodeDeleted),
+    Code(HealthCodeRecord),
 }
 
 /// `POST /v1/health-codes/batch` request.
@@ -70,8 +124,13 @@ pub struct SetItinerary {
 pub struct SetHealthCode {
     pub color: String,
     pub issuer: String,
+    /// Defaults to now, or to the current code's `color_since` when the
+    /// colour is unchanged.
     #[serde(default)]
-    pub updated_at: Option<DateTime<Utc>>,
+    pub color_since: Option<DateTime<Utc>>,
+    /// Defaults to now. (`updated_at`, the v1 name, is read as this.)
+    #[serde(default, alias = "updated_at")]
+    pub renewed_at: Option<DateTime<Utc>>,
 }
 
 /// `PUT /admin/faults` (simulator only). All zero / false clears them.
@@ -89,6 +148,9 @@ pub struct Faults {
     /// provider that validates ids would (the ids a caller invented).
     #[serde(default)]
     pub refuse_unknown: bool,
+    /// Answers in contract v1 (`updated_at` only), as an older provider.
+    #[serde(default)]
+    pub contract_v1: bool,
 }
 
 /// `GET /admin/stats` (simulator only).
@@ -117,7 +179,7 @@ pub struct ProviderError {
 }
 
 /// Pushed status events (`POST /v1/status-events` on tripgate) carry a
-/// `HealthCodeRecord` body and two headers: the Unix time in seconds, and
+/// `StatusPush` body (a `HealthCodeRecord` or a `CodeDeleted`) and two headers: the Unix time in seconds, and
 /// `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`.
 pub const EVENT_TIMESTAMP_HEADER: &str = "X-Tripgate-Timestamp";
 pub const EVENT_SIGNATURE_HEADER: &str = "X-Tripgate-Signature";

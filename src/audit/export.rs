@@ -80,6 +80,9 @@ pub struct RecordView<'a> {
     pub format: u32,
     pub reasons: &'a [AuditReason],
     pub parties: &'a [AuditParty],
+    /// The client that asked (absent with authentication off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<&'a str>,
     pub chain: ChainView<'a>,
 }
 
@@ -105,6 +108,7 @@ impl<'a> RecordView<'a> {
             format: r.format,
             reasons: &r.reasons,
             parties: &r.parties,
+            client: r.client.as_deref(),
             chain: ChainView {
                 instance_id: &r.instance_id,
                 seq: sealed.seq,
@@ -254,6 +258,7 @@ pub fn links_of_export(text: &str) -> Result<Vec<StoredLink>, String> {
             .timestamp_micros();
         let record = super::record::Hook::parse(&e.hook)
             .map(|hook| AuditRecord {
+                client: None,
                 format: e.format,
                 decision_id: e.decision_id.clone(),
                 decided_at_us,

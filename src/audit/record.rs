@@ -56,6 +56,10 @@ pub struct AuditParty {
     /// For candidate drivers: eligible (true) or excluded (false).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub eligible: Option<bool>,
+    /// For a refused party: when it may pass again (microseconds since the
+    /// epoch), where policy could derive it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub eligible_after_us: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,11 @@ pub struct AuditRecord {
     pub key_id: String,
     pub reasons: Vec<AuditReason>,
     pub parties: Vec<AuditParty>,
+    /// The authenticated client that asked (absent with authentication
+    /// off). Last, and left out when absent, so that records without it
+    /// keep their encoding.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub client: Option<String>,
 }
 
 /// Every field of a record but its reasons and parties, in the record's
@@ -102,6 +111,8 @@ struct RecordHead<'a> {
 struct DetailFields<'a> {
     reasons: &'a [AuditReason],
     parties: &'a [AuditParty],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'a str>,
 }
 
 impl AuditRecord {
@@ -123,7 +134,7 @@ impl AuditRecord {
         };
         let mut reasons: Vec<AuditReason> =
             decided.decision.reasons.iter().map(audit_reason).collect();
-        for excluded in decided.parties.iter().filter_map(|p| p.failure.as_ref()) {
+        for excluded in decided.parties.iter().flat_map(|p| &p.failures) {
             if !decided.decision.reasons.contains(excluded) {
                 reasons.push(audit_reason(excluded));
             }
@@ -161,8 +172,10 @@ impl AuditRecord {
                         .as_of
                         .map(|at| (decided.decided_at - at).num_seconds().max(0)),
                     eligible: matches!(p.party, Party::Candidate(_)).then_some(p.eligible),
+                    eligible_after_us: p.eligible_after.as_ref().map(|e| e.at.timestamp_micros()),
                 })
                 .collect(),
+            client: decided.client.clone(),
         }
     }
 
@@ -180,6 +193,7 @@ impl AuditRecord {
         let detail = DetailFields {
             reasons: &self.reasons,
             parties: &self.parties,
+            client: self.client.as_deref(),
         };
         let head = RecordHead {
             format: self.format,
@@ -215,6 +229,7 @@ impl AuditRecord {
     /// queue bound; an overestimate is fine).
     pub fn approx_bytes(&self) -> usize {
         let head = 256
+            + self.client.as_ref().map_or(0, String::len)
             + self.decision_id.len()
             + self.trip_id.len()
             + self.city.len()
@@ -268,6 +283,8 @@ pub fn reason_bit(code: ReasonCode) -> i64 {
 pub struct RecordDetail {
     pub reasons: Vec<AuditReason>,
     pub parties: Vec<AuditParty>,
+    #[serde(default)]
+    pub client: Option<String>,
 }
 
 /// A record with its place in its instance's chain.
@@ -320,8 +337,10 @@ mod tests {
                     source: optional("s"),
                     status_age_secs: with_options.then_some(7),
                     eligible: with_options.then_some(false),
+                    eligible_after_us: with_options.then_some(9),
                 })
                 .collect(),
+            client: optional("client "),
         }
     }
 
@@ -342,7 +361,10 @@ mod tests {
             let read_back: RecordDetail = serde_json::from_str(&detail).unwrap();
             prop_assert_eq!(&read_back.reasons, &record.reasons);
             prop_assert_eq!(&read_back.parties, &record.parties);
-            let expected = serde_json::json!({"reasons": record.reasons.clone(), "parties": record.parties.clone()});
+            let mut expected = serde_json::json!({"reasons": record.reasons.clone(), "parties": record.parties.clone()});
+            if let Some(client) = &record.client {
+                expected["client"] = serde_json::json!(client);
+            }
             prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&detail).unwrap(), expected);
             prop_assert!(detail.starts_with(r#"{"reasons":["#), "detail: {}", detail);
             prop_assert!(canonical.ends_with(&detail.as_bytes()[1..]));

@@ -108,6 +108,16 @@ impl Reason {
     }
 }
 
+/// When a refused party may pass again, and the rule that derived it:
+/// yellow or red, the isolation period counted from when the colour last
+/// changed; a code not renewed in time, now (after a check-in); a risk-area
+/// visit, the end of the itinerary window. Dispatch may re-check then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EligibleAfter {
+    pub at: DateTime<Utc>,
+    pub rule: std::sync::Arc<str>,
+}
+
 /// What policy decided, before it is stamped with an id and recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -149,12 +159,17 @@ pub struct PartyReport {
     pub colour: Option<Colour>,
     pub issuer: Option<IssuerId>,
     pub source: Option<Source>,
-    /// When the issuer last set or renewed the code.
+    /// The code's last renewal (daily check-in).
     pub as_of: Option<DateTime<Utc>>,
-    /// The party's own failing reason (for candidates: why excluded).
-    pub failure: Option<Reason>,
+    /// When the code's colour last changed (provider contract v2).
+    pub colour_since: Option<DateTime<Utc>>,
+    /// The party's own failing reasons (for candidates: why excluded); a
+    /// yellow or red code not renewed in time has two.
+    pub failures: Vec<Reason>,
     /// Whether the party may take part (for candidates: eligible).
     pub eligible: bool,
+    /// For a refused party, when it may pass again, if that can be derived.
+    pub eligible_after: Option<EligibleAfter>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,4 +185,6 @@ pub struct Decided {
     /// One per party of the check, in its order.
     pub parties: Vec<PartyReport>,
     pub decided_at: DateTime<Utc>,
+    /// The authenticated client that asked; `None` with authentication off.
+    pub client: Option<String>,
 }

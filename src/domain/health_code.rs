@@ -43,8 +43,20 @@ impl IssuerId {
 pub struct HealthCode {
     pub colour: Colour,
     pub issuer: IssuerId,
-    /// When the issuer last set or renewed the code.
-    pub updated_at: DateTime<Utc>,
+    /// The last daily check-in: what staleness is judged on.
+    pub renewed_at: DateTime<Utc>,
+    /// When the colour last changed (provider contract v2; a v1 provider
+    /// does not say): what an isolation period counts from.
+    pub colour_since: Option<DateTime<Utc>>,
+}
+
+impl HealthCode {
+    /// The newest time the code states: orders two codes of one subject,
+    /// and is what must not lie in the future.
+    pub fn stamped_at(&self) -> DateTime<Utc> {
+        self.colour_since
+            .map_or(self.renewed_at, |since| since.max(self.renewed_at))
+    }
 }
 
 /// The canonical levels every palette maps onto.

@@ -27,10 +27,19 @@ pub enum Source {
     Upstream,
     /// A cached copy past its fresh TTL, used because the provider failed.
     Stale,
+    /// The national platform's answer (mutual recognition), wherever the
+    /// national resolver found it.
+    National,
 }
 
 impl Source {
-    pub const ALL: [Source; 4] = [Source::L1, Source::Redis, Source::Upstream, Source::Stale];
+    pub const ALL: [Source; 5] = [
+        Source::L1,
+        Source::Redis,
+        Source::Upstream,
+        Source::Stale,
+        Source::National,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -38,6 +47,7 @@ impl Source {
             Source::Redis => "redis",
             Source::Upstream => "upstream",
             Source::Stale => "stale",
+            Source::National => "national",
         }
     }
 }

@@ -15,7 +15,9 @@ mod party;
 mod strictness;
 mod trip_check;
 
-pub use decision::{Decided, Decision, Outcome, PartyReport, Reason, ReasonCode, Standing};
+pub use decision::{
+    Decided, Decision, EligibleAfter, Outcome, PartyReport, Reason, ReasonCode, Standing,
+};
 pub use health_code::{Colour, HealthCode, IssuerId, Level};
 pub use hook::Hook;
 pub use identifiers::{CityCode, InvalidIdentifier, SubjectId, TripId};

@@ -62,7 +62,8 @@ mod tests {
         let code = |colour: &str, issuer: &str| HealthCode {
             colour: Colour::new(colour),
             issuer: IssuerId::new(issuer),
-            updated_at: chrono::Utc::now(),
+            renewed_at: chrono::Utc::now(),
+            colour_since: None,
         };
         assert_eq!(strictness.rank(&code("green", "xiamen")), 0);
         assert_eq!(strictness.rank(&code("Orange", "xiamen")), 1);

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use serde::Deserialize;
 
-use crate::domain::{fold_risk_word, CityCode, Colour, Hook, IssuerId, Level, Strictness};
+use crate::domain::{
+    fold_risk_word, CityCode, Colour, Hook, IssuerId, Level, ReasonCode, Strictness,
+};
+use crate::messages::Lang;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -96,6 +99,15 @@ struct RawDefaults {
     /// Which checks each hook runs, for cities that do not say.
     hooks: Option<BTreeMap<String, Vec<String>>>,
     itinerary_window_days: Option<i64>,
+    isolation_days: Option<RawIsolation>,
+}
+
+/// Days of isolation per level before a code may turn green again.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIsolation {
+    yellow: Option<i64>,
+    red: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,7 +124,13 @@ struct RawCity {
     on_unavailable: Option<OnUnavailable>,
     hooks: Option<BTreeMap<String, Vec<String>>>,
     itinerary_window_days: Option<i64>,
+    isolation_days: Option<RawIsolation>,
+    /// Reason messages of this city: code → language → text.
+    messages: Option<BTreeMap<String, BTreeMap<String, String>>>,
 }
+
+/// The scheme's isolation periods: 7 days for yellow, 14 for red.
+const DEFAULT_ISOLATION_DAYS: (i64, i64) = (7, 14);
 
 const DEFAULT_ITINERARY_WINDOW_DAYS: i64 = 14;
 
@@ -173,6 +191,15 @@ impl Palette {
     }
 }
 
+/// How long a yellow or red code keeps its holder off the road, counted
+/// from when the colour last changed, and the rule id that says so.
+#[derive(Debug, Clone)]
+pub struct Isolation {
+    pub period: TimeDelta,
+    /// `<city>.isolation.<level>`.
+    pub rule: Arc<str>,
+}
+
 #[derive(Debug, Clone)]
 pub struct CityPolicy {
     recognised: HashSet<IssuerId>,
@@ -181,9 +208,31 @@ pub struct CityPolicy {
     /// A risk-area visit this recent fails the itinerary check.
     pub itinerary_window: TimeDelta,
     hooks: HashMap<Hook, HookRules>,
+    /// [yellow, red].
+    isolation: [Isolation; 2],
+    /// `<city>.renewal`: a stale code may pass again after a check-in.
+    pub renewal_rule: Arc<str>,
+    /// The city's own reason messages: [zh-CN, en] per code.
+    messages: HashMap<ReasonCode, [String; 2]>,
 }
 
 impl CityPolicy {
+    /// The isolation a level imposes (none for green).
+    pub fn isolation(&self, level: Level) -> Option<&Isolation> {
+        match level {
+            Level::Green => None,
+            Level::Yellow => Some(&self.isolation[0]),
+            Level::Red => Some(&self.isolation[1]),
+        }
+    }
+
+    /// The city's own message for `code`, if it has one.
+    pub fn message(&self, code: ReasonCode, lang: Lang) -> Option<&str> {
+        self.messages
+            .get(&code)
+            .map(|texts| texts[usize::from(lang == Lang::En)].as_str())
+    }
+
     pub fn recognises(&self, issuer: &IssuerId) -> bool {
         self.recognised.contains(issuer)
     }
@@ -255,6 +304,19 @@ impl Policy {
             raw.defaults.itinerary_window_days,
             DEFAULT_ITINERARY_WINDOW_DAYS,
         )?;
+        let default_isolation = raw.defaults.isolation_days.unwrap_or_default();
+        let (default_yellow, default_red) = (
+            window_days(
+                "defaults.isolation_days.yellow",
+                default_isolation.yellow,
+                DEFAULT_ISOLATION_DAYS.0,
+            )?,
+            window_days(
+                "defaults.isolation_days.red",
+                default_isolation.red,
+                DEFAULT_ISOLATION_DAYS.1,
+            )?,
+        );
 
         let mut palettes = HashMap::new();
         for (name, issuer) in &raw.issuers {
@@ -365,12 +427,29 @@ impl Policy {
                 Some(days) => window_days(&format!("{key}.itinerary_window_days"), Some(days), 0)?,
                 None => default_window,
             };
+            let own_isolation = city.isolation_days.unwrap_or_default();
+            let isolation = |level: &str, days: Option<i64>, default: TimeDelta| {
+                let period = match days {
+                    Some(d) => window_days(&format!("{key}.isolation_days.{level}"), Some(d), 0)?,
+                    None => default,
+                };
+                Ok::<_, PolicyError>(Isolation {
+                    period,
+                    rule: Arc::from(format!("{}.isolation.{level}", code.as_str())),
+                })
+            };
             let policy = CityPolicy {
                 recognised,
                 max_status_age,
                 on_unavailable: city.on_unavailable.unwrap_or(default_on_unavailable),
                 itinerary_window,
                 hooks,
+                isolation: [
+                    isolation("yellow", own_isolation.yellow, default_yellow)?,
+                    isolation("red", own_isolation.red, default_red)?,
+                ],
+                renewal_rule: Arc::from(format!("{}.renewal", code.as_str())),
+                messages: parse_messages(&key, city.messages.as_ref(), &invalid)?,
             };
             if cities.insert(code, policy).is_some() {
                 return Err(invalid(
@@ -442,6 +521,44 @@ impl Policy {
     pub fn accepts(&self, city: &CityPolicy, issuer: &IssuerId) -> bool {
         city.recognises(issuer) && self.palettes.contains_key(issuer)
     }
+}
+
+/// `[cities.<c>.messages.<CODE>]`: both languages, never empty, for codes
+/// that exist.
+fn parse_messages(
+    key: &str,
+    raw: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+    invalid: &impl Fn(String, String) -> PolicyError,
+) -> Result<HashMap<ReasonCode, [String; 2]>, PolicyError> {
+    let mut messages = HashMap::new();
+    for (name, texts) in raw.into_iter().flatten() {
+        let code_key = format!("{key}.messages.{name}");
+        let code = ReasonCode::parse(name)
+            .ok_or_else(|| invalid(code_key.clone(), format!("'{name}' is not a reason code")))?;
+        if let Some(other) = texts
+            .keys()
+            .find(|l| !["zh-CN", "en"].contains(&l.as_str()))
+        {
+            return Err(invalid(
+                format!("{code_key}.{other}"),
+                "is not a language of the catalogue; use zh-CN and en".into(),
+            ));
+        }
+        let text = |lang: &str| {
+            texts
+                .get(lang)
+                .filter(|t| !t.trim().is_empty())
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{code_key}.{lang}"),
+                        "is missing or empty; a city's message needs both zh-CN and en".into(),
+                    )
+                })
+        };
+        messages.insert(code, [text("zh-CN")?, text("en")?]);
+    }
+    Ok(messages)
 }
 
 /// `[...hooks]`: hook name → list of checks.

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
 use super::{CheckKind, CityPolicy, OnUnavailable, Policy};
-use crate::domain::{Decision, Hook, Level, Outcome, Party, Reason, ReasonCode, Standing};
+use crate::domain::{
+    Decision, EligibleAfter, Hook, Level, Outcome, Party, Reason, ReasonCode, Standing,
+};
 use crate::domain::{Status, StatusLookup};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +21,13 @@ pub struct Evaluation {
     pub decision: Decision,
     /// One per party, in the order given.
     pub standings: Vec<Standing>,
-    /// Each party's own failing reason, if any (also for candidates that
-    /// were excluded without failing the decision).
-    pub failures: Vec<Option<Reason>>,
+    /// Each party's own failing reasons (also for candidates that were
+    /// excluded without failing the decision).
+    pub failures: Vec<Vec<Reason>>,
     /// Per party: may it take part (for candidates: is it eligible).
     pub eligible: Vec<bool>,
+    /// Per party: when a refused party may pass again, where derivable.
+    pub eligible_after: Vec<Option<EligibleAfter>>,
 }
 
 /// Decides a check of `hook` in `city`.
@@ -54,40 +58,55 @@ pub fn evaluate(
     let mut standings = Vec::with_capacity(parties.len());
     let mut failures = Vec::with_capacity(parties.len());
     let mut eligible = Vec::with_capacity(parties.len());
+    let mut eligible_after = Vec::with_capacity(parties.len());
     let allow_degraded = city.on_unavailable == OnUnavailable::AllowDegraded;
     for (i, (party, lookup)) in parties.iter().enumerate() {
-        let (standing, failure) = assess(policy, city, lookup, now);
-        standings.push(standing);
-        let failure = match failure {
-            Some(failure) => Some((
-                Reason::new(Some(*party), failure.code, Arc::clone(&health_rule)),
-                failure.waivable,
-            )),
-            None if check_itinerary => {
-                let itinerary = itineraries.and_then(|all| all.get(i));
-                assess_itinerary(policy, city, itinerary, now).map(|failure| {
-                    (
-                        Reason {
-                            detail: failure.area,
-                            ..Reason::new(Some(*party), failure.code, Arc::clone(&itinerary_rule))
-                        },
-                        failure.waivable,
-                    )
-                })
+        let assessment = assess(policy, city, lookup, now);
+        standings.push(assessment.standing);
+        let mut after = assessment.after;
+        let mut party_failures: Vec<(Reason, bool)> = assessment
+            .failures
+            .into_iter()
+            .map(|failure| {
+                (
+                    Reason::new(Some(*party), failure.code, Arc::clone(&health_rule)),
+                    failure.waivable,
+                )
+            })
+            .collect();
+        if party_failures.is_empty() && check_itinerary {
+            let itinerary = itineraries.and_then(|all| all.get(i));
+            if let Some(failure) = assess_itinerary(policy, city, itinerary, now) {
+                after = failure.until.map(|at| EligibleAfter {
+                    at,
+                    rule: Arc::clone(&itinerary_rule),
+                });
+                party_failures.push((
+                    Reason {
+                        detail: failure.area,
+                        ..Reason::new(Some(*party), failure.code, Arc::clone(&itinerary_rule))
+                    },
+                    failure.waivable,
+                ));
             }
-            None => None,
-        };
-        eligible.push(match &failure {
-            None => true,
-            Some((_, waivable)) => allow_degraded && *waivable,
-        });
-        failures.push(failure.map(|(reason, _)| reason));
+        }
+        let may_take_part = party_failures
+            .iter()
+            .all(|(_, waivable)| allow_degraded && *waivable);
+        eligible.push(may_take_part);
+        eligible_after.push(if may_take_part { None } else { after });
+        failures.push(
+            party_failures
+                .into_iter()
+                .map(|(reason, _)| reason)
+                .collect::<Vec<_>>(),
+        );
     }
     let is_candidate = |i: usize| matches!(parties[i].0, Party::Candidate(_));
     let collect = |filter: &dyn Fn(usize) -> bool| -> Vec<Reason> {
         (0..parties.len())
             .filter(|i| filter(*i))
-            .filter_map(|i| failures[i].clone())
+            .flat_map(|i| failures[i].iter().cloned())
             .collect()
     };
 
@@ -133,15 +152,18 @@ pub fn evaluate(
         standings,
         failures,
         eligible,
+        eligible_after,
     }
 }
 
 /// A party's failing check: its code, whether `allow_degraded` may waive
-/// it, and for the itinerary the risk area.
+/// it, and for the itinerary the risk area and when the visit leaves the
+/// window.
 struct Failure {
     code: ReasonCode,
     waivable: bool,
     area: Option<String>,
+    until: Option<DateTime<Utc>>,
 }
 
 impl Failure {
@@ -150,6 +172,7 @@ impl Failure {
             code,
             waivable: false,
             area: None,
+            until: None,
         }
     }
 
@@ -158,6 +181,7 @@ impl Failure {
             code: ReasonCode::StatusUnavailable,
             waivable,
             area: None,
+            until: None,
         }
     }
 }
@@ -218,6 +242,12 @@ fn assess_itinerary(
     match latest_risk {
         Some(visit) => Some(Failure {
             area: Some(visit.area.clone()),
+            // The visit's day leaves the window a full window after it.
+            until: visit
+                .date
+                .succ_opt()
+                .and_then(|day| day.and_hms_opt(0, 0, 0))
+                .map(|midnight| midnight.and_utc() + city.itinerary_window),
             ..Failure::firm(ReasonCode::ItineraryRiskArea)
         }),
         None if unrecognised => Some(Failure::firm(ReasonCode::ItineraryUnrecognised)),
@@ -225,33 +255,49 @@ fn assess_itinerary(
     }
 }
 
-/// The party's standing, and why it fails (`None`: it passes).
+/// How policy sees one party's health code.
+struct Assessment {
+    standing: Standing,
+    /// Empty: it passes.
+    failures: Vec<Failure>,
+    after: Option<EligibleAfter>,
+}
+
+impl Assessment {
+    fn failing(standing: Standing, failure: Failure) -> Self {
+        Self {
+            standing,
+            failures: vec![failure],
+            after: None,
+        }
+    }
+}
+
+/// The party's standing, why it fails, and when it may pass again. The
+/// colour is reported whatever the code's age: a yellow or red code not
+/// renewed in time is yellow or red, and STATUS_STALE is a second reason,
+/// never instead.
 fn assess(
     policy: &Policy,
     city: &CityPolicy,
     lookup: &StatusLookup,
     now: DateTime<Utc>,
-) -> (Standing, Option<Failure>) {
+) -> Assessment {
     let code = match lookup {
         StatusLookup::Unavailable(why) => {
-            return (
+            return Assessment::failing(
                 Standing::Unavailable,
-                Some(Failure::unavailable(why.is_waivable())),
+                Failure::unavailable(why.is_waivable()),
             )
         }
         StatusLookup::Known {
             status: Status::Itinerary(_),
             ..
-        } => return (Standing::Unavailable, Some(Failure::unavailable(false))),
+        } => return Assessment::failing(Standing::Unavailable, Failure::unavailable(false)),
         StatusLookup::Known {
             status: Status::NotRegistered,
             ..
-        } => {
-            return (
-                Standing::NoCode,
-                Some(Failure::firm(ReasonCode::NoHealthCode)),
-            )
-        }
+        } => return Assessment::failing(Standing::NoCode, Failure::firm(ReasonCode::NoHealthCode)),
         StatusLookup::Known {
             status: Status::Registered(code),
             ..
@@ -260,9 +306,9 @@ fn assess(
     let palette = match policy.palette(&code.issuer) {
         Some(palette) if city.recognises(&code.issuer) => palette,
         _ => {
-            return (
+            return Assessment::failing(
                 Standing::UnrecognisedIssuer,
-                Some(Failure::firm(ReasonCode::IssuerNotRecognised)),
+                Failure::firm(ReasonCode::IssuerNotRecognised),
             )
         }
     };
@@ -270,16 +316,48 @@ fn assess(
         Some(level) => Standing::Level(level),
         None => Standing::UnknownColour,
     };
-    if now - code.updated_at > city.max_status_age {
-        return (standing, Some(Failure::firm(ReasonCode::StatusStale)));
+    let mut failures = Vec::with_capacity(2);
+    let mut after = None;
+    match standing {
+        Standing::Level(Level::Green) => {}
+        Standing::Level(level) => {
+            failures.push(Failure::firm(match level {
+                Level::Red => ReasonCode::HealthCodeRed,
+                _ => ReasonCode::HealthCodeYellow,
+            }));
+            // Without the time of the colour change (a v1 provider) the end
+            // of the isolation cannot be derived.
+            if let (Some(isolation), Some(since)) = (city.isolation(level), code.colour_since) {
+                after = Some(EligibleAfter {
+                    at: (since + isolation.period).max(now),
+                    rule: Arc::clone(&isolation.rule),
+                });
+            }
+        }
+        _ => failures.push(Failure::firm(ReasonCode::HealthCodeUnrecognised)),
     }
-    let failure = match standing {
-        Standing::Level(Level::Green) => None,
-        Standing::Level(Level::Yellow) => Some(ReasonCode::HealthCodeYellow),
-        Standing::Level(Level::Red) => Some(ReasonCode::HealthCodeRed),
-        _ => Some(ReasonCode::HealthCodeUnrecognised),
-    };
-    (standing, failure.map(Failure::firm))
+    if now - code.renewed_at > city.max_status_age {
+        failures.push(Failure::firm(ReasonCode::StatusStale));
+        // A check-in renews the code at once; an isolation still running,
+        // or a colour no one can read, keeps it off the road regardless.
+        after = match (standing, after) {
+            (Standing::Level(Level::Green), _) => Some(EligibleAfter {
+                at: now,
+                rule: Arc::clone(&city.renewal_rule),
+            }),
+            (_, Some(isolation)) if isolation.at > now => Some(isolation),
+            (_, Some(_)) => Some(EligibleAfter {
+                at: now,
+                rule: Arc::clone(&city.renewal_rule),
+            }),
+            (_, None) => None,
+        };
+    }
+    Assessment {
+        standing,
+        failures,
+        after,
+    }
 }
 
 #[cfg(test)]
@@ -313,7 +391,8 @@ mod tests {
             status: Status::Registered(HealthCode {
                 colour: Colour::new(colour),
                 issuer: IssuerId::new(issuer),
-                updated_at: now - TimeDelta::hours(age_hours),
+                renewed_at: now - TimeDelta::hours(age_hours),
+                colour_since: None,
             }),
             source: Source::Upstream,
             fetched_at: now,
@@ -345,6 +424,134 @@ mod tests {
 
     fn codes(e: &Evaluation) -> Vec<ReasonCode> {
         e.decision.reasons.iter().map(|r| r.code).collect()
+    }
+
+    /// A v2 code: renewed `renewed_hours` ago, this colour for `days_held`.
+    fn held(colour: &str, renewed_hours: i64, days_held: i64, now: DateTime<Utc>) -> StatusLookup {
+        StatusLookup::Known {
+            status: Status::Registered(HealthCode {
+                colour: Colour::new(colour),
+                issuer: IssuerId::new("hangzhou"),
+                renewed_at: now - TimeDelta::hours(renewed_hours),
+                colour_since: Some(now - TimeDelta::days(days_held)),
+            }),
+            source: Source::Upstream,
+            fetched_at: now,
+        }
+    }
+
+    #[test]
+    fn colour_is_reported_whatever_the_age_and_staleness_is_a_second_reason() {
+        let now = Utc::now();
+        let stale_red = run("hangzhou", &[held("red", 50, 3, now)]);
+        assert_eq!(
+            codes(&stale_red),
+            vec![ReasonCode::HealthCodeRed, ReasonCode::StatusStale]
+        );
+        assert_eq!(stale_red.standings[0], Standing::Level(Level::Red));
+        let stale_yellow = run("hangzhou", &[held("yellow", 50, 1, now)]);
+        assert_eq!(
+            codes(&stale_yellow),
+            vec![ReasonCode::HealthCodeYellow, ReasonCode::StatusStale]
+        );
+        let stale_grey = run("hangzhou", &[held("grey", 50, 1, now)]);
+        assert_eq!(
+            codes(&stale_grey),
+            vec![ReasonCode::HealthCodeUnrecognised, ReasonCode::StatusStale]
+        );
+        let stale_green = run("hangzhou", &[held("green", 50, 30, now)]);
+        assert_eq!(codes(&stale_green), vec![ReasonCode::StatusStale]);
+    }
+
+    #[test]
+    fn eligible_after_follows_the_scheme() {
+        let now = Utc::now();
+        let after = |lookup: StatusLookup| {
+            let e = run("hangzhou", &[lookup]);
+            e.eligible_after[0]
+                .clone()
+                .map(|a| ((a.at - now).num_hours(), a.rule.to_string()))
+        };
+        // Yellow since 2 days: 5 days to go; red since 3 days: 11.
+        assert_eq!(
+            after(held("yellow", 1, 2, now)),
+            Some((5 * 24, "hangzhou.isolation.yellow".into()))
+        );
+        assert_eq!(
+            after(held("red", 1, 3, now)),
+            Some((11 * 24, "hangzhou.isolation.red".into()))
+        );
+        // Xiamen's orange is its yellow: 7 days too.
+        let orange = StatusLookup::Known {
+            status: Status::Registered(HealthCode {
+                colour: Colour::new("orange"),
+                issuer: IssuerId::new("xiamen"),
+                renewed_at: now,
+                colour_since: Some(now - TimeDelta::days(1)),
+            }),
+            source: Source::Upstream,
+            fetched_at: now,
+        };
+        assert_eq!(
+            after(orange),
+            Some((6 * 24, "hangzhou.isolation.yellow".into()))
+        );
+        // Stale green: after a check-in, now.
+        assert_eq!(
+            after(held("green", 50, 30, now)),
+            Some((0, "hangzhou.renewal".into()))
+        );
+        // Stale red still isolating: the isolation's end; isolation over
+        // but not renewed: now, after a check-in.
+        assert_eq!(
+            after(held("red", 50, 3, now)),
+            Some((11 * 24, "hangzhou.isolation.red".into()))
+        );
+        assert_eq!(
+            after(held("red", 50, 20, now)),
+            Some((0, "hangzhou.renewal".into()))
+        );
+        // A v1 code does not say when the colour changed: not derivable.
+        assert_eq!(after(known("red", "hangzhou", 1, now)), None);
+        // Nothing to derive for no code or an outage; a green passes.
+        assert_eq!(after(StatusLookup::Unavailable(Unavailable::Outage)), None);
+        assert_eq!(after(held("green", 1, 30, now)), None);
+    }
+
+    #[test]
+    fn isolation_days_and_messages_come_from_the_city() {
+        let text = format!(
+            "{POLICY}\n[cities.hangzhou.isolation_days]\nyellow = 3\n\
+             [cities.hangzhou.messages.NO_HEALTH_CODE]\nzh-CN = \"请通过浙里办申领\"\nen = \"Apply through Zheliban\"\n"
+        );
+        let policy = Policy::parse("t", &text).unwrap();
+        let city = policy.city(&CityCode::parse("hangzhou").unwrap()).unwrap();
+        assert_eq!(
+            city.isolation(Level::Yellow).unwrap().period,
+            TimeDelta::days(3)
+        );
+        assert_eq!(
+            city.isolation(Level::Red).unwrap().period,
+            TimeDelta::days(14)
+        );
+        use crate::messages::Lang;
+        assert_eq!(
+            city.message(ReasonCode::NoHealthCode, Lang::En),
+            Some("Apply through Zheliban")
+        );
+        assert_eq!(city.message(ReasonCode::HealthCodeRed, Lang::En), None);
+        let half = format!("{POLICY}\n[cities.hangzhou.messages.NO_HEALTH_CODE]\nen = \"Apply\"\n");
+        let err = Policy::parse("p.toml", &half).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "p.toml: cities.hangzhou.messages.NO_HEALTH_CODE.zh-CN: is missing or empty; a city's message needs both zh-CN and en"
+        );
+        let unknown =
+            format!("{POLICY}\n[cities.hangzhou.messages.NOPE]\nen = \"x\"\nzh-CN = \"y\"\n");
+        assert!(Policy::parse("p.toml", &unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("'NOPE' is not a reason code"));
     }
 
     #[test]
@@ -574,7 +781,7 @@ mod tests {
         ];
         for (visits, expected) in cases {
             let e = itinerary_run("hangzhou", card(visits));
-            let failure = e.failures[0].as_ref().map(|r| r.code);
+            let failure = e.failures[0].first().map(|r| r.code);
             assert_eq!(failure, expected, "{visits:?}");
         }
     }
@@ -664,7 +871,8 @@ mod properties {
                 status: Status::Registered(HealthCode {
                     colour: Colour::new(colour),
                     issuer: IssuerId::new(issuer),
-                    updated_at: now - TimeDelta::hours(*age_hours),
+                    renewed_at: now - TimeDelta::hours(*age_hours),
+                    colour_since: None,
                 }),
                 source: Source::Upstream,
                 fetched_at: now,
@@ -763,10 +971,21 @@ mod properties {
             if parties.iter().any(|p| matches!(p, Given::Unavailable(why) if !why.is_waivable())) {
                 prop_assert_eq!(decision.outcome, Outcome::Reject);
             }
-            // One reason per failing party when rejected.
+            // One reason per failing party when rejected, and a second
+            // (STATUS_STALE) for a code of another colour than green that
+            // was not renewed in time: the colour is never hidden by age.
             if decision.outcome == Outcome::Reject {
                 let failing = parties.iter().filter(|p| !good(p, city)).count();
-                prop_assert_eq!(decision.reasons.len(), failing);
+                let stale_not_green = parties
+                    .iter()
+                    .filter(|p| {
+                        matches!(p, Given::Code { colour, issuer, age_hours }
+                            if *age_hours > 24
+                                && !colour.eq_ignore_ascii_case("green")
+                                && (issuer == "hangzhou" || (city == "lenient" && issuer == "xiamen")))
+                    })
+                    .count();
+                prop_assert_eq!(decision.reasons.len(), failing + stale_not_green);
             }
         }
 

@@ -10,6 +10,6 @@ mod evaluate;
 
 pub use crate::domain::Standing;
 pub use document::{
-    CheckKind, CityPolicy, HookRules, OnUnavailable, Policy, PolicyError, RiskLevel,
+    CheckKind, CityPolicy, HookRules, Isolation, OnUnavailable, Policy, PolicyError, RiskLevel,
 };
 pub use evaluate::{evaluate, Evaluation};

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
@@ -20,6 +20,7 @@ use crate::domain::{
 use crate::domain::{Decided, PartyReport};
 use crate::gate::Gate;
 use crate::messages::{Lang, Messages};
+use crate::policy::CityPolicy;
 
 /// Callers may bound a decision's time below the configured deadline.
 pub const DEADLINE_HEADER: &str = "X-Tripgate-Deadline-Ms";
@@ -41,17 +42,39 @@ struct Details<'a> {
     area: &'a str,
 }
 
+/// The messages of one answer: the city's own, else the catalogue's.
+#[derive(Clone, Copy)]
+pub(crate) struct Texts<'a> {
+    pub catalogue: &'a Messages,
+    pub city: Option<&'a CityPolicy>,
+    pub lang: Lang,
+}
+
+impl<'a> Texts<'a> {
+    fn of(&self, code: crate::domain::ReasonCode) -> &'a str {
+        self.city
+            .and_then(|city| city.message(code, self.lang))
+            .unwrap_or_else(|| self.catalogue.text(code, self.lang))
+    }
+}
+
 impl<'a> ReasonBody<'a> {
-    fn new(reason: &'a Reason, messages: &'a Messages, lang: Lang) -> Self {
+    fn new(reason: &'a Reason, texts: Texts<'a>) -> Self {
         Self {
             party: reason.party.map_or("all", Party::role),
             index: reason.party.and_then(Party::index),
             code: reason.code.as_str(),
             rule: &reason.rule,
-            message: messages.text(reason.code, lang),
+            message: texts.of(reason.code),
             details: reason.detail.as_deref().map(|area| Details { area }),
         }
     }
+}
+
+#[derive(Serialize)]
+struct EligibleAfterBody<'a> {
+    at: String,
+    rule: &'a str,
 }
 
 #[derive(Serialize)]
@@ -70,6 +93,12 @@ struct PartyBody<'a> {
     /// Seconds between `as_of` and the decision.
     #[serde(skip_serializing_if = "Option::is_none")]
     age_seconds: Option<i64>,
+    /// When the colour last changed (provider contract v2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    color_since: Option<String>,
+    /// For a refused party: when it may pass again, and the rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eligible_after: Option<EligibleAfterBody<'a>>,
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -88,6 +117,11 @@ impl<'a> PartyBody<'a> {
             age_seconds: report
                 .as_of
                 .map(|at| (decided_at - at).num_seconds().max(0)),
+            color_since: report.colour_since.map(rfc3339),
+            eligible_after: report.eligible_after.as_ref().map(|e| EligibleAfterBody {
+                at: rfc3339(e.at),
+                rule: &e.rule,
+            }),
         }
     }
 }
@@ -122,12 +156,7 @@ struct DecisionBody<'a> {
 }
 
 impl<'a> DecisionBody<'a> {
-    fn new(
-        decided: &'a Decided,
-        subjects: &'a [SubjectId],
-        messages: &'a Messages,
-        lang: Lang,
-    ) -> Self {
+    fn new(decided: &'a Decided, subjects: &'a [SubjectId], texts: Texts<'a>) -> Self {
         let reference = decided.reference.as_ref().map(|r| r.as_str());
         let (trip_id, order_id) = match decided.hook {
             Hook::PassengerOrder => (None, reference),
@@ -143,9 +172,9 @@ impl<'a> DecisionBody<'a> {
                         index,
                         id: subject.expose(),
                         reasons: p
-                            .failure
+                            .failures
                             .iter()
-                            .map(|r| ReasonBody::new(r, messages, lang))
+                            .map(|r| ReasonBody::new(r, texts))
                             .collect(),
                     }),
                     _ => None,
@@ -166,7 +195,7 @@ impl<'a> DecisionBody<'a> {
                 .decision
                 .reasons
                 .iter()
-                .map(|r| ReasonBody::new(r, messages, lang))
+                .map(|r| ReasonBody::new(r, texts))
                 .collect(),
             parties: decided
                 .parties
@@ -216,7 +245,11 @@ where
     );
     let check = Check::try_from(body)?;
     let subjects = check.subjects();
-    let decided = gate.check(check, budget).await?;
+    let client = request
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|caller| caller.name.clone());
+    let decided = gate.check(check, budget, client).await?;
     tracing::Span::current().record("decision_id", tracing::field::display(decided.decision_id));
     tracing::debug!(
         hook = decided.hook.as_str(),
@@ -225,9 +258,15 @@ where
         degraded = decided.decision.degraded,
         "check decided"
     );
+    let policy = gate.policy();
+    let texts = Texts {
+        catalogue: messages,
+        city: policy.city(&decided.city),
+        lang,
+    };
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CONTENT_LANGUAGE, lang.tag()))
-        .json(DecisionBody::new(&decided, &subjects, messages, lang)))
+        .json(DecisionBody::new(&decided, &subjects, texts)))
 }
 
 #[utoipa::path(

@@ -83,12 +83,22 @@ impl Population {
                     Some(hours) => TimeDelta::hours(hours),
                     None => TimeDelta::minutes(((hash >> 20) % (20 * 60)) as i64),
                 };
-                return Some(HealthCodeRecord {
-                    subject_id: subject_id.to_owned(),
-                    color: colour.to_owned(),
-                    issuer: issuer.to_owned(),
-                    updated_at: self.born - age,
-                });
+                let renewed_at = self.born - age;
+                // The colour has held since some day of its period: up to
+                // 6 days for yellow, 13 for red, 60 for the others.
+                let days_held = match colour {
+                    "yellow" | "orange" => 7,
+                    "red" => 14,
+                    _ => 61,
+                };
+                let held = TimeDelta::hours(((hash >> 40) % (days_held * 24 - 1)) as i64);
+                return Some(HealthCodeRecord::v2(
+                    subject_id,
+                    colour,
+                    issuer,
+                    renewed_at - held,
+                    renewed_at,
+                ));
             }
             pick -= share;
         }

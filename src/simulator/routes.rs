@@ -104,8 +104,15 @@ async fn batch(state: State, body: web::Json<BatchLookup>) -> HttpResponse {
         return bad_request("a subject_id is not known to this provider".into());
     }
     let mut answer = BatchAnswer::default();
+    let v1 = state.faults().contract_v1;
     for id in ids {
         match state.code_of(&id) {
+            Some(record) if v1 => answer.codes.push(HealthCodeRecord {
+                updated_at: record.renewed(),
+                color_since: None,
+                renewed_at: None,
+                ..record
+            }),
             Some(record) => answer.codes.push(record),
             None => answer.not_found.push(id),
         }
@@ -125,12 +132,23 @@ async fn set_code(
     if body.color.trim().is_empty() || body.issuer.trim().is_empty() {
         return bad_request("color and issuer must not be empty".into());
     }
-    let record = HealthCodeRecord {
-        subject_id: path.into_inner(),
-        color: body.color,
-        issuer: body.issuer,
-        updated_at: body.updated_at.unwrap_or_else(Utc::now),
-    };
+    let subject_id = path.into_inner();
+    let now = Utc::now();
+    let renewed_at = body.renewed_at.unwrap_or(now);
+    let color_since = body.color_since.unwrap_or_else(|| {
+        state
+            .code_of(&subject_id)
+            .filter(|current| current.color.eq_ignore_ascii_case(body.color.trim()))
+            .and_then(|current| current.color_since)
+            .unwrap_or(renewed_at)
+    });
+    let record = HealthCodeRecord::v2(
+        &subject_id,
+        &body.color,
+        &body.issuer,
+        color_since,
+        renewed_at,
+    );
     state.set_code(record.clone());
     HttpResponse::Ok().json(record)
 }

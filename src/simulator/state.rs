@@ -7,8 +7,8 @@ use std::sync::RwLock;
 
 use super::Population;
 use crate::provider_api::{
-    sign_event, Faults, HealthCodeRecord, ItineraryRecord, SimulatorStats, Visit, Webhook,
-    EVENT_SIGNATURE_HEADER, EVENT_TIMESTAMP_HEADER,
+    sign_event, CodeDeleted, Faults, HealthCodeRecord, ItineraryRecord, SimulatorStats, StatusPush,
+    Visit, Webhook, EVENT_SIGNATURE_HEADER, EVENT_TIMESTAMP_HEADER,
 };
 
 pub struct SimulatorState {
@@ -61,7 +61,7 @@ impl SimulatorState {
         let mut overrides = self.overrides.write().unwrap_or_else(|p| p.into_inner());
         overrides.insert(record.subject_id.clone(), Some(record.clone()));
         drop(overrides);
-        self.push(record);
+        self.push(StatusPush::Code(record));
     }
 
     pub fn itinerary_of(&self, subject_id: &str) -> Option<ItineraryRecord> {
@@ -90,7 +90,7 @@ impl SimulatorState {
     }
 
     /// Delivers the change in the background, signed, with a few retries.
-    fn push(&self, record: HealthCodeRecord) {
+    fn push(&self, event: StatusPush) {
         let Some(webhook) = self
             .webhook
             .read()
@@ -105,7 +105,7 @@ impl SimulatorState {
             std::sync::Arc::clone(&self.pushes_failed),
         );
         tokio::spawn(async move {
-            let body = serde_json::to_vec(&record).unwrap_or_default();
+            let body = serde_json::to_vec(&event).unwrap_or_default();
             for attempt in 0..3u64 {
                 let timestamp = chrono::Utc::now().timestamp().to_string();
                 let signature = sign_event(webhook.secret.as_bytes(), &timestamp, &body);
@@ -127,11 +127,19 @@ impl SimulatorState {
         });
     }
 
-    /// Returns whether the subject had a code.
+    /// Deletes the subject's code and, when it had one and a webhook is
+    /// configured, pushes the deletion. Returns whether it had a code.
     pub fn delete_code(&self, subject_id: &str) -> bool {
         let had = self.code_of(subject_id).is_some();
         let mut overrides = self.overrides.write().unwrap_or_else(|p| p.into_inner());
         overrides.insert(subject_id.to_owned(), None);
+        drop(overrides);
+        if had {
+            self.push(StatusPush::Deleted(CodeDeleted {
+                subject_id: subject_id.to_owned(),
+                deleted_at: chrono::Utc::now(),
+            }));
+        }
         had
     }
 

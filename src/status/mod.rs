@@ -10,7 +10,7 @@
 //! when the provider cannot answer.
 //!
 //! Two statuses of one subject are ordered by `CachedStatus::supersedes`:
-//! the newer `updated_at` wins, and on a tie the stricter level stands, so
+//! the newer stamp (`HealthCode::stamped_at`) wins, and on a tie the stricter level stands, so
 //! no race, replay or eviction can let green replace red with the same
 //! stamp. Outside the process a subject is only ever named by its keyed
 //! pseudonym (`pseudonym`).
@@ -46,7 +46,7 @@ pub use resolver::{Resolver, ResolverHealth, ResolverOptions};
 pub struct CachedStatus {
     pub status: Status,
     pub fetched_at: DateTime<Utc>,
-    /// Orders writes of one subject: the code's `updated_at` (or, for "not
+    /// Orders writes of one subject: the code's `stamped_at` (or, for "not
     /// registered" and itineraries, the fetch time) in microseconds; Redis
     /// compares it in a script.
     pub order_us: i64,
@@ -58,7 +58,9 @@ pub struct CachedStatus {
 impl CachedStatus {
     pub fn new(status: Status, fetched_at: DateTime<Utc>, strictness: &Strictness) -> Self {
         let (order_us, rank) = match &status {
-            Status::Registered(code) => (code.updated_at.timestamp_micros(), strictness.rank(code)),
+            Status::Registered(code) => {
+                (code.stamped_at().timestamp_micros(), strictness.rank(code))
+            }
             Status::NotRegistered => (fetched_at.timestamp_micros(), UNKNOWN_RANK),
             Status::Itinerary(_) => (fetched_at.timestamp_micros(), 0),
         };

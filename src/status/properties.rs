@@ -1,7 +1,7 @@
 //! The ordering rules of the status path as a property: whatever the order
 //! of pushes, provider answers (each may be overtaken by pushes while in
 //! flight) and evictions, the status served for a subject is never less
-//! strict than the strictest status stamped with the newest `updated_at`
+//! strict than the strictest status stamped with the newest stamp
 //! that the shared cache or L1 still holds.
 //!
 //! The model follows the resolver's protocol step by step: a push writes
@@ -70,7 +70,8 @@ fn status(colour: usize, at: i64, strictness: &Strictness) -> CachedStatus {
         Status::Registered(HealthCode {
             colour: Colour::new(COLOURS[colour]),
             issuer: IssuerId::new("hangzhou"),
-            updated_at,
+            renewed_at: updated_at,
+            colour_since: None,
         }),
         Utc::now(),
         strictness,

@@ -28,6 +28,8 @@ pub enum ProviderError {
     TooLarge(usize),
     #[error("provider answer omits {0} of the requested subjects")]
     Incomplete(usize),
+    #[error("provider answer holds a code with neither renewed_at nor updated_at")]
+    Undated,
 }
 
 impl ProviderError {
@@ -41,9 +43,10 @@ impl ProviderError {
         match self {
             ProviderError::Transport(e) => e.is_connect(),
             ProviderError::Status(status) => status.is_server_error() || status.as_u16() == 429,
-            ProviderError::Body(_) | ProviderError::TooLarge(_) | ProviderError::Incomplete(_) => {
-                false
-            }
+            ProviderError::Body(_)
+            | ProviderError::TooLarge(_)
+            | ProviderError::Incomplete(_)
+            | ProviderError::Undated => false,
         }
     }
 
@@ -55,9 +58,10 @@ impl ProviderError {
         match self {
             ProviderError::Transport(_) => true,
             ProviderError::Status(status) => status.is_server_error() || status.as_u16() == 429,
-            ProviderError::Body(_) | ProviderError::TooLarge(_) | ProviderError::Incomplete(_) => {
-                false
-            }
+            ProviderError::Body(_)
+            | ProviderError::TooLarge(_)
+            | ProviderError::Incomplete(_)
+            | ProviderError::Undated => false,
         }
     }
 }
@@ -139,10 +143,12 @@ impl ProviderClient {
                     let answer: BatchAnswer =
                         serde_json::from_slice(&body).map_err(ProviderError::Body)?;
                     for record in answer.codes {
+                        let renewed_at = record.renewed().ok_or(ProviderError::Undated)?;
                         let code = HealthCode {
                             colour: Colour::new(&record.color),
                             issuer: IssuerId::new(&record.issuer),
-                            updated_at: record.updated_at,
+                            renewed_at,
+                            colour_since: record.color_since,
                         };
                         statuses.insert(record.subject_id, Status::Registered(code));
                     }

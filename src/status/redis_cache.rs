@@ -14,9 +14,9 @@
 //! was kept. Pushes are also PUBLISHed on the invalidation channel, which
 //! every replica listens to in order to drop its L1 copy.
 //!
-//! Keys are `<namespace>:v3:hc:<pseudonym>`, values hold the status and its
+//! Keys are `<namespace>:v4:hc:<pseudonym>`, values hold the status and its
 //! ordering fields, messages carry the pseudonym: Redis never holds a
-//! subject id. The `v3` changes whenever the key or value format does, so a
+//! subject id. The `v4` changes whenever the key or value format does, so a
 //! rolling upgrade never misreads an old value (old keys expire by TTL).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use super::{CacheError, CacheTtls, CachedStatus, L1Cache, Pseudonym, Put};
 
-const KEY_FORMAT_VERSION: &str = "v3";
+const KEY_FORMAT_VERSION: &str = "v4";
 
 /// Writes `ARGV[1]` (order `ARGV[2]`, rank `ARGV[6]`) with TTL `ARGV[3]` ms
 /// unless the stored value stands against it: a larger order, or the same

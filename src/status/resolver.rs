@@ -39,7 +39,7 @@ use super::{
     BreakerState, CacheKeys, CacheTtls, CachedStatus, CircuitBreaker, L1Cache, ProviderClient,
     Pseudonym, Put, Source, Status, StatusCache, StatusLookup, Unavailable,
 };
-use crate::domain::{HealthCode, Strictness, SubjectId};
+use crate::domain::{Strictness, SubjectId};
 use crate::metrics::Metrics;
 
 /// Per subject of a call: its status, or why there is none.
@@ -348,16 +348,19 @@ impl Resolver {
 
     /// Resolves a pushed status change: cached unless the cached status
     /// stands against it, or (nothing cached) it is older than `floor`;
-    /// every replica drops its L1 copy either way.
+    /// every replica drops its L1 copy either way. `stated_at` is when the
+    /// provider said it (now for a code; a deletion's time, which orders
+    /// "no code" against the codes before and after it).
     pub async fn apply_pushed(
         &self,
         subject: &SubjectId,
-        code: HealthCode,
+        status: Status,
+        stated_at: chrono::DateTime<Utc>,
         floor: chrono::DateTime<Utc>,
     ) -> Result<Put, super::CacheError> {
         let inner = &self.inner;
         let strictness = inner.strictness();
-        let status = CachedStatus::new(Status::Registered(code), Utc::now(), &strictness);
+        let status = CachedStatus::new(status, stated_at, &strictness);
         let active = inner.keys.pseudonym(subject);
         let names: Vec<Pseudonym> = std::iter::once(active.clone())
             .chain(inner.keys.previous_pseudonym(subject))
@@ -449,7 +452,7 @@ impl Inner {
                         .filter_map(|(subject, name)| {
                             let status = statuses.remove(subject.expose())?;
                             let answer = match &status {
-                                Status::Registered(code) if code.updated_at > latest_allowed => {
+                                Status::Registered(code) if code.stamped_at() > latest_allowed => {
                                     tracing::warn!(
                                         "provider stamped a code beyond the allowed clock skew; not used"
                                     );

@@ -339,11 +339,13 @@ fn party_naming(
         source: None,
         status_age_secs: None,
         eligible: None,
+        eligible_after_us: None,
     }
 }
 
 fn record(keys: &AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
     AuditRecord {
+        client: None,
         format: FORMAT,
         decision_id: uuid::Uuid::now_v7().to_string(),
         decided_at_us,

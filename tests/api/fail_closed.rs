@@ -102,12 +102,13 @@ async fn redis_never_holds_or_carries_a_raw_subject_id() {
     let ids = ["13800138000", "13900139000", "13700137000", "13600136000"];
     app.set_code(ids[0], "green", "hangzhou").await;
     app.set_code(ids[1], "green", "xiamen").await; // asks the national platform
-    national.set_code(tripgate::provider_api::HealthCodeRecord {
-        subject_id: ids[1].into(),
-        color: "green".into(),
-        issuer: "national".into(),
-        updated_at: Utc::now(),
-    });
+    national.set_code(tripgate::provider_api::HealthCodeRecord::v2(
+        ids[1],
+        "green",
+        "national",
+        Utc::now(),
+        Utc::now(),
+    ));
     let mut pubsub = redis::Client::open(app.redis.as_ref().unwrap().url())
         .unwrap()
         .get_connection()
@@ -146,10 +147,10 @@ async fn redis_never_holds_or_carries_a_raw_subject_id() {
     let keys: Vec<String> = redis.keys("*").unwrap();
     assert!(
         keys.iter()
-            .any(|k| k.starts_with("tripgate:national:v3:hc:"))
+            .any(|k| k.starts_with("tripgate:national:v4:hc:"))
             && keys
                 .iter()
-                .any(|k| k.starts_with("tripgate:itinerary:v3:hc:")),
+                .any(|k| k.starts_with("tripgate:itinerary:v4:hc:")),
         "every source is cached: {keys:?}"
     );
     let mut stored = String::new();
@@ -452,12 +453,13 @@ async fn the_national_platform_never_loosens_a_regional_red() {
     app.set_code("P-1", "red", "xiamen").await;
     app.set_code("P-2", "green", "xiamen").await;
     for subject in ["P-1", "P-2"] {
-        national.set_code(tripgate::provider_api::HealthCodeRecord {
-            subject_id: subject.into(),
-            color: "green".into(),
-            issuer: "national".into(),
-            updated_at: Utc::now(),
-        });
+        national.set_code(tripgate::provider_api::HealthCodeRecord::v2(
+            subject,
+            "green",
+            "national",
+            Utc::now(),
+            Utc::now(),
+        ));
     }
 
     let body = app.decide(&trip("D-1", &["P-1"])).await;

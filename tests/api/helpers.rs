@@ -108,11 +108,11 @@ impl Drop for TestRedis {
 pub const CACHE_SECRET: &str = "local-development-cache-pseudonym-secret";
 
 /// The Redis key of a subject's status under the local configuration:
-/// `tripgate:v3:hc:<HMAC-SHA256(cache secret, id)>`.
+/// `tripgate:v4:hc:<HMAC-SHA256(cache secret, id)>`.
 pub fn cache_key(subject: &str) -> String {
     let keys = tripgate::status::CacheKeys::new(CACHE_SECRET.as_bytes(), None);
     let subject = tripgate::domain::SubjectId::parse(subject).unwrap();
-    format!("tripgate:v3:hc:{}", keys.pseudonym(&subject).to_hex())
+    format!("tripgate:v4:hc:{}", keys.pseudonym(&subject).to_hex())
 }
 
 /// A client with a token (its SHA-256 configured) and the default limits.
@@ -312,6 +312,33 @@ impl TestApp {
 
     pub async fn set_code(&self, subject: &str, color: &str, issuer: &str) {
         self.set_code_at(subject, color, issuer, None).await
+    }
+
+    /// A v2 code: this colour since `color_since`, renewed at `renewed_at`.
+    pub async fn set_code_v2(
+        &self,
+        subject: &str,
+        color: &str,
+        issuer: &str,
+        color_since: DateTime<Utc>,
+        renewed_at: DateTime<Utc>,
+    ) {
+        let body = json!({"color": color, "issuer": issuer, "color_since": color_since, "renewed_at": renewed_at});
+        let response = self
+            .http
+            .put(format!(
+                "{}/admin/health-codes/{subject}",
+                self.simulator_url
+            ))
+            .json(&body)
+            .send()
+            .await
+            .expect("simulator admin");
+        assert!(
+            response.status().is_success(),
+            "set code: {}",
+            response.status()
+        );
     }
 
     pub async fn set_code_at(

@@ -206,18 +206,16 @@ async fn reason_messages_follow_accept_language() {
     let app = TestApp::spawn().await;
     app.set_code("D-1", "green", "hangzhou").await;
     let body = json!({"trip_id": "T-1", "city": "hangzhou", "driver": {"id": "D-1"}, "passengers": [{"id": "P-none"}]});
+    // Hangzhou's own NO_HEALTH_CODE message names where to apply there.
+    let zh = "未查询到健康码：请通过“浙里办”App或支付宝“杭州健康码”申领，外省来杭人员可通过国家政务服务平台申领，绿码方可出行";
     for (header, language, message) in [
-        (None, "zh-CN", "请先申领健康码并确保为绿码状态"),
+        (None, "zh-CN", zh),
         (
             Some("en-US,en;q=0.9"),
             "en",
-            "Please apply for a health code and make sure it is green",
+            "No health code was found: apply through the Zheliban app or Alipay's Hangzhou Health Code; visitors from other provinces through the national government service platform. Only a green code may travel",
         ),
-        (
-            Some("fr;q=1, zh;q=0.5"),
-            "zh-CN",
-            "请先申领健康码并确保为绿码状态",
-        ),
+        (Some("fr;q=1, zh;q=0.5"), "zh-CN", zh),
     ] {
         let mut request = app.http.post(app.url("/v1/checks/trip")).json(&body);
         if let Some(header) = header {
@@ -228,6 +226,57 @@ async fn reason_messages_follow_accept_language() {
         let answer: Value = response.json().await.unwrap();
         assert_eq!(answer["reasons"][0]["message"], message, "{header:?}");
     }
+}
+
+#[tokio::test]
+async fn a_city_without_its_own_message_gets_the_catalogue_and_the_scheme_periods() {
+    let policy = r#"
+        version = "messages"
+        [issuers.hangzhou.palette]
+        green = "green"
+        yellow = "yellow"
+        red = "red"
+        [cities.hangzhou]
+        recognised_issuers = ["hangzhou"]
+        [cities.ningbo]
+        recognised_issuers = ["hangzhou"]
+        [cities.ningbo.messages.HEALTH_CODE_RED]
+        zh-CN = "红码：宁波的说法"
+        en = "Red: as Ningbo says it"
+    "#;
+    let app = TestApp::spawn_with(Options {
+        policy: Some(policy.into()),
+        ..Default::default()
+    })
+    .await;
+    app.set_code("D-1", "yellow", "hangzhou").await;
+    app.set_code("P-1", "red", "hangzhou").await;
+    let message =
+        |body: &Value, i: usize| body["reasons"][i]["message"].as_str().unwrap().to_owned();
+    let trip = |city: &str| json!({"trip_id": "T-1", "city": city, "driver": {"id": "D-1"}, "passengers": [{"id": "P-1"}, {"id": "P-none"}]});
+    let en = |city: &str| {
+        app.http
+            .post(app.url("/v1/checks/trip"))
+            .header("Accept-Language", "en")
+            .json(&trip(city))
+            .send()
+    };
+    let body: Value = en("hangzhou").await.unwrap().json().await.unwrap();
+    assert!(
+        message(&body, 0).contains("7 days of centralised or home isolation"),
+        "{body}"
+    );
+    assert!(
+        message(&body, 1).contains("14 days of centralised or home isolation"),
+        "{body}"
+    );
+    assert!(
+        message(&body, 2).starts_with("No health code was found: apply for one through"),
+        "{body}"
+    );
+    let body: Value = en("ningbo").await.unwrap().json().await.unwrap();
+    assert_eq!(message(&body, 1), "Red: as Ningbo says it", "{body}");
+    assert!(message(&body, 0).contains("7 days"), "{body}");
 }
 
 #[tokio::test]

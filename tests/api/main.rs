@@ -13,6 +13,7 @@ mod helpers;
 mod hooks;
 mod operations;
 mod resilience;
+mod scheme;
 mod sources;
 mod trail;
 mod trip_check;

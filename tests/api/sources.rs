@@ -150,11 +150,14 @@ async fn the_national_platform_mediates_codes_of_issuers_the_city_does_not_recog
     for p in ["P-green", "P-red", "P-unknown"] {
         app.set_code(p, "green", "xiamen").await;
     }
-    let national_code = |subject: &str, color: &str| tripgate::provider_api::HealthCodeRecord {
-        subject_id: subject.into(),
-        color: color.into(),
-        issuer: "national".into(),
-        updated_at: Utc::now(),
+    let national_code = |subject: &str, color: &str| {
+        tripgate::provider_api::HealthCodeRecord::v2(
+            subject,
+            color,
+            "national",
+            Utc::now(),
+            Utc::now(),
+        )
     };
     national_state.set_code(national_code("P-green", "green"));
     national_state.set_code(national_code("P-red", "red"));

@@ -116,6 +116,7 @@ impl Row {
             key_id: self.key_id.clone(),
             reasons: detail.reasons,
             parties: detail.parties,
+            client: detail.client,
         })
     }
 

@@ -119,6 +119,7 @@ pub(crate) fn synthetic_record(
     use tripgate::audit::{AuditReason, AuditRecord, Hook, FORMAT};
     let reject = n.is_multiple_of(10);
     AuditRecord {
+        client: Some("dispatch".into()),
         format: FORMAT,
         decision_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
             uuid::NoContext,
@@ -181,6 +182,7 @@ pub(crate) fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
             source: Some("l1".into()),
             status_age_secs: Some(60),
             eligible: None,
+            eligible_after_us: None,
         };
         let mut head = tripgate::audit::ChainHead { seq: 0, hash: tripgate::audit::GENESIS_HASH.to_owned() };
         let written_so_far = std::cell::Cell::new(0u64);
