@@ -76,6 +76,9 @@ pub struct ExportFlags {
     /// A raw subject id; hashed with every configured key.
     #[arg(long)]
     pub subject: Option<String>,
+    /// The client that asked for the decisions.
+    #[arg(long)]
+    pub client: Option<String>,
 }
 
 fn settings_with(flags: &StoreFlags) -> Result<Settings, String> {
@@ -330,6 +333,7 @@ pub async fn export(flags: ExportFlags) -> Result<(), String> {
         hook: flags.hook,
         trip_id: flags.trip_id,
         subject: flags.subject,
+        client: flags.client,
     };
     let filter = crate::audit::DecisionFilter::parse(&raw, &keys).map_err(|e| format!("--{e}"))?;
     let store = open(&settings.audit_store()).await?;

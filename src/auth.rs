@@ -23,7 +23,7 @@ pub enum AuthError {
     Forbidden {
         client: String,
         role: &'static str,
-        needed: &'static str,
+        needed: String,
     },
     #[error("client {client} is over its rate limit; retry after {retry_after_secs} s")]
     RateLimited {
@@ -71,6 +71,8 @@ pub struct Client {
     pub role: Role,
     token_sha256: [u8; 32],
     bucket: Mutex<TokenBucket>,
+    clients: Option<Vec<String>>,
+    cities: Option<Vec<String>>,
 }
 
 /// The authenticated caller, put in request extensions for handlers and logs.
@@ -78,6 +80,19 @@ pub struct Client {
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    /// A fleet's dispatch clients: only their decisions may be read.
+    pub clients: Option<Vec<String>>,
+    /// Only decisions of these cities may be read (regulator, fleet).
+    pub cities: Option<Vec<String>>,
+}
+
+/// Client names go into logs, metrics and the audit trail as they are:
+/// 1 to 64 of a-z, A-Z, 0-9, '.', '_' and '-'.
+pub fn is_client_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 pub struct Authenticator {
@@ -106,6 +121,8 @@ impl Authenticator {
                 name: settings.name,
                 role: settings.role,
                 token_sha256,
+                clients: settings.clients,
+                cities: settings.cities,
             })
             .collect();
         Self { enabled, clients }
@@ -115,11 +132,12 @@ impl Authenticator {
         self.enabled
     }
 
-    /// `Ok(None)` when authentication is disabled.
+    /// `Ok(None)` when authentication is disabled. `needed`: the roles
+    /// that may call.
     pub fn authorize(
         &self,
         authorization: Option<&str>,
-        needed: Role,
+        needed: &[Role],
     ) -> Result<Option<Caller>, AuthError> {
         if !self.enabled {
             return Ok(None);
@@ -140,11 +158,15 @@ impl Authenticator {
             }
         }
         let client = found.ok_or(AuthError::UnknownToken)?;
-        if client.role != needed {
+        if !needed.contains(&client.role) {
             return Err(AuthError::Forbidden {
                 client: client.name.clone(),
                 role: client.role.as_str(),
-                needed: needed.as_str(),
+                needed: needed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             });
         }
         let taken = client
@@ -161,6 +183,8 @@ impl Authenticator {
         Ok(Some(Caller {
             name: client.name.clone(),
             role: client.role,
+            clients: client.clients.clone(),
+            cities: client.cities.clone(),
         }))
     }
 }
@@ -184,6 +208,8 @@ mod tests {
                 token_sha256_file: None,
                 rate_per_sec: Some(rate),
                 burst: Some(burst),
+                clients: None,
+                cities: None,
             },
             sha256(token.as_bytes()),
         )
@@ -201,28 +227,28 @@ mod tests {
             1.0,
         );
         assert_eq!(
-            auth.authorize(None, Role::Dispatch).unwrap_err(),
+            auth.authorize(None, &[Role::Dispatch]).unwrap_err(),
             AuthError::MissingToken
         );
         assert_eq!(
-            auth.authorize(Some("Bearer nope"), Role::Dispatch)
+            auth.authorize(Some("Bearer nope"), &[Role::Dispatch])
                 .unwrap_err(),
             AuthError::UnknownToken
         );
         assert!(matches!(
-            auth.authorize(Some("Bearer regulator-secret"), Role::Dispatch),
+            auth.authorize(Some("Bearer regulator-secret"), &[Role::Dispatch]),
             Err(AuthError::Forbidden { .. })
         ));
         let caller = auth
-            .authorize(Some("Bearer dispatch-secret"), Role::Dispatch)
+            .authorize(Some("Bearer dispatch-secret"), &[Role::Dispatch])
             .unwrap()
             .unwrap();
         assert_eq!(caller.name, "d");
         assert!(auth
-            .authorize(Some("Bearer dispatch-secret"), Role::Dispatch)
+            .authorize(Some("Bearer dispatch-secret"), &[Role::Dispatch])
             .is_ok());
         assert!(matches!(
-            auth.authorize(Some("Bearer dispatch-secret"), Role::Dispatch),
+            auth.authorize(Some("Bearer dispatch-secret"), &[Role::Dispatch]),
             Err(AuthError::RateLimited {
                 retry_after_secs: 1,
                 ..
@@ -233,6 +259,6 @@ mod tests {
     #[test]
     fn disabled_lets_everyone_through() {
         let auth = Authenticator::new(false, vec![], 1.0, 1.0);
-        assert!(auth.authorize(None, Role::Ops).unwrap().is_none());
+        assert!(auth.authorize(None, &[Role::Ops]).unwrap().is_none());
     }
 }

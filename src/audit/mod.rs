@@ -30,8 +30,8 @@ pub use chain::{
 pub use export::{links_of_export, rfc3339_micros, verify_store, ExportFormat, RecordView};
 pub use keys::{AuditKeys, KeyError};
 pub use query::{
-    parse_limit, Cursor, DecisionFilter, FilterError, GroupBy, Page, RawFilter, SqlValue,
-    SummaryRow, MAX_PAGE_LIMIT,
+    parse_limit, Cursor, DecisionFilter, FilterError, GroupBy, OutOfScope, Page, RawFilter,
+    ReadScope, SqlValue, SummaryRow, MAX_PAGE_LIMIT,
 };
 pub use reader::{export_stream, AuditReader};
 pub use record::{AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, FORMAT};

@@ -51,6 +51,8 @@ pub struct RawFilter {
     pub trip_id: Option<String>,
     /// A raw subject id, hashed server-side with every configured key.
     pub subject: Option<String>,
+    /// The name of the client that asked for the decisions.
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +68,70 @@ pub struct DecisionFilter {
     pub trip_id: Option<String>,
     /// Refs of one subject under every key; empty means no subject filter.
     pub subject_refs: Vec<String>,
+    /// Decisions asked for by any of these clients; empty: any client.
+    pub clients: Vec<String>,
+    /// Decisions of any of these cities (a reader's scope); empty: any.
+    pub cities: Vec<String>,
+}
+
+/// What one reader of the trail may see: a regulator limited to some
+/// cities, a fleet to its own dispatch clients' decisions (and perhaps
+/// some cities). `None`: no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadScope {
+    pub clients: Option<Vec<String>>,
+    pub cities: Option<Vec<String>>,
+}
+
+/// A filter reaching beyond the reader's scope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct OutOfScope(pub String);
+
+impl ReadScope {
+    /// Whether the record is within the scope.
+    pub fn admits(&self, record: &super::AuditRecord) -> bool {
+        self.cities
+            .as_ref()
+            .is_none_or(|cities| cities.contains(&record.city))
+            && self.clients.as_ref().is_none_or(|clients| {
+                record
+                    .client
+                    .as_ref()
+                    .is_some_and(|client| clients.contains(client))
+            })
+    }
+
+    /// Narrows `filter` to the scope; a filter naming a city or client
+    /// outside it is refused rather than answered empty, so a reader is
+    /// never left to wonder.
+    pub fn restrict(&self, filter: &mut DecisionFilter) -> Result<(), OutOfScope> {
+        if let Some(cities) = &self.cities {
+            if let Some(city) = &filter.city {
+                if !cities.contains(city) {
+                    return Err(OutOfScope(format!(
+                        "city {city:?} is outside this client's cities ({})",
+                        cities.join(", ")
+                    )));
+                }
+            }
+            filter.cities = cities.clone();
+        }
+        if let Some(clients) = &self.clients {
+            match filter.clients.as_slice() {
+                [] => filter.clients = clients.clone(),
+                asked => {
+                    if let Some(other) = asked.iter().find(|c| !clients.contains(c)) {
+                        return Err(OutOfScope(format!(
+                            "client {other:?} is not one of this fleet's clients ({})",
+                            clients.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn timestamp(param: &'static str, raw: &str) -> Result<i64, FilterError> {
@@ -149,6 +215,16 @@ impl DecisionFilter {
                 keys.all_subject_refs(&subject)
             }
         };
+        let clients = match raw.client.as_deref() {
+            None => Vec::new(),
+            Some(c) if crate::auth::is_client_name(c) => vec![c.to_owned()],
+            Some(c) => {
+                return Err(bad(
+                    "client",
+                    format!("{c:?} is not a client name (1 to 64 of a-z, A-Z, 0-9, '.', '_', '-')"),
+                ))
+            }
+        };
         Ok(Self {
             from_us,
             to_us,
@@ -158,6 +234,8 @@ impl DecisionFilter {
             hook,
             trip_id,
             subject_refs,
+            clients,
+            cities: Vec::new(),
         })
     }
 }
@@ -306,6 +384,25 @@ impl SqlWhere {
                 "city = {}",
                 bind(SqlValue::Text(city.clone()), &mut params)
             ));
+        }
+        if !filter.cities.is_empty() {
+            let mut bound = |c: &String| bind(SqlValue::Text(c.clone()), &mut params);
+            let cities: Vec<String> = filter.cities.iter().map(&mut bound).collect();
+            conditions.push(format!("city IN ({})", cities.join(", ")));
+        }
+        if !filter.clients.is_empty() {
+            // The client is the detail's last field: `,"client":"<name>"}`
+            // ends it exactly (names need no JSON escaping, and a quote
+            // inside any string of the detail is escaped).
+            let ends: Vec<String> = filter
+                .clients
+                .iter()
+                .map(|c| {
+                    let p = bind(SqlValue::Text(format!(r#","client":"{c}"}}"#)), &mut params);
+                    (dialect.detail_ends_with)(&p)
+                })
+                .collect();
+            conditions.push(format!("({})", ends.join(" OR ")));
         }
         if let Some(hook) = filter.hook {
             conditions.push(format!(

@@ -94,6 +94,9 @@ pub enum Role {
     Regulator,
     Provider,
     Ops,
+    /// A taxi fleet operator: reads the trail of the decisions its own
+    /// dispatch clients asked for, nothing else.
+    Fleet,
 }
 
 impl Role {
@@ -103,6 +106,7 @@ impl Role {
             Role::Regulator => "regulator",
             Role::Provider => "provider",
             Role::Ops => "ops",
+            Role::Fleet => "fleet",
         }
     }
 }
@@ -122,6 +126,14 @@ pub struct ClientSettings {
     pub rate_per_sec: Option<f64>,
     #[serde(default)]
     pub burst: Option<f64>,
+    /// Role `fleet`: the dispatch clients whose decisions it may read
+    /// (required, at least one).
+    #[serde(default)]
+    pub clients: Option<Vec<String>>,
+    /// Roles `regulator` and `fleet`: limits what it reads to these cities
+    /// (absent: every city).
+    #[serde(default)]
+    pub cities: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{
-    sha256, AuditBackend, ClientSettings, ConfigError, Environment, Settings,
+    sha256, AuditBackend, ClientSettings, ConfigError, Environment, Role, Settings,
     EXAMPLE_SIGNING_KEY_IDS, EXAMPLE_TOKENS,
 };
 
@@ -125,7 +125,9 @@ impl Settings {
         })
     }
 
-    /// Clients with their token hashes read and checked, and their rate
+    /// Clients with their token hashes read and checked, their scopes
+    /// checked (a fleet names dispatch clients; cities are city codes, for
+    /// the roles that read the trail), and their rate
     /// limits resolved (the client's own, else its role's, else the default).
     pub fn auth_clients(&self) -> Result<Vec<(ClientSettings, [u8; 32])>, ConfigError> {
         let invalid = |problem: String| ConfigError::Invalid {
@@ -157,15 +159,16 @@ impl Settings {
                     client.name
                 ))
             })?;
-            if client.name.is_empty()
+            if !crate::auth::is_client_name(&client.name)
                 || clients
                     .iter()
                     .any(|(c, _): &(ClientSettings, _)| c.name == client.name)
             {
                 return Err(invalid(format!(
-                    "client {i}: names must be non-empty and unique"
+                    "client {i}: names must be unique, 1 to 64 of a-z, A-Z, 0-9, '.', '_' and '-'"
                 )));
             }
+            check_scope(i, client, &self.auth.clients).map_err(invalid)?;
             if clients.iter().any(|(_, h)| *h == hash) {
                 return Err(invalid(format!(
                     "client {i} ({}): shares its token with another client",
@@ -364,6 +367,59 @@ impl Settings {
         keys.add(signer.public_key());
         Ok(keys)
     }
+}
+
+/// A client's scope: `clients` for a fleet only (and required), each a
+/// configured dispatch client; `cities` for regulators and fleets only,
+/// each a city code.
+fn check_scope(i: usize, client: &ClientSettings, all: &[ClientSettings]) -> Result<(), String> {
+    let name = &client.name;
+    match (&client.clients, client.role) {
+        (None, Role::Fleet) => {
+            return Err(format!(
+                "client {i} ({name}): a fleet must list the dispatch clients it may read (clients = [...])"
+            ))
+        }
+        (Some(listed), Role::Fleet) => {
+            if listed.is_empty() {
+                return Err(format!("client {i} ({name}): clients must not be empty"));
+            }
+            for other in listed {
+                if !all
+                    .iter()
+                    .any(|c| &c.name == other && c.role == Role::Dispatch)
+                {
+                    return Err(format!(
+                        "client {i} ({name}): clients names {other:?}, which is not a configured dispatch client"
+                    ));
+                }
+            }
+        }
+        (Some(_), role) => {
+            return Err(format!(
+                "client {i} ({name}): clients applies to role fleet only, not {}",
+                role.as_str()
+            ))
+        }
+        (None, _) => {}
+    }
+    if let Some(cities) = &client.cities {
+        if !matches!(client.role, Role::Regulator | Role::Fleet) {
+            return Err(format!(
+                "client {i} ({name}): cities applies to roles regulator and fleet only"
+            ));
+        }
+        if cities.is_empty() {
+            return Err(format!(
+                "client {i} ({name}): cities must not be empty (leave it out for every city)"
+            ));
+        }
+        for city in cities {
+            crate::domain::CityCode::parse(city)
+                .map_err(|e| format!("client {i} ({name}): cities: {city:?}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

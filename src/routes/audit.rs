@@ -8,19 +8,43 @@
 
 use std::collections::HashMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::ApiError;
 use crate::audit::{
-    parse_limit, AuditReader, Cursor, ExportFormat, FilterError, GroupBy, HeadView, RawFilter,
-    RecordView, SummaryRow,
+    parse_limit, AuditReader, Cursor, DecisionFilter, ExportFormat, FilterError, GroupBy, HeadView,
+    RawFilter, ReadScope, RecordView, SummaryRow,
 };
 
 const FILTERS: &[&str] = &[
-    "from", "to", "decision", "reason", "city", "hook", "trip_id", "subject",
+    "from", "to", "decision", "reason", "city", "hook", "trip_id", "subject", "client",
 ];
+
+/// What the caller may read: everything with authentication off or for an
+/// unlimited regulator; a fleet its clients' decisions; a client limited
+/// to cities those cities'.
+fn scope_of(request: &HttpRequest) -> ReadScope {
+    request
+        .extensions()
+        .get::<crate::auth::Caller>()
+        .map(|caller| ReadScope {
+            clients: caller.clients.clone(),
+            cities: caller.cities.clone(),
+        })
+        .unwrap_or_default()
+}
+
+/// The filter of the query, narrowed to the caller's scope.
+fn scoped(
+    request: &HttpRequest,
+    filter: Result<DecisionFilter, FilterError>,
+) -> Result<DecisionFilter, ApiError> {
+    let mut filter = filter?;
+    scope_of(request).restrict(&mut filter)?;
+    Ok(filter)
+}
 
 type Params = web::Query<HashMap<String, String>>;
 
@@ -57,6 +81,7 @@ fn raw_filter(params: &HashMap<String, String>) -> RawFilter {
         hook: get("hook"),
         trip_id: get("trip_id"),
         subject: get("subject"),
+        client: get("client"),
     }
 }
 
@@ -79,16 +104,17 @@ struct DecisionsPage<'a> {
         (status = 200, description = "Records newest first, and the cursor of the next page (null on the last)"),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
 pub async fn decisions(
     reader: web::Data<AuditReader>,
+    request: HttpRequest,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     check_known(&params, &["limit", "cursor"])?;
-    let filter = reader.filter(&raw_filter(&params))?;
+    let filter = scoped(&request, reader.filter(&raw_filter(&params)))?;
     let limit = parse_limit(params.get("limit").map(String::as_str))?;
     let cursor = params
         .get("cursor")
@@ -111,12 +137,13 @@ pub async fn decisions(
         (status = 404, description = "DECISION_NOT_FOUND", body = super::openapi::ErrorDoc),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
 pub async fn decision(
     reader: web::Data<AuditReader>,
+    request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = uuid::Uuid::parse_str(&path).map_err(|_| {
@@ -125,9 +152,12 @@ pub async fn decision(
             problem: "is not a UUID".into(),
         })
     })?;
+    // Outside the caller's scope it is as if it did not exist.
     match reader.get(&id.to_string()).await? {
-        Some(record) => Ok(HttpResponse::Ok().json(RecordView::new(&record))),
-        None => Err(ApiError::DecisionNotFound),
+        Some(record) if scope_of(&request).admits(&record.record) => {
+            Ok(HttpResponse::Ok().json(RecordView::new(&record)))
+        }
+        _ => Err(ApiError::DecisionNotFound),
     }
 }
 
@@ -150,16 +180,17 @@ struct Summary {
         (status = 200, description = "Counts per group: {group_by, total, rows: [{key, count}]}; without `from`, the audit.default_window_hours before `to` (or now)"),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
 pub async fn summary(
     reader: web::Data<AuditReader>,
+    request: HttpRequest,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     check_known(&params, &["group_by"])?;
-    let filter = reader.bounded_filter(&raw_filter(&params))?;
+    let filter = scoped(&request, reader.bounded_filter(&raw_filter(&params)))?;
     let group_by = GroupBy::parse(params.get("group_by").map(String::as_str))?;
     let rows = reader.summary(&filter, group_by).await?;
     let name = match group_by {
@@ -187,16 +218,17 @@ pub async fn summary(
         (status = 200, description = "Every matching record, newest first, streamed; without `from`, the audit.default_window_hours before `to` (or now)", content_type = "application/x-ndjson"),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
 pub async fn export(
     reader: web::Data<AuditReader>,
+    request: HttpRequest,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     check_known(&params, &["format"])?;
-    let filter = reader.bounded_filter(&raw_filter(&params))?;
+    let filter = scoped(&request, reader.bounded_filter(&raw_filter(&params)))?;
     let format =
         ExportFormat::parse(params.get("format").map(String::as_str)).ok_or_else(|| {
             ApiError::InvalidParameter(FilterError {
@@ -233,7 +265,7 @@ pub struct Heads {
     responses(
         (status = 200, description = "The newest signed head of every chain, closed or not, and the public key", body = Heads),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not regulator", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]

@@ -46,6 +46,8 @@ pub enum ApiError {
     InvalidParameter(#[from] FilterError),
     #[error("no decision with this id is in the audit trail")]
     DecisionNotFound,
+    #[error("{0}")]
+    OutOfScope(#[from] crate::audit::OutOfScope),
     #[error("the audit store is unavailable: {0}")]
     AuditStore(#[from] StoreError),
     #[error("{0}")]
@@ -79,6 +81,7 @@ impl ApiError {
             ApiError::Gate(GateError::AuditUnavailable(_)) => "AUDIT_UNAVAILABLE",
             ApiError::InvalidParameter(_) => "INVALID_PARAMETER",
             ApiError::DecisionNotFound => "DECISION_NOT_FOUND",
+            ApiError::OutOfScope(_) => "OUT_OF_SCOPE",
             ApiError::AuditStore(_) => "AUDIT_UNAVAILABLE",
             ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => "UNAUTHENTICATED",
             ApiError::Auth(AuthError::Forbidden { .. }) => "FORBIDDEN",
@@ -147,7 +150,9 @@ impl ResponseError for ApiError {
             ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Auth(AuthError::Forbidden { .. }) | ApiError::OutOfScope(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::Auth(AuthError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PolicyInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,

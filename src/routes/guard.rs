@@ -12,7 +12,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::config::Role;
 
 async fn guard(
-    needed: Role,
+    needed: &[Role],
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
@@ -52,26 +52,27 @@ pub async fn require_dispatch(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Dispatch, request, next).await
+    guard(&[Role::Dispatch], request, next).await
 }
 
-pub async fn require_regulator(
+/// The trail's readers: regulators, and fleets (within their scope).
+pub async fn require_trail_reader(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Regulator, request, next).await
+    guard(&[Role::Regulator, Role::Fleet], request, next).await
 }
 
 pub async fn require_provider(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Provider, request, next).await
+    guard(&[Role::Provider], request, next).await
 }
 
 pub async fn require_ops(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    guard(Role::Ops, request, next).await
+    guard(&[Role::Ops], request, next).await
 }

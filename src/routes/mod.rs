@@ -54,7 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::scope("/v1/audit")
-                .wrap(from_fn(guard::require_regulator))
+                .wrap(from_fn(guard::require_trail_reader))
                 .service(get("/decisions", audit::decisions))
                 .service(get("/decisions/{decision_id}", audit::decision))
                 .service(get("/summary", audit::summary))

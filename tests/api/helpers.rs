@@ -130,6 +130,8 @@ pub fn auth_client(
         token_sha256_file: None,
         rate_per_sec: None,
         burst: None,
+        clients: None,
+        cities: None,
     }
 }
 

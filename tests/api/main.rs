@@ -9,6 +9,7 @@ mod cache;
 mod cluster;
 mod configuration;
 mod fail_closed;
+mod fleets;
 mod helpers;
 mod hooks;
 mod operations;

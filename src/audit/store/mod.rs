@@ -398,6 +398,10 @@ pub struct Dialect {
     pub placeholder: fn(usize) -> String,
     /// How the subject and trip filters find their decisions.
     pub lookups: Lookups,
+    /// The condition "the detail column ends with the text of parameter
+    /// `p`" (the client filter: a record's client is the last field of its
+    /// detail).
+    pub detail_ends_with: fn(&str) -> String,
 }
 
 /// Where subject refs and trip ids are indexed.

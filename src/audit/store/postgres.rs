@@ -35,6 +35,7 @@ pub struct PostgresStore {
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
     lookups: Lookups::Tables,
+    detail_ends_with: |p| format!("right(detail, length({p})) = {p}"),
 };
 
 fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {

@@ -72,6 +72,7 @@ async fn blocking<T: Send + 'static>(
 const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("?{n}"),
     lookups: Lookups::DerivedIndex,
+    detail_ends_with: |p| format!("substr(detail, -length({p})) = {p}"),
 };
 
 impl rusqlite::ToSql for SqlValue {
