@@ -19,6 +19,7 @@ pub mod domain;
 pub mod events;
 pub mod gate;
 pub mod hexcode;
+pub mod idempotency;
 pub mod messages;
 pub mod metrics;
 pub mod ops_commands;

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub policy_version: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
     pub auth_rejections: IntCounterVec,
+    /// Checks with an `Idempotency-Key`, by what the key did.
+    pub idempotency: IntCounterVec,
+    /// Status-change notifications to dispatch, by outcome.
+    pub notify_events: IntCounterVec,
+    /// Notifications waiting in the outbox.
+    pub notify_outbox: IntGauge,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -267,6 +273,36 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            idempotency: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_idempotency_total",
+                        "Checks carrying an Idempotency-Key: first, replayed, mismatch (422), in_progress (409), unavailable (decided without the guarantee).",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            notify_events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_notify_events_total",
+                        "Status-change notifications to dispatch: queued, delivered, failed (given up after retries), dropped (outbox full).",
+                    ),
+                    &["outcome"],
+                )
+                .expect("valid metric"),
+            ),
+            notify_outbox: register(
+                r,
+                IntGauge::new(
+                    "tripgate_notify_outbox",
+                    "Status-change notifications waiting to be delivered.",
+                )
+                .expect("valid metric"),
+            ),
             registry,
             decisions,
             decision_seconds,
@@ -291,6 +327,18 @@ impl Metrics {
         }
         for outcome in ["applied", "refused"] {
             metrics.policy_reloads.with_label_values(&[outcome]);
+        }
+        for outcome in [
+            "first",
+            "replayed",
+            "mismatch",
+            "in_progress",
+            "unavailable",
+        ] {
+            metrics.idempotency.with_label_values(&[outcome]);
+        }
+        for outcome in ["queued", "delivered", "failed", "dropped"] {
+            metrics.notify_events.with_label_values(&[outcome]);
         }
         metrics.set_circuit(BreakerState::Closed);
         metrics

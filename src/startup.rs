@@ -133,6 +133,13 @@ impl Application {
             crate::audit::public_key_string(&signer.public_key()),
             chrono::TimeDelta::hours(i64::from(settings.audit.default_window_hours)),
         ));
+        let idempotency = web::Data::new(crate::idempotency::Idempotency::new(
+            resolver.shared_redis(),
+            resolver.cache_keys().clone(),
+            Duration::from_secs(settings.checks.idempotency_ttl_secs),
+            settings.checks.idempotency_max_keys,
+            Arc::clone(&metrics),
+        ));
         let events = web::Data::new(StatusEvents::new(
             resolver.clone(),
             events_secret,
@@ -178,6 +185,7 @@ impl Application {
                 metrics.clone(),
                 messages.clone(),
             );
+            let idempotency = idempotency.clone();
             HttpServer::new(move || {
                 // The factory runs once on each worker thread, as it starts.
                 crate::scheduling::prefer_low_latency();
@@ -189,6 +197,7 @@ impl Application {
                     .app_data(authenticator.clone())
                     .app_data(metrics.clone())
                     .app_data(messages.clone())
+                    .app_data(idempotency.clone())
                     .configure(routes::configure)
                     .default_service(web::to(routes::not_found))
             })

@@ -162,6 +162,10 @@ pub struct CheckSettings {
     /// Every decision is made within this; callers may ask for less with
     /// the `X-Tripgate-Deadline-Ms` header.
     pub deadline_ms: u64,
+    /// How long an `Idempotency-Key`'s answer is kept and replayed.
+    pub idempotency_ttl_secs: u64,
+    /// Without Redis, the most keys kept in process.
+    pub idempotency_max_keys: u64,
 }
 
 /// The national platform: mediator of mutual recognition. Asked for the
@@ -440,6 +444,14 @@ impl Settings {
         ];
         let more_positive = [
             ("checks.deadline_ms", self.checks.deadline_ms),
+            (
+                "checks.idempotency_ttl_secs",
+                self.checks.idempotency_ttl_secs,
+            ),
+            (
+                "checks.idempotency_max_keys",
+                self.checks.idempotency_max_keys,
+            ),
             (
                 "cache.skip_after_failure_ms",
                 self.cache.skip_after_failure_ms,

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::header::CONTENT_LANGUAGE;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -19,6 +20,7 @@ use crate::domain::{
 };
 use crate::domain::{Decided, PartyReport};
 use crate::gate::Gate;
+use crate::idempotency::{self, Claim, Idempotency, IdempotencyKey, StoredAnswer};
 use crate::messages::{Lang, Messages};
 use crate::policy::CityPolicy;
 
@@ -226,10 +228,25 @@ fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError>
     }
 }
 
-/// Parse, decide, answer: the same for every hook.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<IdempotencyKey>, ApiError> {
+    request
+        .headers()
+        .get(idempotency::HEADER)
+        .map(|value| {
+            IdempotencyKey::parse(value.as_bytes()).ok_or(ApiError::InvalidHeader {
+                header: idempotency::HEADER,
+                problem: IdempotencyKey::PROBLEM,
+            })
+        })
+        .transpose()
+}
+
+/// Parse, decide, answer: the same for every hook. With an
+/// `Idempotency-Key`, a retry of a decided check gets the first answer.
 async fn decide<B>(
     gate: &Gate,
     messages: &Messages,
+    idempotency: &Idempotency,
     request: &HttpRequest,
     body: B,
 ) -> Result<HttpResponse, ApiError>
@@ -237,6 +254,7 @@ where
     Check: TryFrom<B, Error = crate::domain::InvalidRequest>,
 {
     let budget = requested_budget(request)?;
+    let key = idempotency_key(request)?;
     let lang = Lang::negotiate(
         request
             .headers()
@@ -244,12 +262,35 @@ where
             .and_then(|v| v.to_str().ok()),
     );
     let check = Check::try_from(body)?;
-    let subjects = check.subjects();
     let client = request
         .extensions()
         .get::<crate::auth::Caller>()
         .map(|caller| caller.name.clone());
-    let decided = gate.check(check, budget, client).await?;
+    let ticket = match &key {
+        None => None,
+        Some(key) => match idempotency.claim(client.as_deref(), key, &check).await {
+            Claim::First(ticket) => Some(ticket),
+            Claim::Unavailable => None,
+            Claim::Replay(answer) => {
+                return Ok(HttpResponse::Ok()
+                    .insert_header((CONTENT_LANGUAGE, answer.language))
+                    .insert_header((idempotency::REPLAYED_HEADER, "true"))
+                    .json(idempotency::with_ids(answer.body, &check)))
+            }
+            Claim::Mismatch => return Err(ApiError::IdempotencyKeyReused),
+            Claim::InProgress => return Err(ApiError::IdempotencyKeyInProgress),
+        },
+    };
+    let subjects = check.subjects();
+    let decided = match gate.check(check, budget, client).await {
+        Ok(decided) => decided,
+        Err(error) => {
+            if let Some(ticket) = ticket {
+                idempotency.release(ticket).await;
+            }
+            return Err(error.into());
+        }
+    };
     tracing::Span::current().record("decision_id", tracing::field::display(decided.decision_id));
     tracing::debug!(
         hook = decided.hook.as_str(),
@@ -264,9 +305,22 @@ where
         city: policy.city(&decided.city),
         lang,
     };
+    let answer = DecisionBody::new(&decided, &subjects, texts);
+    if let Some(ticket) = ticket {
+        let kept = serde_json::to_value(&answer).unwrap_or_default();
+        idempotency
+            .complete(
+                ticket,
+                StoredAnswer {
+                    language: lang.tag().to_owned(),
+                    body: idempotency::without_ids(kept),
+                },
+            )
+            .await;
+    }
     Ok(HttpResponse::Ok()
-        .insert_header((actix_web::http::header::CONTENT_LANGUAGE, lang.tag()))
-        .json(DecisionBody::new(&decided, &subjects, texts)))
+        .insert_header((CONTENT_LANGUAGE, lang.tag()))
+        .json(answer))
 }
 
 #[utoipa::path(
@@ -277,6 +331,7 @@ where
     params(
         ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, description = "Decide within this many milliseconds (capped by checks.deadline_ms)"),
         ("Accept-Language" = Option<String>, Header, description = "zh-CN (default) or en: the language of reason messages"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
     ),
     responses(
         (status = 200, description = "A decision, allow or reject", body = super::openapi::TripDecisionDoc),
@@ -285,7 +340,8 @@ where
         (status = 403, description = "The caller's role is not dispatch", body = super::openapi::ErrorDoc),
         (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
         (status = 415, description = "Not application/json", body = super::openapi::ErrorDoc),
-        (status = 422, description = "City not in the policy", body = super::openapi::ErrorDoc),
+        (status = 409, description = "A check with this Idempotency-Key is being decided now (IDEMPOTENCY_KEY_IN_PROGRESS); retry", body = super::openapi::ErrorDoc),
+        (status = 422, description = "City not in the policy (UNKNOWN_CITY), or the Idempotency-Key was used with another body (IDEMPOTENCY_KEY_REUSED)", body = super::openapi::ErrorDoc),
         (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "The decision could not be recorded (AUDIT_UNAVAILABLE)", body = super::openapi::ErrorDoc),
     )
@@ -293,10 +349,11 @@ where
 pub async fn trip(
     gate: web::Data<Gate>,
     messages: web::Data<Messages>,
+    idempotency: web::Data<Idempotency>,
     request: HttpRequest,
     body: web::Json<TripCheckBody>,
 ) -> Result<HttpResponse, ApiError> {
-    decide(&gate, &messages, &request, body.into_inner()).await
+    decide(&gate, &messages, &idempotency, &request, body.into_inner()).await
 }
 
 #[utoipa::path(
@@ -314,10 +371,11 @@ pub async fn trip(
 pub async fn driver_shift(
     gate: web::Data<Gate>,
     messages: web::Data<Messages>,
+    idempotency: web::Data<Idempotency>,
     request: HttpRequest,
     body: web::Json<DriverShiftBody>,
 ) -> Result<HttpResponse, ApiError> {
-    decide(&gate, &messages, &request, body.into_inner()).await
+    decide(&gate, &messages, &idempotency, &request, body.into_inner()).await
 }
 
 #[utoipa::path(
@@ -335,10 +393,11 @@ pub async fn driver_shift(
 pub async fn passenger_order(
     gate: web::Data<Gate>,
     messages: web::Data<Messages>,
+    idempotency: web::Data<Idempotency>,
     request: HttpRequest,
     body: web::Json<PassengerOrderBody>,
 ) -> Result<HttpResponse, ApiError> {
-    decide(&gate, &messages, &request, body.into_inner()).await
+    decide(&gate, &messages, &idempotency, &request, body.into_inner()).await
 }
 
 #[utoipa::path(
@@ -356,8 +415,9 @@ pub async fn passenger_order(
 pub async fn candidates(
     gate: web::Data<Gate>,
     messages: web::Data<Messages>,
+    idempotency: web::Data<Idempotency>,
     request: HttpRequest,
     body: web::Json<CandidatesBody>,
 ) -> Result<HttpResponse, ApiError> {
-    decide(&gate, &messages, &request, body.into_inner()).await
+    decide(&gate, &messages, &idempotency, &request, body.into_inner()).await
 }

@@ -54,6 +54,10 @@ pub enum ApiError {
     Auth(#[from] AuthError),
     #[error("the policy document was refused; the old policy keeps serving: {0}")]
     PolicyInvalid(#[from] crate::policy::PolicyError),
+    #[error("this Idempotency-Key was used with a different request body; use a new key for a new request")]
+    IdempotencyKeyReused,
+    #[error("a check with this Idempotency-Key is being decided now; retry in a moment")]
+    IdempotencyKeyInProgress,
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint")]
@@ -87,6 +91,8 @@ impl ApiError {
             ApiError::Auth(AuthError::Forbidden { .. }) => "FORBIDDEN",
             ApiError::Auth(AuthError::RateLimited { .. }) => "RATE_LIMITED",
             ApiError::PolicyInvalid(_) => "POLICY_INVALID",
+            ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            ApiError::IdempotencyKeyInProgress => "IDEMPOTENCY_KEY_IN_PROGRESS",
             ApiError::NotFound => "NOT_FOUND",
             ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
         }
@@ -156,6 +162,8 @@ impl ResponseError for ApiError {
             ApiError::Auth(AuthError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PolicyInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -175,6 +183,9 @@ impl ResponseError for ApiError {
             }
             ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
                 response.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::IdempotencyKeyInProgress => {
+                response.insert_header(("Retry-After", "1"));
             }
             _ => {}
         }

@@ -77,6 +77,19 @@ impl CacheKeys {
         self.previous.as_ref().map(|mac| Self::under(mac, subject))
     }
 
+    /// A keyed digest of several parts under the active secret (each part
+    /// length-prefixed, so no two lists of parts collide): how anything
+    /// else that names people or their requests is keyed outside the
+    /// process (idempotency keys, request fingerprints).
+    pub fn digest(&self, parts: &[&[u8]]) -> Pseudonym {
+        let mut mac = self.active.clone();
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        Pseudonym(mac.finalize().into_bytes().into())
+    }
+
     fn under(mac: &Hmac<Sha256>, subject: &SubjectId) -> Pseudonym {
         let mut mac = mac.clone();
         mac.update(subject.expose().as_bytes());

@@ -67,6 +67,29 @@ end
 return result
 ";
 
+/// `SET KEYS[1] ARGV[1] PX ARGV[2]` unless it exists; returns what exists.
+const CLAIM: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then return current end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// Appends to a list, trims it to its newest `ARGV[2]`, expires it in `ARGV[3]` ms.
+const APPEND: &str = r"
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Reads a list and deletes it.
+const TAKE: &str = r"
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+redis.call('DEL', KEYS[1])
+return items
+";
+
 #[derive(Clone)]
 enum Connection {
     Single(ConnectionManager),
@@ -138,6 +161,8 @@ pub struct RedisCache {
     key_prefix: String,
     /// Prefix of the replay guard's keys (digests of signed pushes).
     sighting_prefix: String,
+    /// Prefix of the keyed values other parts keep here (`kv_*`).
+    value_prefix: String,
     channel: String,
     ttls: CacheTtls,
     command_timeout: Duration,
@@ -212,6 +237,7 @@ impl RedisCache {
             connection,
             key_prefix: format!("{namespace}:{KEY_FORMAT_VERSION}:hc:"),
             sighting_prefix: format!("{namespace}:{KEY_FORMAT_VERSION}:push:"),
+            value_prefix: format!("{namespace}:{KEY_FORMAT_VERSION}:"),
             channel: format!("{namespace}:{KEY_FORMAT_VERSION}:invalidate"),
             ttls: options.ttls,
             command_timeout: options.command_timeout,
@@ -350,6 +376,68 @@ impl RedisCache {
             .arg(ttl.as_millis().max(1) as u64);
         let reply: Option<String> = self.query(&set).await?;
         Ok(reply.is_some())
+    }
+
+    /// Sets `name` to `value` for `ttl` unless it is set; returns the value
+    /// that was there (`None`: claimed now). Names are the caller's keyed
+    /// digests, never an id.
+    pub async fn kv_claim(
+        &self,
+        name: &str,
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        let mut set = redis::cmd("EVAL");
+        set.arg(CLAIM)
+            .arg(1)
+            .arg(format!("{}{name}", self.value_prefix))
+            .arg(value)
+            .arg(ttl.as_millis().max(1) as u64);
+        self.query(&set).await
+    }
+
+    pub async fn kv_set(&self, name: &str, value: &[u8], ttl: Duration) -> Result<(), CacheError> {
+        let mut set = redis::cmd("SET");
+        set.arg(format!("{}{name}", self.value_prefix))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.query::<()>(&set).await
+    }
+
+    pub async fn kv_delete(&self, name: &str) -> Result<(), CacheError> {
+        let mut del = redis::cmd("DEL");
+        del.arg(format!("{}{name}", self.value_prefix));
+        self.query::<i64>(&del).await.map(|_| ())
+    }
+
+    /// Appends `value` to the list `name`, keeps its newest `keep` entries
+    /// and (re)sets its expiry to `ttl`: one round trip.
+    pub async fn kv_append(
+        &self,
+        name: &str,
+        value: &[u8],
+        keep: usize,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let mut append = redis::cmd("EVAL");
+        append
+            .arg(APPEND)
+            .arg(1)
+            .arg(format!("{}{name}", self.value_prefix))
+            .arg(value)
+            .arg(keep.max(1))
+            .arg(ttl.as_millis().max(1) as u64);
+        self.query::<i64>(&append).await.map(|_| ())
+    }
+
+    /// Takes (reads and deletes, at once) the list `name`.
+    pub async fn kv_take(&self, name: &str) -> Result<Vec<Vec<u8>>, CacheError> {
+        let mut take = redis::cmd("EVAL");
+        take.arg(TAKE)
+            .arg(1)
+            .arg(format!("{}{name}", self.value_prefix));
+        self.query(&take).await
     }
 
     pub async fn forget_sighting(&self, digest: &str) {

@@ -120,6 +120,20 @@ impl Resolver {
     }
 
     /// Puts the policy's palettes in force for ranking ties.
+    /// The shared cache, when it is Redis: other parts that must hold
+    /// across replicas keep their keyed values there.
+    pub fn shared_redis(&self) -> Option<super::RedisCache> {
+        match &self.inner.cache {
+            super::StatusCache::Redis(redis) => Some(redis.clone()),
+            super::StatusCache::Memory(_) => None,
+        }
+    }
+
+    /// The cache secrets (pseudonyms and keyed digests).
+    pub fn cache_keys(&self) -> &super::CacheKeys {
+        &self.inner.keys
+    }
+
     pub fn set_strictness(&self, strictness: Strictness) {
         *self
             .inner

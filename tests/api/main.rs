@@ -12,6 +12,7 @@ mod fail_closed;
 mod fleets;
 mod helpers;
 mod hooks;
+mod idempotency;
 mod operations;
 mod resilience;
 mod scheme;
