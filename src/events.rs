@@ -11,10 +11,11 @@
 //! applied (the provider is asked on the next check). Every replica drops
 //! its L1 copy either way.
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::domain::Status;
 use crate::domain::{Colour, HealthCode, IssuerId, SubjectId};
+use crate::notify::Level;
 use crate::provider_api::{event_signature_matches, StatusPush};
 use crate::status::{CacheError, Put, Resolver};
 
@@ -40,6 +41,8 @@ pub struct StatusEvents {
     resolver: Resolver,
     secret: Vec<u8>,
     max_skew: TimeDelta,
+    /// Told of every applied change that takes a subject off the road.
+    notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
 }
 
 impl StatusEvents {
@@ -48,6 +51,37 @@ impl StatusEvents {
             resolver,
             secret: secret.expose().as_bytes().to_vec(),
             max_skew: TimeDelta::seconds(max_skew_secs as i64),
+            notifier: None,
+        }
+    }
+
+    pub fn with_notifier(
+        mut self,
+        notifier: Option<std::sync::Arc<crate::notify::Notifier>>,
+    ) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// What dispatch must hear of a change to `status`, and since when:
+    /// anything but a green code.
+    fn off_the_road(
+        &self,
+        status: &Status,
+        stated_at: DateTime<Utc>,
+    ) -> Option<(Level, DateTime<Utc>)> {
+        match status {
+            Status::Registered(code) => {
+                let level = match self.resolver.level_of(code) {
+                    Some(crate::domain::Level::Green) => return None,
+                    Some(crate::domain::Level::Yellow) => Level::Yellow,
+                    Some(crate::domain::Level::Red) => Level::Red,
+                    None => Level::Unknown,
+                };
+                Some((level, code.colour_since.unwrap_or(code.renewed_at)))
+            }
+            Status::NotRegistered => Some((Level::NoCode, stated_at)),
+            Status::Itinerary(_) => None,
         }
     }
 
@@ -130,6 +164,14 @@ impl StatusEvents {
             .apply_pushed(&subject, status.clone(), stated_at, now - self.max_skew)
             .await
         {
+            Ok(Put::Written) => {
+                if let (Some(notifier), Some((level, changed_at))) =
+                    (&self.notifier, self.off_the_road(&status, stated_at))
+                {
+                    notifier.changed(&subject, level, changed_at).await;
+                }
+                Ok(Put::Written)
+            }
             Ok(put) => Ok(put),
             Err(error) => {
                 // Not applied: the provider's retry must not count as a replay.

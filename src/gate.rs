@@ -49,6 +49,8 @@ pub struct Gate {
     audit: AuditWriter,
     /// The longest any decision may take; callers may ask for less.
     deadline: Duration,
+    /// Remembers who was let through, to tell dispatch when they turn.
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 impl Gate {
@@ -70,7 +72,13 @@ impl Gate {
             policy: RwLock::new(Arc::new(policy)),
             audit,
             deadline,
+            notifier: None,
         }
+    }
+
+    pub fn with_notifier(mut self, notifier: Option<Arc<crate::notify::Notifier>>) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     pub fn with_national(mut self, national: Option<Resolver>) -> Self {
@@ -229,6 +237,9 @@ impl Gate {
         let handed_over = Instant::now();
         let durable_at = self.audit.append(record).await?;
         let resumed = Instant::now();
+        if let Some(notifier) = &self.notifier {
+            notifier.remember(&decided, &subjects);
+        }
         let audit_seconds = (resumed - handed_over).as_secs_f64();
         let resume_seconds = resumed
             .into_std()

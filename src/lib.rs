@@ -22,6 +22,7 @@ pub mod hexcode;
 pub mod idempotency;
 pub mod messages;
 pub mod metrics;
+pub mod notify;
 pub mod ops_commands;
 pub mod policy;
 pub mod provider_api;

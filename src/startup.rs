@@ -51,6 +51,8 @@ pub enum StartupError {
         backend: &'static str,
         source: StoreError,
     },
+    #[error("notify.outbox_path")]
+    Outbox(#[from] crate::notify::OutboxError),
     #[error("{key}: cannot listen on {addr}")]
     Bind {
         key: &'static str,
@@ -68,7 +70,9 @@ pub struct Application {
     shutdown_grace: Duration,
     /// Completes when the audit writer has committed its last record.
     audit_writer: tokio::sync::oneshot::Receiver<()>,
-    /// Background tasks that end with the server: retention, invalidations.
+    /// Background tasks that end with the server: retention, invalidations,
+    /// notification delivery (what it has not delivered stays in its
+    /// outbox for the next start).
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -103,6 +107,7 @@ impl Application {
             public_keys,
             events_secret,
             auth_clients,
+            notify,
             ..
         } = parsed;
         let (audit, audit_writer) = AuditWriter::start(
@@ -140,11 +145,39 @@ impl Application {
             settings.checks.idempotency_max_keys,
             Arc::clone(&metrics),
         ));
-        let events = web::Data::new(StatusEvents::new(
-            resolver.clone(),
-            events_secret,
-            settings.events.max_skew_secs,
-        ));
+        let (notifier, delivery) = match notify {
+            None => (None, None),
+            Some((url, secret)) => {
+                let notify = &settings.notify;
+                let outbox = crate::notify::Outbox::open(
+                    &notify.outbox_path,
+                    notify.outbox_max_events,
+                    Arc::clone(&metrics),
+                )?;
+                let delivery = outbox.spawn_delivery(
+                    url,
+                    secret.expose().as_bytes().to_vec(),
+                    Duration::from_millis(notify.timeout_ms),
+                    Duration::from_secs(notify.retry_for_secs),
+                );
+                let notifier = Arc::new(crate::notify::Notifier::new(
+                    resolver.shared_redis(),
+                    resolver.cache_keys().clone(),
+                    Duration::from_secs(notify.window_secs),
+                    outbox,
+                    Arc::clone(&metrics),
+                ));
+                (Some(notifier), Some(delivery))
+            }
+        };
+        let events = web::Data::new(
+            StatusEvents::new(
+                resolver.clone(),
+                events_secret,
+                settings.events.max_skew_secs,
+            )
+            .with_notifier(notifier.clone()),
+        );
         let gate = web::Data::new(
             Gate::new(
                 resolver,
@@ -155,7 +188,8 @@ impl Application {
                 Arc::clone(&metrics),
             )
             .with_national(sources.national)
-            .with_itinerary(sources.itinerary),
+            .with_itinerary(sources.itinerary)
+            .with_notifier(notifier),
         );
         let authenticator = web::Data::new(Authenticator::new(
             settings.auth.enabled,
@@ -251,7 +285,10 @@ impl Application {
             admin,
             shutdown_grace: grace,
             audit_writer,
-            background: std::iter::once(retention).chain(sources.tasks).collect(),
+            background: std::iter::once(retention)
+                .chain(sources.tasks)
+                .chain(delivery)
+                .collect(),
         })
     }
 

@@ -69,6 +69,7 @@ pub struct Settings {
     pub policy: PolicySettings,
     pub audit: AuditSettings,
     pub events: EventSettings,
+    pub notify: NotifySettings,
     pub national: NationalSettings,
     pub itinerary: ItinerarySettings,
     pub log: LogSettings,
@@ -184,6 +185,34 @@ pub struct ItinerarySettings {
     /// Empty: not configured (policies that require it get STATUS_UNAVAILABLE).
     pub base_url: String,
     pub ttl_secs: u64,
+}
+
+/// Status-change notifications to dispatch: after a subject passes a
+/// driver-shift, trip or passenger-order check, a push that turns it
+/// yellow, red or no-code is announced to `url` (signed like the provider's
+/// pushes), naming the decisions it passed, never the subject.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Empty: notifications are off.
+    pub url: String,
+    /// HMAC-SHA256 key of the notifications (`secret` or `secret_file`),
+    /// at least 16 bytes; required when `url` is set.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// How long a pass is remembered for notifications.
+    pub window_secs: u64,
+    /// The outbox (SQLite) that keeps undelivered notifications across
+    /// restarts.
+    pub outbox_path: PathBuf,
+    /// The most notifications the outbox holds; past it new ones are
+    /// dropped (counted and logged).
+    pub outbox_max_events: u64,
+    /// A notification not delivered within this long is given up.
+    pub retry_for_secs: u64,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -468,6 +497,10 @@ impl Settings {
             ),
             ("provider.breaker_open_ms", self.provider.breaker_open_ms),
             ("events.max_skew_secs", self.events.max_skew_secs),
+            ("notify.window_secs", self.notify.window_secs),
+            ("notify.outbox_max_events", self.notify.outbox_max_events),
+            ("notify.retry_for_secs", self.notify.retry_for_secs),
+            ("notify.timeout_ms", self.notify.timeout_ms),
             (
                 "provider.max_concurrent_calls",
                 self.provider.max_concurrent_calls as u64,
@@ -495,6 +528,7 @@ impl Settings {
             })?;
         }
         let events_secret = self.events_secret()?;
+        let notify = self.notify_target()?;
         let audit_key_secrets = self.audit_key_secrets()?;
         let others: Vec<&str> = audit_key_secrets
             .iter()
@@ -581,6 +615,7 @@ impl Settings {
             public_keys,
             events_secret,
             auth_clients,
+            notify,
         })
     }
 

@@ -84,6 +84,8 @@ pub struct Parsed {
     pub public_keys: crate::audit::PublicKeys,
     pub events_secret: Secret,
     pub auth_clients: Vec<(ClientSettings, [u8; 32])>,
+    /// Where status-change notifications go, and their secret; `None`: off.
+    pub notify: Option<(reqwest::Url, Secret)>,
 }
 
 impl Settings {
@@ -245,6 +247,34 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The notification target and its secret, when `notify.url` is set.
+    pub fn notify_target(&self) -> Result<Option<(reqwest::Url, Secret)>, ConfigError> {
+        if self.notify.url.trim().is_empty() {
+            return Ok(None);
+        }
+        let url = super::http_url("notify.url", &self.notify.url)?;
+        let secret =
+            read_secret(&self.notify.secret, &self.notify.secret_file).map_err(|problem| {
+                ConfigError::Invalid {
+                    key: "notify.secret",
+                    problem,
+                }
+            })?;
+        if secret.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "notify.secret",
+                problem: "must be at least 16 bytes".into(),
+            });
+        }
+        if self.environment == super::Environment::Production && is_example_secret(&secret) {
+            return Err(ConfigError::Invalid {
+                key: "notify.secret",
+                problem: "production refuses an example secret".into(),
+            });
+        }
+        Ok(Some((url, Secret(secret))))
     }
 
     /// The shared secret of pushed status events.

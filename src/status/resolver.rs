@@ -129,6 +129,12 @@ impl Resolver {
         }
     }
 
+    /// The level a code maps to under the policy's palettes (`None`: a
+    /// colour or issuer no palette lists).
+    pub fn level_of(&self, code: &crate::domain::HealthCode) -> Option<crate::domain::Level> {
+        self.inner.strictness().level_of(code)
+    }
+
     /// The cache secrets (pseudonyms and keyed digests).
     pub fn cache_keys(&self) -> &super::CacheKeys {
         &self.inner.keys

@@ -13,6 +13,7 @@ mod fleets;
 mod helpers;
 mod hooks;
 mod idempotency;
+mod notify;
 mod operations;
 mod resilience;
 mod scheme;
