@@ -10,7 +10,7 @@ use tripgate::audit_commands::{self, ExportFlags, VerifyFlags};
 use tripgate::config::Settings;
 use tripgate::demo::{self, DemoOptions};
 use tripgate::policy::Policy;
-use tripgate::simulator::{PopulationSpec, Simulator, Webhook};
+use tripgate::simulator::{PopulationSpec, Simulator, Transitions, Webhook};
 use tripgate::startup::Application;
 use tripgate::telemetry;
 
@@ -55,6 +55,14 @@ enum Command {
         /// Shared secret for signing pushes (tripgate's events.secret).
         #[arg(long)]
         webhook_secret: Option<String>,
+        /// Code changes a second: green to yellow or red and back after the
+        /// scheme's 7 or 14 days, deletions, new codes; each pushed.
+        #[arg(long, default_value_t = 0.0)]
+        transitions: f64,
+        /// Simulated seconds per real second for those days (86400: a day
+        /// a second).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
     },
     /// Start the simulator and the service, drive trip checks, print a summary.
     Demo {
@@ -126,6 +134,8 @@ async fn main() -> ExitCode {
             workers,
             webhook_url,
             webhook_secret,
+            transitions,
+            time_scale,
         } => {
             let webhook = webhook_url
                 .zip(webhook_secret)
@@ -135,7 +145,11 @@ async fn main() -> ExitCode {
                 passengers,
                 seed,
             };
-            simulate(listen, spec, workers, webhook).await
+            let transitions = Transitions {
+                rate: transitions,
+                time_scale,
+            };
+            simulate(listen, spec, workers, webhook, transitions).await
         }
         Command::Demo { exit, checks } => demo::run(DemoOptions { exit, checks })
             .await
@@ -191,10 +205,18 @@ async fn simulate(
     spec: PopulationSpec,
     workers: usize,
     webhook: Option<Webhook>,
+    transitions: Transitions,
 ) -> Result<(), String> {
+    if !(transitions.rate >= 0.0 && transitions.rate.is_finite()) {
+        return Err("--transitions must be a number of changes a second, 0 or more".into());
+    }
+    if !(transitions.time_scale > 0.0 && transitions.time_scale.is_finite()) {
+        return Err("--time-scale must be greater than 0".into());
+    }
     let simulator = Simulator::build(listen, spec, workers)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     simulator.state().set_webhook(webhook);
+    let _transitions = simulator.start_transitions(spec, transitions);
     println!(
         "provider simulator on {} ({} drivers, {} passengers, seed {})",
         simulator.base_url(),

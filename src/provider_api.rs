@@ -168,6 +168,9 @@ pub struct SimulatorStats {
     /// Code changes pushed to the webhook, and pushes given up on.
     pub pushes_delivered: u64,
     pub pushes_failed: u64,
+    /// Colour changes, issues and deletions made by `--transitions`.
+    #[serde(default)]
+    pub transitions: u64,
     pub population: u64,
     pub overrides: u64,
 }

@@ -10,6 +10,7 @@
 mod population;
 mod routes;
 mod state;
+mod transitions;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use actix_web::{web, App, HttpServer};
 pub use crate::provider_api::Webhook;
 pub use population::{Population, PopulationSpec};
 pub use state::SimulatorState;
+pub use transitions::Transitions;
 
 pub struct Simulator {
     address: SocketAddr,
@@ -66,6 +68,16 @@ impl Simulator {
 
     pub fn state(&self) -> Arc<SimulatorState> {
         Arc::clone(&self.state)
+    }
+
+    /// Turns codes over at `transitions.rate` a second until the returned
+    /// task is aborted (see `transitions`).
+    pub fn start_transitions(
+        &self,
+        spec: PopulationSpec,
+        transitions: Transitions,
+    ) -> tokio::task::JoinHandle<()> {
+        transitions::spawn(Arc::clone(&self.state), spec, transitions)
     }
 
     pub fn handle(&self) -> ServerHandle {

@@ -24,6 +24,7 @@ pub struct SimulatorState {
     itinerary_requests: AtomicU64,
     pushes_delivered: std::sync::Arc<AtomicU64>,
     pushes_failed: std::sync::Arc<AtomicU64>,
+    transitions: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -41,6 +42,7 @@ impl SimulatorState {
             itinerary_requests: AtomicU64::new(0),
             pushes_delivered: Default::default(),
             pushes_failed: Default::default(),
+            transitions: AtomicU64::new(0),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(2))
                 .build()
@@ -157,6 +159,11 @@ impl SimulatorState {
             .fetch_add(subjects as u64, Ordering::Relaxed);
     }
 
+    /// A code changed colour, was issued or deleted by the transitions.
+    pub fn count_transition(&self) {
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_injected_error(&self) {
         self.injected_errors.fetch_add(1, Ordering::Relaxed);
     }
@@ -170,6 +177,7 @@ impl SimulatorState {
             itinerary_requests: self.itinerary_requests.load(Ordering::Relaxed),
             pushes_delivered: self.pushes_delivered.load(Ordering::Relaxed),
             pushes_failed: self.pushes_failed.load(Ordering::Relaxed),
+            transitions: self.transitions.load(Ordering::Relaxed),
             population: self.population.size(),
             overrides: self
                 .overrides

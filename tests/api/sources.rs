@@ -182,3 +182,65 @@ async fn the_national_platform_mediates_codes_of_issuers_the_city_does_not_recog
     app.decide(&trip("D-1", &["P-hz"])).await;
     assert_eq!(national_state.stats().requests, asked);
 }
+
+#[tokio::test]
+async fn a_living_simulator_turns_codes_over_and_pushes_every_change() {
+    use tripgate::simulator::{PopulationSpec, Simulator, Transitions};
+    let app = TestApp::spawn().await;
+    let started = chrono::Utc::now();
+    let spec = PopulationSpec {
+        drivers: 50,
+        passengers: 50,
+        seed: 11,
+    };
+    let simulator = Simulator::build("127.0.0.1:0".parse().unwrap(), spec, 1).unwrap();
+    let state = simulator.state();
+    state.set_webhook(Some(tripgate::simulator::Webhook {
+        url: app.url("/v1/status-events"),
+        secret: crate::helpers::EVENTS_SECRET.into(),
+    }));
+    // A simulated week every tenth of a second: yellow codes recover.
+    let transitions = simulator.start_transitions(
+        spec,
+        Transitions {
+            rate: 200.0,
+            time_scale: 7.0 * 86_400.0 * 10.0,
+        },
+    );
+    tokio::spawn(simulator.run_until_stopped());
+    let mut stats = state.stats();
+    for _ in 0..60 {
+        stats = state.stats();
+        if stats.transitions >= 100 && stats.pushes_delivered >= 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(stats.transitions >= 100, "{stats:?}");
+    assert!(stats.pushes_delivered >= 100, "{stats:?}");
+    assert_eq!(stats.pushes_failed, 0, "tripgate refused pushes: {stats:?}");
+    // Codes changed: some members hold a green code issued or restored by
+    // the transitions (colour since its last check-in) ...
+    let recovered = (0..50)
+        .filter_map(|i| state.code_of(&tripgate::simulator::Population::driver_id(i)))
+        .filter(|code| code.color == "green" && code.color_since == code.renewed_at)
+        .count();
+    assert!(recovered > 0, "no code issued or restored");
+    // ... and no code the transitions turned yellow is still yellow a
+    // simulated week (a tenth of a second) later, allowing a second for a
+    // busy machine.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let long_ago = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let overdue: Vec<_> = (0..50)
+        .map(tripgate::simulator::Population::passenger_id)
+        .chain((0..50).map(tripgate::simulator::Population::driver_id))
+        .filter_map(|id| state.code_of(&id))
+        .filter(|code| code.color == "yellow")
+        .filter(|code| {
+            code.color_since
+                .is_some_and(|t| t > started && t < long_ago)
+        })
+        .collect();
+    transitions.abort();
+    assert!(overdue.is_empty(), "{overdue:?}");
+}
