@@ -1,9 +1,14 @@
 //! `tripgate demo`: the whole system on one machine, with no server to
-//! install. It starts the provider simulator on loopback, the service with
-//! the embedded defaults (in-process cache) talking to it over real HTTP,
-//! drives trip checks through real HTTP, turns some drivers red mid-run (the
-//! simulator pushes the change to tripgate's signed events endpoint, so the
-//! cached green is replaced at once), and prints what was decided and why.
+//! install. It starts the provider simulator on loopback (and a second one
+//! as the national platform), the service with the embedded defaults
+//! (in-process cache) talking to them over real HTTP, drives trip checks
+//! through real HTTP, turns some drivers red mid-run (the simulator pushes
+//! the change to tripgate's signed events endpoint, so the cached green is
+//! replaced at once), shows a visitor recognised through the national
+//! platform and a driver taken off duty by a notification to a stand-in
+//! dispatch backend (`lifecycle`), and prints what was decided and why.
+
+mod lifecycle;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -54,10 +59,28 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     let population = simulator.state();
     let simulator_handle = simulator.handle();
     tokio::spawn(simulator.run_until_stopped());
+    let national = Simulator::build(
+        "127.0.0.1:0".parse().expect("literal address"),
+        PopulationSpec {
+            drivers: 0,
+            passengers: 0,
+            seed: 86,
+        },
+        1,
+    )
+    .map_err(DemoError::Simulator)?;
+    let national_url = national.base_url();
+    let national_state = national.state();
+    let national_handle = national.handle();
+    tokio::spawn(national.run_until_stopped());
+    let (dispatch, dispatch_url) = lifecycle::Dispatch::start()?;
 
     let mut settings = Settings::load()?;
     settings.cache.backend = CacheBackend::Memory;
     settings.provider.base_url = provider_url.clone();
+    settings.national.base_url = national_url.clone();
+    settings.notify.url = dispatch_url;
+    settings.notify.secret = Some(lifecycle::NOTIFY_SECRET.to_owned().into());
     settings.server.admin_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     settings.log.level = "warn".into();
     telemetry::init(&settings.log);
@@ -83,6 +106,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
 
     println!("tripgate demo");
     println!("  provider simulator  {provider_url}  ({DRIVERS} drivers, {PASSENGERS} passengers)");
+    println!("  national platform   {national_url}  (a second simulator)");
     println!(
         "  tripgate            http://{address}  (in-process cache; the simulator pushes code changes)"
     );
@@ -157,6 +181,30 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     );
     tally.add(&answers);
 
+    let base = format!("http://{address}");
+    let on_duty = |from_end: bool| {
+        let mut drivers: Vec<u64> = (0..DRIVERS).collect();
+        if from_end {
+            drivers.reverse();
+        }
+        drivers
+            .into_iter()
+            .map(Population::driver_id)
+            .find(|id| {
+                !allowed_drivers.contains(id)
+                    && population
+                        .code_of(id)
+                        .is_some_and(|c| c.color == "green" && c.issuer == "hangzhou")
+            })
+            .ok_or_else(|| DemoError::Unexpected("a green driver in the population".into()))
+    };
+    lifecycle::show_visitor(&http, &base, &national_state, &on_duty(false)?).await?;
+    lifecycle::show_off_duty(&http, &base, &provider_url, &dispatch, &on_duty(true)?).await?;
+    println!(
+        "  dispatch received {} signed notifications in all (the drivers turned red above were on trips too)",
+        dispatch.count()
+    );
+
     tally.print(started.elapsed());
     let summary: Value = http
         .get(format!("http://{address}/v1/audit/summary?group_by=hook"))
@@ -177,6 +225,7 @@ pub async fn run(options: DemoOptions) -> Result<(), DemoError> {
     }
     app_handle.stop(true).await;
     simulator_handle.stop(true).await;
+    national_handle.stop(true).await;
     Ok(())
 }
 
