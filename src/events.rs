@@ -110,8 +110,18 @@ impl StatusEvents {
         if (Utc::now() - sent).abs() > self.max_skew {
             return Err(EventError::StaleTimestamp(skew));
         }
-        let push: StatusPush =
+        // Told apart by `deleted_at`, so that the error names what is wrong
+        // with the one the provider meant.
+        let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| EventError::BadBody(e.to_string()))?;
+        let bad = |kind: &str, e: serde_json::Error| EventError::BadBody(format!("{kind}: {e}"));
+        let push = if value.get("deleted_at").is_some() {
+            StatusPush::Deleted(serde_json::from_value(value).map_err(|e| bad("deletion", e))?)
+        } else {
+            StatusPush::Code(
+                serde_json::from_value(value).map_err(|e| bad("health-code record", e))?,
+            )
+        };
         let now = Utc::now();
         let (subject_id, status, stated_at) = match push {
             StatusPush::Code(record) => {

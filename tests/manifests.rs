@@ -359,3 +359,15 @@ fn every_secret_file_production_reads_is_a_key_of_the_example_secret() {
         );
     }
 }
+
+#[test]
+fn the_shipped_configuration_files_are_the_ones_kustomize_mounts() {
+    for file in ["base.toml", "policy.toml", "messages.toml"] {
+        let local = std::fs::read_to_string(root().join("config").join(file)).unwrap();
+        let mounted = std::fs::read_to_string(root().join("k8s/base/config").join(file)).unwrap();
+        assert!(
+            local == mounted,
+            "k8s/base/config/{file} differs from config/{file}; copy it over"
+        );
+    }
+}

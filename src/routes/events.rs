@@ -29,12 +29,12 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
     tag = "events",
     request_body = crate::provider_api::HealthCodeRecord,
     params(
-        ("X-Tripgate-Timestamp" = i64, Header, description = "Unix seconds; refused when more than events.max_skew_secs away"),
+        ("X-Tripgate-Timestamp" = i64, Header, description = "Unix seconds; refused when more than events.max_skew_secs away. The body is a HealthCodeRecord or a CodeDeleted {subject_id, deleted_at}"),
         ("X-Tripgate-Signature" = String, Header, description = "sha256=<hex HMAC-SHA256(secret, timestamp + \".\" + body)>"),
     ),
     responses(
-        (status = 200, description = "{applied: bool, outcome}: outcome `written`; `kept` when the cached status is newer, or as new and stricter; `too_old` when nothing was cached and updated_at is older than events.max_skew_secs"),
-        (status = 400, description = "INVALID_EVENT: not a health-code record, or updated_at beyond the allowed skew in the future", body = super::openapi::ErrorDoc),
+        (status = 200, description = "{applied: bool, outcome}: outcome `written`; `kept` when the cached status is newer, or as new and stricter; `too_old` when nothing was cached and the event is older than events.max_skew_secs"),
+        (status = 400, description = "INVALID_EVENT: neither a health-code record nor a deletion, or stamped beyond the allowed skew in the future", body = super::openapi::ErrorDoc),
         (status = 409, description = "REPLAYED_EVENT: this exact signed event was already received", body = super::openapi::ErrorDoc),
         (status = 401, description = "INVALID_SIGNATURE or STALE_TIMESTAMP, or no bearer token", body = super::openapi::ErrorDoc),
         (status = 503, description = "CACHE_UNAVAILABLE: retry", body = super::openapi::ErrorDoc),

@@ -36,11 +36,26 @@ pub struct PartyStatusDoc {
     /// The issuer's own colour word.
     pub color: Option<String>,
     pub issuer: Option<String>,
-    /// l1, redis, upstream or stale.
+    /// l1, redis, upstream, stale or national.
     pub source: Option<String>,
-    /// When the issuer last set or renewed the code (RFC 3339).
+    /// The code's last renewal, its daily check-in (RFC 3339).
     pub as_of: Option<String>,
     pub age_seconds: Option<i64>,
+    /// When the code's colour last changed (provider contract v2).
+    pub color_since: Option<String>,
+    /// For a refused party, when it may pass again, where derivable.
+    pub eligible_after: Option<EligibleAfterDoc>,
+}
+
+/// When a refused party may pass again, and the policy rule that says so.
+#[derive(Serialize, ToSchema)]
+pub struct EligibleAfterDoc {
+    /// RFC 3339.
+    pub at: String,
+    /// `<city>.isolation.yellow`, `<city>.isolation.red`, `<city>.renewal`
+    /// or the itinerary rule.
+    #[schema(example = "hangzhou.isolation.red")]
+    pub rule: String,
 }
 
 /// A decision: HTTP 200 whether it allows or rejects.
@@ -139,6 +154,7 @@ impl Modify for BearerAuth {
         crate::domain::CandidatesBody,
         crate::domain::PartyBody,
         crate::provider_api::HealthCodeRecord,
+        crate::provider_api::CodeDeleted,
         crate::audit::AuditReason,
         crate::audit::AuditParty,
         crate::audit::SummaryRow,
@@ -151,7 +167,7 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     tags(
         (name = "checks", description = "Hooks called by dispatch (role dispatch)"),
-        (name = "audit", description = "The decision trail (role regulator)"),
+        (name = "audit", description = "The decision trail (roles regulator and fleet, within their scope)"),
         (name = "events", description = "Pushes from the health-code provider (role provider, signed)"),
         (name = "operations", description = "Probes and metrics"),
     )

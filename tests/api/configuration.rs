@@ -115,4 +115,23 @@ fn policy_check_validates_a_document() {
         stderr.contains("cities.hangzhou.recognised_issuers[0]"),
         "{stderr}"
     );
+
+    // A city's own message in one language only is refused.
+    let shipped = std::fs::read_to_string(config_dir().join("policy.toml")).unwrap();
+    let half = shipped.replace(
+        "en = \"No health code was found: apply through the Zheliban app",
+        "# en = \"",
+    );
+    assert_ne!(
+        half, shipped,
+        "the shipped policy changed its Hangzhou message"
+    );
+    std::fs::write(&bad, half).unwrap();
+    let output = run(&bad);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cities.hangzhou.messages.NO_HEALTH_CODE.en: is missing or empty"),
+        "{stderr}"
+    );
 }

@@ -301,6 +301,53 @@ async fn pushed_events_are_verified_and_applied_in_updated_at_order() {
     );
 }
 
+#[tokio::test]
+async fn a_pushed_deletion_leaves_the_subject_without_a_code_and_a_bad_one_is_named() {
+    let app = TestApp::spawn().await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    assert_eq!(
+        app.decide(&trip("D-1", &["P-1"])).await["decision"],
+        "allow"
+    );
+    let now = Utc::now();
+    let deleted = json!({"subject_id": "P-1", "deleted_at": now});
+    let response = app
+        .push_event(&deleted, EVENTS_SECRET, now.timestamp())
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["outcome"],
+        "written"
+    );
+    let body = app.decide(&trip("D-1", &["P-1"])).await;
+    assert_eq!(codes(&body), vec!["NO_HEALTH_CODE"], "{body}");
+    // An older code pushed late does not undo the deletion.
+    let late = json!({"subject_id": "P-1", "color": "green", "issuer": "hangzhou",
+        "color_since": now - TimeDelta::days(3), "renewed_at": now - TimeDelta::seconds(5)});
+    let response = app
+        .push_event(&late, EVENTS_SECRET, now.timestamp() + 1)
+        .await;
+    assert_eq!(response.json::<Value>().await.unwrap()["outcome"], "kept");
+    // A deletion missing its subject says so.
+    let response = app
+        .push_event(
+            &json!({"deleted_at": now}),
+            EVENTS_SECRET,
+            now.timestamp() + 2,
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deletion: missing field `subject_id`"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_red_code_pushed_to_one_replica_is_honoured_by_another_within_a_second() {
     let first = TestApp::spawn().await;
