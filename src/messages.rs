@@ -58,6 +58,22 @@ pub enum MessagesError {
     Invalid { file: String, problem: String },
 }
 
+/// A message's texts, [zh-CN, en], each present and not blank; `missing`
+/// makes the error for a language that is not.
+pub fn both_languages<E>(
+    texts: &BTreeMap<String, String>,
+    missing: impl Fn(&str) -> E,
+) -> Result<[String; 2], E> {
+    let get = |lang: &str| {
+        texts
+            .get(lang)
+            .filter(|t| !t.trim().is_empty())
+            .cloned()
+            .ok_or_else(|| missing(lang))
+    };
+    Ok([get("zh-CN")?, get("en")?])
+}
+
 #[derive(Debug, Clone)]
 pub struct Messages {
     /// Indexed by `ReasonCode as usize`: [zh-CN, en].
@@ -92,16 +108,9 @@ impl Messages {
                 let entry = raw
                     .get(code.as_str())
                     .ok_or_else(|| invalid(format!("[{}] is missing", code.as_str())))?;
-                let get = |lang: &str| {
-                    entry
-                        .get(lang)
-                        .filter(|t| !t.trim().is_empty())
-                        .cloned()
-                        .ok_or_else(|| {
-                            invalid(format!("{}.{lang} is missing or empty", code.as_str()))
-                        })
-                };
-                Ok([get("zh-CN")?, get("en")?])
+                both_languages(entry, |lang| {
+                    invalid(format!("{}.{lang} is missing or empty", code.as_str()))
+                })
             })
             .collect::<Result<Vec<_>, MessagesError>>()?;
         Ok(Self { texts })

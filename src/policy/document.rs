@@ -544,19 +544,13 @@ fn parse_messages(
                 "is not a language of the catalogue; use zh-CN and en".into(),
             ));
         }
-        let text = |lang: &str| {
-            texts
-                .get(lang)
-                .filter(|t| !t.trim().is_empty())
-                .cloned()
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{code_key}.{lang}"),
-                        "is missing or empty; a city's message needs both zh-CN and en".into(),
-                    )
-                })
-        };
-        messages.insert(code, [text("zh-CN")?, text("en")?]);
+        let texts = crate::messages::both_languages(texts, |lang| {
+            invalid(
+                format!("{code_key}.{lang}"),
+                "is missing or empty; a city's message needs both zh-CN and en".into(),
+            )
+        })?;
+        messages.insert(code, texts);
     }
     Ok(messages)
 }

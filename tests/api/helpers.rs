@@ -326,21 +326,7 @@ impl TestApp {
         renewed_at: DateTime<Utc>,
     ) {
         let body = json!({"color": color, "issuer": issuer, "color_since": color_since, "renewed_at": renewed_at});
-        let response = self
-            .http
-            .put(format!(
-                "{}/admin/health-codes/{subject}",
-                self.simulator_url
-            ))
-            .json(&body)
-            .send()
-            .await
-            .expect("simulator admin");
-        assert!(
-            response.status().is_success(),
-            "set code: {}",
-            response.status()
-        );
+        self.put_code(subject, &body).await;
     }
 
     pub async fn set_code_at(
@@ -354,13 +340,18 @@ impl TestApp {
         if let Some(at) = updated_at {
             body["updated_at"] = json!(at);
         }
+        self.put_code(subject, &body).await;
+    }
+
+    /// Sets a code through the simulator's admin API.
+    async fn put_code(&self, subject: &str, body: &Value) {
         let response = self
             .http
             .put(format!(
                 "{}/admin/health-codes/{subject}",
                 self.simulator_url
             ))
-            .json(&body)
+            .json(body)
             .send()
             .await
             .expect("simulator admin");
