@@ -316,7 +316,7 @@ fn assess(
         Some(level) => Standing::Level(level),
         None => Standing::UnknownColour,
     };
-    let mut failures = Vec::with_capacity(2);
+    let mut failures = Vec::new();
     let mut after = None;
     match standing {
         Standing::Level(Level::Green) => {}
