@@ -2,9 +2,14 @@
 # distroless image that runs as a non-root user (uid 65532).
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
+COPY benches benches
 COPY config config
+# The commit, for tripgate_build_info (the image has no .git):
+# docker build --build-arg TRIPGATE_GIT_SHA=$(git rev-parse --short=12 HEAD) .
+ARG TRIPGATE_GIT_SHA=unknown
+ENV TRIPGATE_GIT_SHA=$TRIPGATE_GIT_SHA
 RUN cargo build --release --locked --bin tripgate
 
 FROM gcr.io/distroless/cc-debian12:nonroot

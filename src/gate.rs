@@ -98,6 +98,15 @@ impl Gate {
         &self.resolver
     }
 
+    /// Every configured upstream's breaker state.
+    pub fn upstream_states(&self) -> Vec<(&'static str, crate::domain::BreakerState)> {
+        std::iter::once(&self.resolver)
+            .chain(&self.national)
+            .chain(&self.itinerary)
+            .map(|r| (r.upstream(), r.breaker_state()))
+            .collect()
+    }
+
     pub fn audit_backlog(&self) -> usize {
         self.audit.backlog()
     }

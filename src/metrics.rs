@@ -13,6 +13,9 @@ use prometheus::{
 use crate::domain::{BreakerState, Source};
 use crate::domain::{Outcome, ReasonCode};
 
+/// The upstreams, as their metrics are labelled.
+pub const UPSTREAMS: [&str; 3] = ["provider", "national", "itinerary"];
+
 /// Sub-millisecond resolution where decisions live, up to the deadline.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
@@ -34,9 +37,11 @@ pub struct Metrics {
     stage_seconds: [Histogram; 3],
     lookups: Vec<IntCounter>,
     lookups_unavailable: IntCounter,
+    /// Per upstream (`provider`, `national`, `itinerary`) and outcome.
     pub provider_requests: IntCounterVec,
-    pub provider_seconds: Histogram,
-    pub provider_circuit: IntGaugeVec,
+    pub provider_seconds: HistogramVec,
+    provider_circuit: IntGaugeVec,
+    breaker_transitions: IntCounterVec,
     pub redis_errors: IntCounterVec,
     pub audit_commit_seconds: Histogram,
     pub audit_batch_size: Histogram,
@@ -52,6 +57,8 @@ pub struct Metrics {
     pub notify_events: IntCounterVec,
     /// Notifications waiting in the outbox.
     pub notify_outbox: IntGauge,
+    http_requests: IntCounterVec,
+    http_seconds: HistogramVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -140,9 +147,9 @@ impl Metrics {
             IntGaugeVec::new(
                 Opts::new(
                     "tripgate_provider_circuit_state",
-                    "1 for the provider circuit breaker's current state.",
+                    "1 for each upstream circuit breaker's current state.",
                 ),
-                &["state"],
+                &["upstream", "state"],
             )
             .expect("valid metric"),
         );
@@ -169,24 +176,36 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "tripgate_provider_requests_total",
-                        "Provider batch calls by outcome.",
+                        "Upstream batch calls by upstream (provider, national, itinerary) and outcome.",
                     ),
-                    &["outcome"],
+                    &["upstream", "outcome"],
                 )
                 .expect("valid metric"),
             ),
             provider_seconds: register(
                 r,
-                Histogram::with_opts(
+                HistogramVec::new(
                     HistogramOpts::new(
                         "tripgate_provider_request_duration_seconds",
-                        "Provider batch call latency.",
+                        "Upstream batch call latency by upstream.",
                     )
                     .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["upstream"],
                 )
                 .expect("valid metric"),
             ),
             provider_circuit,
+            breaker_transitions: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_breaker_transitions_total",
+                        "Circuit breaker state changes by upstream and the state entered.",
+                    ),
+                    &["upstream", "to"],
+                )
+                .expect("valid metric"),
+            ),
             redis_errors: register(
                 r,
                 IntCounterVec::new(
@@ -303,22 +322,77 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            http_requests: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_http_requests_total",
+                        "HTTP requests by route pattern, method and status (both listeners).",
+                    ),
+                    &["route", "method", "status"],
+                )
+                .expect("valid metric"),
+            ),
+            http_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "tripgate_http_request_duration_seconds",
+                        "HTTP request duration by route pattern and method, from the first middleware to the response.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["route", "method"],
+                )
+                .expect("valid metric"),
+            ),
             registry,
             decisions,
             decision_seconds,
         };
         // Known series start at zero, so rates and alerts see them before
         // the first event.
-        for outcome in [
-            "ok",
-            "error",
-            "timeout",
-            "refused",
-            "circuit_open",
-            "overloaded",
-        ] {
-            metrics.provider_requests.with_label_values(&[outcome]);
+        for upstream in UPSTREAMS {
+            for outcome in [
+                "ok",
+                "error",
+                "timeout",
+                "refused",
+                "circuit_open",
+                "overloaded",
+            ] {
+                metrics
+                    .provider_requests
+                    .with_label_values(&[upstream, outcome]);
+            }
+            metrics.provider_seconds.with_label_values(&[upstream]);
+            metrics.set_circuit(upstream, BreakerState::Closed);
+            for to in [
+                BreakerState::Open,
+                BreakerState::HalfOpen,
+                BreakerState::Closed,
+            ] {
+                metrics
+                    .breaker_transitions
+                    .with_label_values(&[upstream, to.as_str()]);
+            }
         }
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "tripgate_build_info",
+                "1, labelled with the version and the commit of this build.",
+            ),
+            &["version", "git_sha"],
+        )
+        .expect("valid metric");
+        register(&metrics.registry, build_info.clone())
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TRIPGATE_GIT_SHA")])
+            .set(1);
+        // process_cpu_seconds_total, process_resident_memory_bytes,
+        // process_open_fds, process_start_time_seconds ... (Linux).
+        #[cfg(target_os = "linux")]
+        let _ = metrics.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
         for operation in ["read", "write"] {
             metrics.redis_errors.with_label_values(&[operation]);
         }
@@ -340,7 +414,6 @@ impl Metrics {
         for outcome in ["queued", "delivered", "failed", "dropped"] {
             metrics.notify_events.with_label_values(&[outcome]);
         }
-        metrics.set_circuit(BreakerState::Closed);
         metrics
     }
 
@@ -390,16 +463,36 @@ impl Metrics {
         }
     }
 
-    pub fn set_circuit(&self, state: BreakerState) {
+    /// One HTTP exchange (`routes::observe`).
+    pub fn record_http(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        let buffer = itoa_status(status);
+        let status = std::str::from_utf8(&buffer).unwrap_or("0");
+        self.http_requests
+            .with_label_values(&[route, method, status])
+            .inc();
+        self.http_seconds
+            .with_label_values(&[route, method])
+            .observe(seconds);
+    }
+
+    pub fn set_circuit(&self, upstream: &str, state: BreakerState) {
         for s in [
             BreakerState::Closed,
             BreakerState::Open,
             BreakerState::HalfOpen,
         ] {
             self.provider_circuit
-                .with_label_values(&[s.as_str()])
+                .with_label_values(&[upstream, s.as_str()])
                 .set(i64::from(s == state));
         }
+    }
+
+    /// A breaker changed state: counted, and its gauge set at once.
+    pub fn breaker_transition(&self, upstream: &str, to: BreakerState) {
+        self.breaker_transitions
+            .with_label_values(&[upstream, to.as_str()])
+            .inc();
+        self.set_circuit(upstream, to);
     }
 
     pub fn set_policy_version(&self, version: &str) {
@@ -419,6 +512,16 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A status code's three digits, without allocating.
+fn itoa_status(status: u16) -> [u8; 3] {
+    let status = status.min(999);
+    [
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ]
 }
 
 #[cfg(test)]

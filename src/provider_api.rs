@@ -171,6 +171,10 @@ pub struct SimulatorStats {
     /// Colour changes, issues and deletions made by `--transitions`.
     #[serde(default)]
     pub transitions: u64,
+    /// The trace id of the last batch lookup that carried a W3C
+    /// `traceparent` (to check that tripgate propagates it).
+    #[serde(default)]
+    pub last_traceparent_trace_id: Option<String>,
     pub population: u64,
     pub overrides: u64,
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
@@ -225,6 +226,7 @@ impl Application {
                 crate::scheduling::prefer_low_latency();
                 App::new()
                     .wrap(TracingLogger::<RedactedRootSpan>::new())
+                    .wrap(from_fn(routes::observe::observe))
                     .app_data(gate.clone())
                     .app_data(reader.clone())
                     .app_data(events.clone())
@@ -260,6 +262,7 @@ impl Application {
         let reload_gate = gate.clone().into_inner();
         let admin = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(routes::observe::observe))
                 .app_data(gate.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
@@ -469,7 +472,8 @@ fn build_source(
             failure_rate: provider_settings.breaker_failure_rate,
             open_for: Duration::from_millis(provider_settings.breaker_open_ms),
         },
-    );
+    )
+    .with_metrics(Arc::clone(&metrics));
     let options = ResolverOptions {
         ttls,
         retry_window: Duration::from_millis(provider_settings.retry_window_ms),

@@ -35,6 +35,76 @@ pub fn init(settings: &LogSettings) {
     };
 }
 
+/// The request id of an HTTP request (`routes::observe`): the caller's
+/// `X-Request-Id` when it is safe to log, else a minted one.
+#[derive(Debug, Clone)]
+pub struct RequestIdentity(pub String);
+
+/// A W3C trace context: the trace a request belongs to, and the span that
+/// called us (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lower-case hex digits, not all zero.
+    pub trace_id: String,
+    /// Sampled, as the caller said (`01`), or set when we start the trace.
+    pub sampled: bool,
+}
+
+tokio::task_local! {
+    /// The trace context of the request being handled on this task: what
+    /// upstream calls carry on.
+    pub static TRACE: TraceContext;
+}
+
+fn is_hex(raw: &str, len: usize) -> bool {
+    raw.len() == len && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl TraceContext {
+    /// A `traceparent` header of version 00 (or a later version's first
+    /// four fields); `None` when malformed or all-zero.
+    pub fn parse(header: &str) -> Option<Self> {
+        let mut parts = header.trim().split('-');
+        let (version, trace_id, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let valid = is_hex(version, 2)
+            && version != "ff"
+            && (version != "00" || parts.next().is_none())
+            && is_hex(trace_id, 32)
+            && trace_id.bytes().any(|b| b != b'0')
+            && is_hex(parent, 16)
+            && parent.bytes().any(|b| b != b'0')
+            && is_hex(flags, 2);
+        valid.then(|| Self {
+            trace_id: trace_id.to_owned(),
+            sampled: u8::from_str_radix(flags, 16).is_ok_and(|f| f & 1 == 1),
+        })
+    }
+
+    /// A new trace, for a request that came without one.
+    pub fn start() -> Self {
+        Self {
+            trace_id: format!("{:032x}", uuid::Uuid::new_v4().as_u128()),
+            sampled: true,
+        }
+    }
+
+    /// The `traceparent` of a call we make within this trace: a new span id.
+    pub fn child_header(&self) -> String {
+        format!(
+            "00-{}-{:016x}-{}",
+            self.trace_id,
+            fastrand::u64(1..),
+            if self.sampled { "01" } else { "00" }
+        )
+    }
+
+    /// The header for a call made on this task, if it is handling a request.
+    pub fn current_child_header() -> Option<String> {
+        TRACE.try_with(TraceContext::child_header).ok()
+    }
+}
+
 /// The root span of every HTTP request, without the raw target.
 pub struct RedactedRootSpan;
 
@@ -43,16 +113,22 @@ impl RootSpanBuilder for RedactedRootSpan {
         let route = request
             .match_pattern()
             .unwrap_or_else(|| "unmatched".into());
-        let request_id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| id.to_string())
+        let extensions = request.extensions();
+        let request_id = extensions
+            .get::<RequestIdentity>()
+            .map(|id| id.0.clone())
+            .or_else(|| extensions.get::<RequestId>().map(|id| id.to_string()))
+            .unwrap_or_default();
+        let trace_id = extensions
+            .get::<TraceContext>()
+            .map(|t| t.trace_id.clone())
             .unwrap_or_default();
         tracing::info_span!(
             "request",
             method = %request.method(),
             route = %route,
             request_id = %request_id,
+            trace_id = %trace_id,
             status = tracing::field::Empty,
             client = tracing::field::Empty,
             decision_id = tracing::field::Empty,
@@ -86,4 +162,34 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         cause = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_contexts_are_parsed_strictly_and_continued() {
+        let header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let trace = TraceContext::parse(header).unwrap();
+        assert_eq!(trace.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(trace.sampled);
+        let child = trace.child_header();
+        assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(child.ends_with("-01"));
+        assert_eq!(TraceContext::parse(&child).unwrap(), trace);
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert_eq!(TraceContext::parse(bad), None, "{bad}");
+        }
+        let started = TraceContext::start();
+        assert!(is_hex(&started.trace_id, 32));
+    }
 }

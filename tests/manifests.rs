@@ -265,6 +265,13 @@ fn the_dockerfile_builds_in_stages_and_runs_as_non_root() {
         dockerfile.contains(r#"HEALTHCHECK"#) && dockerfile.contains(r#""healthcheck"]"#),
         "the image checks its own readiness with `tripgate healthcheck`"
     );
+    // Everything the manifest needs to build is copied in.
+    for needed in ["Cargo.lock", "build.rs", "COPY src", "COPY benches"] {
+        assert!(
+            dockerfile.contains(needed),
+            "the build stage lacks {needed}"
+        );
+    }
 }
 
 #[test]

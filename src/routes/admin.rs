@@ -11,7 +11,10 @@ use crate::metrics::Metrics;
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format (role ops when authentication is on)", content_type = "text/plain")))]
 pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
-    metrics.set_circuit(gate.resolver().breaker_state());
+    // An open breaker turns half-open only when a call asks: read now.
+    for (upstream, state) in gate.upstream_states() {
+        metrics.set_circuit(upstream, state);
+    }
     metrics.audit_backlog.set(gate.audit_backlog() as i64);
     metrics.audit_unloaded.set(gate.audit_unloaded() as i64);
     HttpResponse::Ok()

@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod guard;
 mod health;
+pub mod observe;
 pub mod openapi;
 
 use actix_web::middleware::from_fn;

@@ -88,7 +88,19 @@ async fn single(state: State, path: web::Path<String>) -> HttpResponse {
     }
 }
 
-async fn batch(state: State, body: web::Json<BatchLookup>) -> HttpResponse {
+async fn batch(
+    state: State,
+    request: actix_web::HttpRequest,
+    body: web::Json<BatchLookup>,
+) -> HttpResponse {
+    if let Some(trace_id) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+    {
+        state.saw_trace(trace_id);
+    }
     let ids = body.into_inner().subject_ids;
     if ids.len() > MAX_BATCH {
         return bad_request(format!(

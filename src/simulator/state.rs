@@ -25,6 +25,7 @@ pub struct SimulatorState {
     pushes_delivered: std::sync::Arc<AtomicU64>,
     pushes_failed: std::sync::Arc<AtomicU64>,
     transitions: AtomicU64,
+    last_trace_id: RwLock<Option<String>>,
     http: reqwest::Client,
 }
 
@@ -43,6 +44,7 @@ impl SimulatorState {
             pushes_delivered: Default::default(),
             pushes_failed: Default::default(),
             transitions: AtomicU64::new(0),
+            last_trace_id: RwLock::new(None),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(2))
                 .build()
@@ -159,6 +161,14 @@ impl SimulatorState {
             .fetch_add(subjects as u64, Ordering::Relaxed);
     }
 
+    /// The trace id of the last lookup that carried a `traceparent`.
+    pub fn saw_trace(&self, trace_id: &str) {
+        *self
+            .last_trace_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(trace_id.chars().take(32).collect());
+    }
+
     /// A code changed colour, was issued or deleted by the transitions.
     pub fn count_transition(&self) {
         self.transitions.fetch_add(1, Ordering::Relaxed);
@@ -178,6 +188,11 @@ impl SimulatorState {
             pushes_delivered: self.pushes_delivered.load(Ordering::Relaxed),
             pushes_failed: self.pushes_failed.load(Ordering::Relaxed),
             transitions: self.transitions.load(Ordering::Relaxed),
+            last_traceparent_trace_id: self
+                .last_trace_id
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             population: self.population.size(),
             overrides: self
                 .overrides

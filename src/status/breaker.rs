@@ -6,7 +6,7 @@
 //! (decisions fall back to stale copies or STATUS_UNAVAILABLE instead of
 //! piling up on a sick provider). After `open_for` one probe is let through
 //! (half-open): success closes it, failure opens it again. State changes are
-//! logged. Hand-written: the crates for this are dormant, and it is small.
+//! logged and counted, and set the upstream's state gauge as they happen. Hand-written: the crates for this are dormant, and it is small.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -31,11 +31,12 @@ struct Inner {
     probe_in_flight: bool,
 }
 
-#[derive(Debug)]
 pub struct CircuitBreaker {
     name: &'static str,
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Told of every state change (gauge and counter per upstream).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl CircuitBreaker {
@@ -49,7 +50,18 @@ impl CircuitBreaker {
                 opened_at: Instant::now(),
                 probe_in_flight: false,
             }),
+            metrics: None,
         }
+    }
+
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The upstream it guards, as metrics name it.
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -127,6 +139,9 @@ impl CircuitBreaker {
                 "circuit breaker changed state"
             );
             inner.state = to;
+            if let Some(metrics) = &self.metrics {
+                metrics.breaker_transition(self.name, to);
+            }
         }
     }
 }

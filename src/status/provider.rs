@@ -3,7 +3,8 @@
 //! One shared reqwest client (connection pool, timeouts from config). Lookups
 //! always use the batch endpoint, split into chunks of `MAX_BATCH`, so a
 //! request with several misses costs one provider call. Errors never carry a
-//! subject id: the batch URL has none, and the ids travel in the body.
+//! subject id: the batch URL has none, and the ids travel in the body. Each
+//! call carries the W3C `traceparent` of the request it is made for.
 //! Answers are read up to `max_answer_bytes` and no further: a misbehaving
 //! upstream cannot make tripgate buffer without bound.
 
@@ -127,13 +128,13 @@ impl ProviderClient {
             let request = BatchLookup {
                 subject_ids: chunk.iter().map(|s| s.expose().to_owned()).collect(),
             };
-            let response = self
-                .http
-                .post(self.batch_url.clone())
-                .json(&request)
-                .send()
-                .await
-                .map_err(ProviderError::Transport)?;
+            let mut call = self.http.post(self.batch_url.clone()).json(&request);
+            // The trace of the check that asks (for a call shared by
+            // several checks, the first one's).
+            if let Some(traceparent) = crate::telemetry::TraceContext::current_child_header() {
+                call = call.header("traceparent", traceparent);
+            }
+            let response = call.send().await.map_err(ProviderError::Transport)?;
             if !response.status().is_success() {
                 return Err(ProviderError::Status(response.status()));
             }

@@ -161,6 +161,11 @@ impl Resolver {
         }
     }
 
+    /// The upstream this resolver asks, as metrics name it.
+    pub fn upstream(&self) -> &'static str {
+        self.inner.breaker.name()
+    }
+
     pub fn breaker_state(&self) -> BreakerState {
         self.inner.breaker.state()
     }
@@ -333,19 +338,28 @@ impl Resolver {
         // Before the call goes out: an invalidation after this may announce
         // a change the answer predates.
         let seen = inner.l1.as_ref().map(L1Cache::invalidations);
+        // The call runs on its own task: it carries the trace of the check
+        // that started it.
+        let trace = crate::telemetry::TRACE.try_with(Clone::clone).ok();
         let task = tokio::spawn(async move {
-            let outcome = match Arc::clone(&inner.calls).try_acquire_owned() {
-                Ok(_permit) => {
-                    let outcome = inner.call_provider(&subjects).await;
-                    match outcome {
-                        Ok(answers) => Ok(Arc::new(inner.write_back(answers, seen).await)),
-                        Err(why) => Err(why),
+            let call = async {
+                match Arc::clone(&inner.calls).try_acquire_owned() {
+                    Ok(_permit) => {
+                        let outcome = inner.call_provider(&subjects).await;
+                        match outcome {
+                            Ok(answers) => Ok(Arc::new(inner.write_back(answers, seen).await)),
+                            Err(why) => Err(why),
+                        }
+                    }
+                    Err(_) => {
+                        inner.overload("concurrent upstream calls");
+                        Err(Unavailable::Overloaded)
                     }
                 }
-                Err(_) => {
-                    inner.overload("concurrent upstream calls");
-                    Err(Unavailable::Overloaded)
-                }
+            };
+            let outcome = match trace {
+                Some(trace) => crate::telemetry::TRACE.scope(trace, call).await,
+                None => call.await,
             };
             let mut in_flight = inner.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             for (_, name) in &subjects {
@@ -418,7 +432,7 @@ impl Inner {
     fn overload(&self, bound: &'static str) {
         self.metrics
             .provider_requests
-            .with_label_values(&["overloaded"])
+            .with_label_values(&[self.breaker.name(), "overloaded"])
             .inc();
         if !self.overloaded.swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -439,23 +453,28 @@ impl Inner {
             if !self.breaker.allow() {
                 self.metrics
                     .provider_requests
-                    .with_label_values(&["circuit_open"])
+                    .with_label_values(&[self.breaker.name(), "circuit_open"])
                     .inc();
                 return Err(Unavailable::Outage);
             }
             let timer = std::time::Instant::now();
             let result = self.provider.lookup(&refs).await;
+            let upstream = self.breaker.name();
             self.metrics
                 .provider_seconds
+                .with_label_values(&[upstream])
                 .observe(timer.elapsed().as_secs_f64());
             self.metrics
                 .provider_requests
-                .with_label_values(&[match &result {
-                    Ok(_) => "ok",
-                    Err(e) if e.is_timeout() => "timeout",
-                    Err(e) if e.is_upstream_failure() => "error",
-                    Err(_) => "refused",
-                }])
+                .with_label_values(&[
+                    upstream,
+                    match &result {
+                        Ok(_) => "ok",
+                        Err(e) if e.is_timeout() => "timeout",
+                        Err(e) if e.is_upstream_failure() => "error",
+                        Err(_) => "refused",
+                    },
+                ])
                 .inc();
             match &result {
                 Ok(_) => self.breaker.record(true),

@@ -55,7 +55,11 @@ async fn past_the_bound_on_upstream_calls_a_status_is_unavailable_and_never_waiv
     let (_, metrics) = app.get_admin("/metrics").await;
     let overloaded = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("tripgate_provider_requests_total{outcome=\"overloaded\"} "))
+        .find_map(|l| {
+            l.strip_prefix(
+                "tripgate_provider_requests_total{outcome=\"overloaded\",upstream=\"provider\"} ",
+            )
+        })
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     assert!(overloaded >= 1, "the overload is counted:\n{metrics}");

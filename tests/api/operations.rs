@@ -178,11 +178,17 @@ async fn metrics_describe_decisions_lookups_provider_and_audit() {
         3.0
     );
     assert_eq!(
-        metric(&text, r#"tripgate_provider_requests_total{outcome="ok"}"#),
+        metric(
+            &text,
+            r#"tripgate_provider_requests_total{outcome="ok",upstream="provider"}"#
+        ),
         2.0
     );
     assert_eq!(
-        metric(&text, r#"tripgate_provider_circuit_state{state="closed"}"#),
+        metric(
+            &text,
+            r#"tripgate_provider_circuit_state{state="closed",upstream="provider"}"#
+        ),
         1.0
     );
     assert_eq!(
@@ -732,4 +738,67 @@ fn config_check_prints_the_configuration_without_its_secrets_and_names_a_wrong_k
     );
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("provider.max_answer_bytes"), "{out}");
+}
+
+#[tokio::test]
+async fn every_response_carries_a_request_id_and_upstream_calls_carry_the_trace() {
+    let app = TestApp::spawn().await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    let shift = serde_json::json!({"city": "hangzhou", "driver": {"id": "D-1"}});
+    // A caller's id is kept; a bad one is replaced; none is minted.
+    let response = app
+        .http
+        .post(app.url("/v1/checks/driver-shift"))
+        .header("X-Request-Id", "dispatch-req-42")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&shift)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "dispatch-req-42");
+    let response = app
+        .http
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "bad id\twith tab")
+        .send()
+        .await
+        .unwrap();
+    let minted = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&minted).is_ok(), "{minted}");
+    let response = app
+        .http
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(response.headers().contains_key("x-request-id"));
+
+    // The provider saw the trace of the check that asked.
+    let seen = app.simulator_stats().await;
+    assert_eq!(
+        seen["last_traceparent_trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{seen}"
+    );
+
+    // HTTP metrics by route pattern, per-upstream metrics, build and process.
+    let (_, metrics) = app.get_admin("/metrics").await;
+    for series in [
+        r#"tripgate_http_requests_total{method="POST",route="/v1/checks/driver-shift",status="200"} 1"#,
+        r#"tripgate_http_requests_total{method="GET",route="unmatched",status="404"} 1"#,
+        r#"tripgate_provider_requests_total{outcome="ok",upstream="provider"} 1"#,
+        r#"tripgate_provider_circuit_state{state="closed",upstream="national"} 1"#,
+        "tripgate_build_info{git_sha=",
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+    ] {
+        assert!(metrics.contains(series), "no {series} in:\n{metrics}");
+    }
+    assert!(!metrics.contains("D-1"), "a subject id in the metrics");
 }

@@ -160,6 +160,13 @@ async fn the_circuit_breaker_stops_calls_to_a_failing_provider_and_closes_after(
     assert_eq!(status, 200);
     assert_eq!(ready["provider_circuit"], "closed");
     assert_eq!(ready["status"], "ready");
+    // Every change was counted, per upstream.
+    let (_, metrics) = app.get_admin("/metrics").await;
+    for to in ["open", "half_open", "closed"] {
+        let series =
+            format!(r#"tripgate_breaker_transitions_total{{to="{to}",upstream="provider"}} 1"#);
+        assert!(metrics.contains(&series), "no {series} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
