@@ -86,6 +86,9 @@ pub struct ServerSettings {
     pub shutdown_grace_secs: u64,
     pub client_request_timeout_ms: u64,
     pub keep_alive_secs: u64,
+    /// The operator runs exactly one instance, so production may use the
+    /// single-machine parts (the in-process cache, the SQLite trail).
+    pub single_instance: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

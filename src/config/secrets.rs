@@ -204,8 +204,9 @@ impl Settings {
         Ok(clients)
     }
 
-    /// Production must authenticate, must not run on example secrets, and
-    /// must keep its audit trail on disk.
+    /// Production must authenticate, must not run on example secrets, must
+    /// keep its audit trail on disk, and must share its cache and trail
+    /// between instances unless it runs exactly one.
     pub(super) fn refuse_unsafe_production(
         &self,
         events: &Secret,
@@ -219,6 +220,26 @@ impl Settings {
                 problem: "production refuses an in-memory audit trail (it is lost on restart)"
                     .into(),
             });
+        }
+        if !self.server.single_instance {
+            if self.cache.backend == super::CacheBackend::Memory {
+                return Err(ConfigError::Invalid {
+                    key: "cache.backend",
+                    problem: "production refuses the in-process cache with several instances \
+                              (a push, an idempotency key or a notification pass would reach one \
+                              of them); use \"redis\", or set server.single_instance = true"
+                        .into(),
+                });
+            }
+            if self.audit.backend == AuditBackend::Sqlite {
+                return Err(ConfigError::Invalid {
+                    key: "audit.backend",
+                    problem: "production refuses the SQLite trail with several instances (each \
+                              would keep its own trail on its own disk); use \"postgres\", or set \
+                              server.single_instance = true"
+                        .into(),
+                });
+            }
         }
         if !self.auth.enabled {
             return Err(ConfigError::Invalid {

@@ -372,6 +372,8 @@ fn serve_production(dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, Strin
         .env("TRIPGATE__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .env("TRIPGATE__AUDIT__BACKEND", "sqlite")
         .env("TRIPGATE__AUDIT__SQLITE_PATH", dir.join("audit.sqlite3"))
+        // One instance: production then takes the SQLite trail.
+        .env("TRIPGATE__SERVER__SINGLE_INSTANCE", "true")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap());
     for (k, v) in env {
@@ -411,6 +413,25 @@ fn production_starts_with_real_secrets_and_refuses_unsafe_settings() {
     assert!(!running);
     assert!(
         stderr.contains("audit.sqlite_path: production refuses an in-memory audit trail"),
+        "{stderr}"
+    );
+
+    // Single-machine parts with several instances.
+    let several = ("TRIPGATE__SERVER__SINGLE_INSTANCE", "false");
+    let (running, stderr) = serve_production(dir.path(), &[several]);
+    assert!(!running);
+    assert!(
+        stderr
+            .contains("audit.backend: production refuses the SQLite trail with several instances"),
+        "{stderr}"
+    );
+    let (running, stderr) = serve_production(
+        dir.path(),
+        &[several, ("TRIPGATE__CACHE__BACKEND", "memory")],
+    );
+    assert!(!running);
+    assert!(
+        stderr.contains("cache.backend: production refuses the in-process cache"),
         "{stderr}"
     );
 
