@@ -8,8 +8,10 @@
 //!
 //! Shutdown lives here and only here: on SIGTERM or SIGINT both servers stop
 //! accepting, in-flight checks finish (each one's audit record commits before
-//! its answer), then the audit writer drains what is queued, all within
-//! `server.shutdown_grace_secs`.
+//! its answer), then the audit writer drains what is queued, all within one
+//! deadline, `server.shutdown_grace_secs` after the signal: the stages share
+//! it rather than each taking the whole of it (the admin listener, probes
+//! and metrics only, stops at once).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -320,10 +322,12 @@ impl Application {
         let mut api = tokio::spawn(self.server);
         let admin = tokio::spawn(self.admin);
         let mut hangups = hangups();
+        let mut deadline = None;
         let served = loop {
             tokio::select! {
                 _ = terminated() => {
                     tracing::info!("termination signal: draining in-flight checks");
+                    deadline = Some(tokio::time::Instant::now() + self.shutdown_grace);
                     api_handle.stop(true).await;
                     break api.await;
                 }
@@ -337,14 +341,16 @@ impl Application {
         // The gate holds the audit writer's queue: let it go, or the writer
         // would wait for records that can no longer come.
         drop(self.gate);
-        admin_handle.stop(true).await;
+        let deadline =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.shutdown_grace);
+        admin_handle.stop(false).await;
         let _ = admin.await;
         for task in &self.background {
             task.abort();
         }
         // The writer ends once the last decision that could queue a record
-        // is gone; what is queued commits first.
-        if tokio::time::timeout(self.shutdown_grace, self.audit_writer)
+        // is gone; what is queued commits first, within what is left.
+        if tokio::time::timeout_at(deadline, self.audit_writer)
             .await
             .is_err()
         {
