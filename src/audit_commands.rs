@@ -21,9 +21,15 @@ pub struct StoreFlags {
     /// An SQLite audit file.
     #[arg(long, conflicts_with = "postgres")]
     pub sqlite: Option<PathBuf>,
-    /// A PostgreSQL URL.
+    /// A PostgreSQL URL (`?sslmode=require` for TLS).
     #[arg(long)]
     pub postgres: Option<String>,
+    /// With --postgres: the PEM CA of the server's certificate.
+    #[arg(long, requires = "postgres")]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// With --postgres: a file holding the password.
+    #[arg(long, requires = "postgres")]
+    pub postgres_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -90,6 +96,12 @@ fn settings_with(flags: &StoreFlags) -> Result<Settings, String> {
     if let Some(url) = &flags.postgres {
         settings.audit.backend = AuditBackend::Postgres;
         settings.audit.postgres_url = url.clone();
+        if flags.postgres_ca_file.is_some() {
+            settings.audit.postgres_ca_file = flags.postgres_ca_file.clone();
+        }
+        if flags.postgres_password_file.is_some() {
+            settings.audit.postgres_password_file = flags.postgres_password_file.clone();
+        }
     }
     Ok(settings)
 }
@@ -125,6 +137,10 @@ fn store_of_flags(flags: &StoreFlags) -> Option<crate::audit::StoreConfig> {
         .map(|url| crate::audit::StoreConfig::Postgres {
             url: url.clone(),
             pool_size: 2,
+            access: crate::audit::PostgresAccess {
+                ca_file: flags.postgres_ca_file.clone(),
+                password_file: flags.postgres_password_file.clone(),
+            },
         })
 }
 

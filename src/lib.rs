@@ -32,3 +32,4 @@ pub mod simulator;
 pub mod startup;
 pub mod status;
 pub mod telemetry;
+pub mod tls;

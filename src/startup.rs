@@ -403,6 +403,8 @@ struct SourceSpec<'a> {
     /// Names the breaker in logs, and suffixes the cache namespace.
     name: &'static str,
     base_url: &'a reqwest::Url,
+    /// PEM CA of its HTTPS certificate (else the system's roots).
+    ca_pem: Option<&'a [u8]>,
     kind: SourceKind,
     ttl: Duration,
     /// Listen for pushed invalidations (only pushed health codes have them).
@@ -413,10 +415,12 @@ struct SourceSpec<'a> {
 /// that drops invalidated subjects from its L1.
 fn build_source(
     settings: &Settings,
-    cache_keys: &crate::status::CacheKeys,
+    parsed: &crate::config::Parsed,
     spec: SourceSpec<'_>,
     metrics: Arc<Metrics>,
 ) -> Result<(Resolver, Option<tokio::task::JoinHandle<()>>), StartupError> {
+    let cache_keys = &parsed.cache_keys;
+    let redis_access = &parsed.redis_access;
     let cache_settings = &settings.cache;
     let ttls = CacheTtls {
         registered: spec.ttl,
@@ -431,6 +435,7 @@ fn build_source(
         CacheBackend::Redis => {
             let redis = RedisCache::new(RedisCacheOptions {
                 url: cache_settings.redis_url.clone(),
+                access: redis_access.clone(),
                 cluster_nodes: cache_settings.redis_cluster_nodes.clone(),
                 namespace,
                 ttls,
@@ -450,6 +455,7 @@ fn build_source(
                     .clone();
                 spawn_invalidation_listener(
                     listen_to,
+                    redis_access.clone(),
                     redis.invalidation_channel().to_owned(),
                     l1.clone(),
                 )
@@ -465,6 +471,7 @@ fn build_source(
     let provider_settings = &settings.provider;
     let provider = ProviderClient::new(
         spec.base_url,
+        spec.ca_pem,
         spec.kind,
         provider_settings.timeout(),
         provider_settings.connect_timeout(),
@@ -519,10 +526,11 @@ fn build_sources(
     let provider_url = parsed.provider_url.clone();
     let (health, invalidations) = build_source(
         settings,
-        &parsed.cache_keys,
+        parsed,
         SourceSpec {
             name: "provider",
             base_url: &provider_url,
+            ca_pem: parsed.upstream_cas.provider.as_deref(),
             kind: SourceKind::HealthCodes,
             ttl: settings.cache.ttl(),
             invalidations: true,
@@ -533,10 +541,11 @@ fn build_sources(
         Some(url) => Some(
             build_source(
                 settings,
-                &parsed.cache_keys,
+                parsed,
                 SourceSpec {
                     name: "national",
                     base_url: &url,
+                    ca_pem: parsed.upstream_cas.national.as_deref(),
                     kind: SourceKind::HealthCodes,
                     ttl: settings.cache.ttl(),
                     invalidations: false,
@@ -551,10 +560,11 @@ fn build_sources(
         Some(url) => Some(
             build_source(
                 settings,
-                &parsed.cache_keys,
+                parsed,
                 SourceSpec {
                     name: "itinerary",
                     base_url: &url,
+                    ca_pem: parsed.upstream_cas.itinerary.as_deref(),
                     kind: SourceKind::Itineraries,
                     ttl: Duration::from_secs(settings.itinerary.ttl_secs),
                     invalidations: false,

@@ -39,5 +39,8 @@ pub use retention::spawn_retention;
 pub use signing::{
     public_key_string, HeadKind, HeadSigner, HeadView, PublicKeys, SignedHead, SigningKeyError,
 };
-pub use store::{AuditStore, JournalAccess, LinkPosition, StoreConfig, StoreError};
+pub use store::{
+    postgres_requires_tls, AuditStore, JournalAccess, LinkPosition, PostgresAccess, StoreConfig,
+    StoreError,
+};
 pub use writer::{AuditWriter, WriteError, WriterLimits};

@@ -89,6 +89,10 @@ pub struct ServerSettings {
     /// The operator runs exactly one instance, so production may use the
     /// single-machine parts (the in-process cache, the SQLite trail).
     pub single_instance: bool,
+    /// The network between tripgate and Redis and PostgreSQL is encrypted
+    /// by other means (a service mesh), so production may connect to them
+    /// without TLS.
+    pub allow_plaintext_backends: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -179,6 +183,9 @@ pub struct CheckSettings {
 pub struct NationalSettings {
     /// Empty: not configured (such codes are ISSUER_NOT_RECOGNISED).
     pub base_url: String,
+    /// PEM CA of its HTTPS certificate (else the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The telecom itinerary card, a second optional source.
@@ -188,6 +195,9 @@ pub struct ItinerarySettings {
     /// Empty: not configured (policies that require it get STATUS_UNAVAILABLE).
     pub base_url: String,
     pub ttl_secs: u64,
+    /// PEM CA of its HTTPS certificate (else the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Status-change notifications to dispatch: after a subject passes a
@@ -274,12 +284,27 @@ pub struct CacheSettings {
     pub previous_pseudonym_secret: Option<Secret>,
     #[serde(default)]
     pub previous_pseudonym_secret_file: Option<PathBuf>,
+    /// With a `rediss://` URL: the PEM CA of Redis's certificate (else the
+    /// system's roots).
+    #[serde(default)]
+    pub redis_ca_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for a Redis that asks for one.
+    #[serde(default)]
+    pub redis_client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub redis_client_key_file: Option<PathBuf>,
+    /// A file holding Redis's password (replaces the URL's).
+    #[serde(default)]
+    pub redis_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub base_url: String,
+    /// PEM CA of the provider's HTTPS certificate (else the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     pub timeout_ms: u64,
     pub connect_timeout_ms: u64,
     /// A call that fails fast within this window is retried once.
@@ -346,6 +371,12 @@ pub struct AuditSettings {
     pub salvage_journal: bool,
     pub postgres_url: String,
     pub postgres_pool_size: usize,
+    /// PEM CA that signed PostgreSQL's certificate (else the system's).
+    #[serde(default)]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// A file holding PostgreSQL's password (else the URL's).
+    #[serde(default)]
+    pub postgres_password_file: Option<PathBuf>,
     /// Names this instance's chain; empty means `<hostname>-<pid>`.
     pub instance_id: String,
     pub retention_days: u32,
@@ -532,6 +563,9 @@ impl Settings {
         }
         let events_secret = self.events_secret()?;
         let notify = self.notify_target()?;
+        let redis_access = self.redis_access()?;
+        let upstream_cas = self.upstream_cas()?;
+        self.check_postgres_access()?;
         let audit_key_secrets = self.audit_key_secrets()?;
         let others: Vec<&str> = audit_key_secrets
             .iter()
@@ -619,6 +653,8 @@ impl Settings {
             events_secret,
             auth_clients,
             notify,
+            redis_access,
+            upstream_cas,
         })
     }
 
@@ -683,6 +719,10 @@ impl Settings {
             AuditBackend::Postgres => crate::audit::StoreConfig::Postgres {
                 url: self.audit.postgres_url.clone(),
                 pool_size: self.audit.postgres_pool_size,
+                access: crate::audit::PostgresAccess {
+                    ca_file: self.audit.postgres_ca_file.clone(),
+                    password_file: self.audit.postgres_password_file.clone(),
+                },
             },
         }
     }

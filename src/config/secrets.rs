@@ -86,6 +86,26 @@ pub struct Parsed {
     pub auth_clients: Vec<(ClientSettings, [u8; 32])>,
     /// Where status-change notifications go, and their secret; `None`: off.
     pub notify: Option<(reqwest::Url, Secret)>,
+    /// TLS material and password for Redis.
+    pub redis_access: crate::status::RedisAccess,
+    /// PEM CAs of the provider, the national platform, the itinerary source.
+    pub upstream_cas: UpstreamCas,
+}
+
+/// The CA files of the upstreams, read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamCas {
+    pub provider: Option<Vec<u8>>,
+    pub national: Option<Vec<u8>>,
+    pub itinerary: Option<Vec<u8>>,
+}
+
+/// Reads a PEM file of certificates named by `key`, checking it holds some.
+fn read_certificates(key: &'static str, path: &std::path::Path) -> Result<Vec<u8>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid { key, problem };
+    let pem = crate::tls::read(path).map_err(invalid)?;
+    crate::tls::certificates(&pem).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    Ok(pem)
 }
 
 impl Settings {
@@ -241,6 +261,22 @@ impl Settings {
                 });
             }
         }
+        if !self.server.allow_plaintext_backends {
+            if self.cache.backend == super::CacheBackend::Redis && self.plaintext_redis() {
+                return Err(ConfigError::Invalid {
+                    key: "cache.redis_url",
+                    problem: "production refuses Redis without TLS (use rediss://, with cache.redis_ca_file for a private CA), unless server.allow_plaintext_backends = true says the network is encrypted otherwise".into(),
+                });
+            }
+            if self.audit.backend == AuditBackend::Postgres
+                && !crate::audit::postgres_requires_tls(&self.audit.postgres_url)
+            {
+                return Err(ConfigError::Invalid {
+                    key: "audit.postgres_url",
+                    problem: "production refuses PostgreSQL without TLS (add ?sslmode=require, with audit.postgres_ca_file for a private CA), unless server.allow_plaintext_backends = true says the network is encrypted otherwise".into(),
+                });
+            }
+        }
         if !self.auth.enabled {
             return Err(ConfigError::Invalid {
                 key: "auth.enabled",
@@ -266,6 +302,103 @@ impl Settings {
                     ),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// Whether any Redis URL in use (the cluster's nodes, else the one URL)
+    /// is not `rediss://`.
+    fn plaintext_redis(&self) -> bool {
+        let cache = &self.cache;
+        if cache.redis_cluster_nodes.is_empty() {
+            !cache.redis_url.starts_with("rediss://")
+        } else {
+            cache
+                .redis_cluster_nodes
+                .iter()
+                .any(|u| !u.starts_with("rediss://"))
+        }
+    }
+
+    /// Redis's TLS material and password, read once and checked.
+    pub fn redis_access(&self) -> Result<crate::status::RedisAccess, ConfigError> {
+        let cache = &self.cache;
+        let given = crate::tls::given;
+        let ca_pem = given(&cache.redis_ca_file)
+            .map(|path| read_certificates("cache.redis_ca_file", path))
+            .transpose()?;
+        let client_identity = match (
+            given(&cache.redis_client_cert_file),
+            given(&cache.redis_client_key_file),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let cert = read_certificates("cache.redis_client_cert_file", cert)?;
+                let key_pem = crate::tls::read(key).map_err(|problem| {
+                    ConfigError::Invalid {
+                        key: "cache.redis_client_key_file",
+                        problem,
+                    }
+                })?;
+                crate::tls::private_key(&key_pem).map_err(|problem| ConfigError::Invalid {
+                    key: "cache.redis_client_key_file",
+                    problem,
+                })?;
+                Some((cert, key_pem))
+            }
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "cache.redis_client_cert_file",
+                    problem: "a client certificate needs its key (redis_client_key_file) and the key its certificate".into(),
+                })
+            }
+        };
+        let tls_material = ca_pem.is_some() || client_identity.is_some();
+        if cache.backend == super::CacheBackend::Redis && tls_material && self.plaintext_redis() {
+            return Err(ConfigError::Invalid {
+                key: "cache.redis_url",
+                problem: "TLS files are configured for Redis but its URL is not rediss://".into(),
+            });
+        }
+        let password = given(&cache.redis_password_file)
+            .map(|path| {
+                read_secret(&None, &Some(path.to_owned())).map_err(|problem| ConfigError::Invalid {
+                    key: "cache.redis_password_file",
+                    problem,
+                })
+            })
+            .transpose()?;
+        Ok(crate::status::RedisAccess {
+            ca_pem,
+            client_identity,
+            password,
+        })
+    }
+
+    /// The upstreams' CA files, read once and checked.
+    pub fn upstream_cas(&self) -> Result<UpstreamCas, ConfigError> {
+        let read = |key, path: &Option<PathBuf>| {
+            crate::tls::given(path)
+                .map(|p| read_certificates(key, p))
+                .transpose()
+        };
+        Ok(UpstreamCas {
+            provider: read("provider.ca_file", &self.provider.ca_file)?,
+            national: read("national.ca_file", &self.national.ca_file)?,
+            itinerary: read("itinerary.ca_file", &self.itinerary.ca_file)?,
+        })
+    }
+
+    /// PostgreSQL's CA and password files: readable and what they say.
+    pub(super) fn check_postgres_access(&self) -> Result<(), ConfigError> {
+        if let Some(path) = crate::tls::given(&self.audit.postgres_ca_file) {
+            read_certificates("audit.postgres_ca_file", path)?;
+        }
+        if let Some(path) = crate::tls::given(&self.audit.postgres_password_file) {
+            read_secret(&None, &Some(path.to_owned())).map_err(|problem| ConfigError::Invalid {
+                key: "audit.postgres_password_file",
+                problem,
+            })?;
         }
         Ok(())
     }

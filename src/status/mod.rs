@@ -38,7 +38,7 @@ pub use l1::L1Cache;
 pub use memory_cache::MemoryCache;
 pub use provider::{ProviderClient, ProviderError, SourceKind};
 pub use pseudonym::{CacheKeys, Pseudonym};
-pub use redis_cache::{spawn_invalidation_listener, RedisCache, RedisCacheOptions};
+pub use redis_cache::{spawn_invalidation_listener, RedisAccess, RedisCache, RedisCacheOptions};
 pub use resolver::{Resolver, ResolverHealth, ResolverOptions};
 
 /// A status as stored in a cache: what the provider said, and when.

@@ -84,14 +84,24 @@ pub struct ProviderClient {
 }
 
 impl ProviderClient {
+    /// `ca_pem`: the only roots its HTTPS certificate is verified against
+    /// (else the built-in ones).
     pub fn new(
         base_url: &Url,
+        ca_pem: Option<&[u8]>,
         kind: SourceKind,
         timeout: Duration,
         connect_timeout: Duration,
         max_answer_bytes: usize,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in reqwest::Certificate::from_pem_bundle(pem)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .timeout(timeout)
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)

@@ -172,9 +172,65 @@ pub struct RedisCache {
     epoch: Instant,
 }
 
+/// How to reach Redis beyond its URL: a `rediss://` URL speaks TLS,
+/// verified against `ca_pem` (else the system's roots), with a client
+/// certificate when the server asks for one; `password` (read from
+/// `cache.redis_password_file`) replaces the URL's.
+#[derive(Clone, Default)]
+pub struct RedisAccess {
+    pub ca_pem: Option<Vec<u8>>,
+    /// (certificate, key), PEM.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAccess")
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_identity", &self.client_identity.is_some())
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl RedisAccess {
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        (self.ca_pem.is_some() || self.client_identity.is_some()).then(|| redis::TlsCertificates {
+            client_tls: self
+                .client_identity
+                .clone()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert,
+                    client_key: key,
+                }),
+            root_cert: self.ca_pem.clone(),
+        })
+    }
+
+    /// A client for one URL, with the TLS material and password.
+    pub fn client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        let info = self.connection_info(url)?;
+        match self.certificates() {
+            Some(certificates) => redis::Client::build_with_tls(info, certificates),
+            None => redis::Client::open(info),
+        }
+    }
+
+    fn connection_info(&self, url: &str) -> redis::RedisResult<ConnectionInfo> {
+        let mut info = url.into_connection_info()?.set_tcp_settings(tcp_settings());
+        if let Some(password) = &self.password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        Ok(info)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisCacheOptions {
     pub url: String,
+    pub access: RedisAccess,
     /// Non-empty: Redis Cluster with these seed nodes (`url` is ignored).
     pub cluster_nodes: Vec<String>,
     pub namespace: String,
@@ -198,16 +254,12 @@ fn tcp_settings() -> TcpSettings {
         .set_user_timeout(Duration::from_secs(15))
 }
 
-fn connection_info(url: &str) -> redis::RedisResult<ConnectionInfo> {
-    Ok(url.into_connection_info()?.set_tcp_settings(tcp_settings()))
-}
-
 impl RedisCache {
     /// Prepares the connection without connecting: the service starts (and
     /// serves from the provider) even while Redis is down.
     pub fn new(options: RedisCacheOptions) -> Result<Self, redis::RedisError> {
         let connection = if options.cluster_nodes.is_empty() {
-            let client = redis::Client::open(connection_info(&options.url)?)?;
+            let client = options.access.client(&options.url)?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(options.connect_timeout))
                 .set_response_timeout(Some(options.command_timeout))
@@ -218,14 +270,17 @@ impl RedisCache {
             let nodes = options
                 .cluster_nodes
                 .iter()
-                .map(|n| connection_info(n))
+                .map(|n| options.access.connection_info(n))
                 .collect::<Result<Vec<_>, _>>()?;
-            let client = ClusterClient::builder(nodes)
+            let mut builder = ClusterClient::builder(nodes)
                 .connection_timeout(options.connect_timeout)
                 .response_timeout(options.command_timeout)
                 .tcp_settings(tcp_settings())
-                .retries(1)
-                .build()?;
+                .retries(1);
+            if let Some(certificates) = options.access.certificates() {
+                builder = builder.certs(certificates);
+            }
+            let client = builder.build()?;
             Connection::Cluster {
                 client: Box::new(client),
                 connection: Arc::new(OnceCell::new()),
@@ -586,11 +641,16 @@ fn decode(bytes: &[u8]) -> Option<CachedStatus> {
 /// disconnect L1 is cleared (messages may have been missed) and the
 /// listener reconnects with backoff. In a cluster, PUBLISH reaches every
 /// node, so listening to one node suffices.
-pub fn spawn_invalidation_listener(url: String, channel: String, l1: L1Cache) -> JoinHandle<()> {
+pub fn spawn_invalidation_listener(
+    url: String,
+    access: RedisAccess,
+    channel: String,
+    l1: L1Cache,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match listen(&url, &channel, &l1, &mut backoff).await {
+            match listen(&url, &access, &channel, &l1, &mut backoff).await {
                 Ok(()) => tracing::warn!("redis invalidation stream ended; reconnecting"),
                 Err(error) => {
                     tracing::warn!(%error, "redis invalidation listener failed; reconnecting")
@@ -605,11 +665,12 @@ pub fn spawn_invalidation_listener(url: String, channel: String, l1: L1Cache) ->
 
 async fn listen(
     url: &str,
+    access: &RedisAccess,
     channel: &str,
     l1: &L1Cache,
     backoff: &mut Duration,
 ) -> redis::RedisResult<()> {
-    let client = redis::Client::open(connection_info(url)?)?;
+    let client = access.client(url)?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     *backoff = Duration::from_millis(100);

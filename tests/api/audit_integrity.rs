@@ -431,6 +431,7 @@ async fn postgres_retention_purges_old_records_and_the_rest_verifies() {
     retention_keeps_the_rest_verifiable(StoreConfig::Postgres {
         url: postgres.url.clone(),
         pool_size: 2,
+        access: Default::default(),
     })
     .await;
 }

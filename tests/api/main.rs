@@ -18,5 +18,6 @@ mod operations;
 mod resilience;
 mod scheme;
 mod sources;
+mod tls;
 mod trail;
 mod trip_check;

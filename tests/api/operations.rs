@@ -342,6 +342,13 @@ fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static st
             "audit-signing-key",
             "Vq0n6tW3yP9iW2m0Qb5x8cJ1rT4uE7kL2sD6fG9hA3M=".to_owned(),
         ),
+        ("redis-ca.pem", test_ca_pem()),
+        ("redis-password", "a-real-redis-password-9d1e".to_owned()),
+        ("postgres-ca.pem", test_ca_pem()),
+        (
+            "postgres-password",
+            "a-real-postgres-password-4b7c".to_owned(),
+        ),
     ];
     tweak(&mut secrets);
     let secret_dir = dir.join("secrets");
@@ -358,6 +365,14 @@ fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static st
         .unwrap()
         .replace("/etc/tripgate/secrets", &secret_dir.display().to_string());
     std::fs::write(config.join("production.toml"), production).unwrap();
+}
+
+/// A CA certificate, as PEM (the production configuration names CA files).
+fn test_ca_pem() -> String {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
 }
 
 /// Runs `serve` in production for up to 2 s: (still running, stderr).
@@ -414,6 +429,52 @@ fn production_starts_with_real_secrets_and_refuses_unsafe_settings() {
     assert!(
         stderr.contains("audit.sqlite_path: production refuses an in-memory audit trail"),
         "{stderr}"
+    );
+
+    // Redis or PostgreSQL without TLS, unless a mesh encrypts the network.
+    let (running, stderr) = serve_production(
+        dir.path(),
+        &[("TRIPGATE__CACHE__REDIS_URL", "redis://redis:6379")],
+    );
+    assert!(!running);
+    assert!(
+        stderr.contains(
+            "cache.redis_url: TLS files are configured for Redis but its URL is not rediss://"
+        ),
+        "{stderr}"
+    );
+    let (running, stderr) = serve_production(
+        dir.path(),
+        &[
+            ("TRIPGATE__CACHE__REDIS_URL", "redis://redis:6379"),
+            ("TRIPGATE__CACHE__REDIS_CA_FILE", ""),
+        ],
+    );
+    assert!(!running);
+    assert!(
+        stderr.contains("cache.redis_url: production refuses Redis without TLS"),
+        "{stderr}"
+    );
+    let postgres = [
+        ("TRIPGATE__AUDIT__BACKEND", "postgres"),
+        (
+            "TRIPGATE__AUDIT__POSTGRES_URL",
+            "postgres://tripgate@postgres:5432/tripgate",
+        ),
+        ("TRIPGATE__SERVER__SINGLE_INSTANCE", "false"),
+    ];
+    let (running, stderr) = serve_production(dir.path(), &postgres);
+    assert!(!running);
+    assert!(
+        stderr.contains("audit.postgres_url: production refuses PostgreSQL without TLS"),
+        "{stderr}"
+    );
+    let mut meshed = postgres.to_vec();
+    meshed.push(("TRIPGATE__SERVER__ALLOW_PLAINTEXT_BACKENDS", "true"));
+    let (_, stderr) = serve_production(dir.path(), &meshed);
+    assert!(
+        !stderr.contains("production refuses PostgreSQL without TLS"),
+        "allow_plaintext_backends lets it try: {stderr}"
     );
 
     // Single-machine parts with several instances.

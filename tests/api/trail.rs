@@ -234,6 +234,7 @@ async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() 
                 let store = AuditStore::open(&StoreConfig::Postgres {
                     url: postgres.url.clone(),
                     pool_size: 1,
+                    access: Default::default(),
                 })
                 .await
                 .unwrap();
@@ -422,6 +423,7 @@ async fn postgres_retention_cuts_by_time_and_sequence_and_signs_its_checkpoint()
     one_wrong_clock_cannot_purge_the_records_before_it(StoreConfig::Postgres {
         url: postgres.url.clone(),
         pool_size: 2,
+        access: Default::default(),
     })
     .await;
 }

@@ -10,6 +10,7 @@
 //! `audit_checkpoints` keeps, per chain, the last purged link.
 
 mod postgres;
+pub use postgres::requires_tls as postgres_requires_tls;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -193,7 +194,19 @@ pub enum StoreConfig {
     Postgres {
         url: String,
         pool_size: usize,
+        /// TLS and password: `sslmode` in the URL says whether TLS is used
+        /// (`require`: always; `prefer`: when the server offers it).
+        access: PostgresAccess,
     },
+}
+
+/// How to reach PostgreSQL beyond its URL.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresAccess {
+    /// PEM CA to verify the server with (else the system's roots).
+    pub ca_file: Option<PathBuf>,
+    /// A file holding the password (else the URL's, if any).
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Clone)]
@@ -215,8 +228,12 @@ impl AuditStore {
                 SqliteStore::open(path.clone(), *busy_timeout_ms, *log_segment_bytes, *journal)
                     .await?,
             )),
-            StoreConfig::Postgres { url, pool_size } => Ok(AuditStore::Postgres(
-                PostgresStore::open(url, *pool_size).await?,
+            StoreConfig::Postgres {
+                url,
+                pool_size,
+                access,
+            } => Ok(AuditStore::Postgres(
+                PostgresStore::open(url, *pool_size, access).await?,
             )),
         }
     }

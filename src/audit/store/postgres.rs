@@ -1,4 +1,7 @@
-//! The shared audit store: PostgreSQL through a deadpool connection pool.
+//! The shared audit store: PostgreSQL through a deadpool connection pool,
+//! over TLS when the URL's `sslmode` says so (`audit.postgres_ca_file`,
+//! else the system's roots), with the password from
+//! `audit.postgres_password_file` when one is set.
 //!
 //! A batch is one transaction of two statements whatever its size: the
 //! columns travel as arrays and `UNNEST` turns them into rows. Replicas
@@ -11,7 +14,6 @@ use std::time::Duration;
 
 use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::NoTls;
 
 use super::{
     page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row, StoreError,
@@ -93,10 +95,39 @@ fn rows_of(rows: Vec<tokio_postgres::Row>) -> Result<Vec<Row>, StoreError> {
     Ok(rows.iter().map(row_of).collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Whether the URL asks for TLS: an `sslmode` other than `disable`.
+pub fn uses_tls(url: &str) -> bool {
+    url.parse::<tokio_postgres::Config>()
+        .is_ok_and(|c| c.get_ssl_mode() != tokio_postgres::config::SslMode::Disable)
+        && url.contains("sslmode=")
+}
+
+/// Whether the URL requires TLS (`sslmode=require`).
+pub fn requires_tls(url: &str) -> bool {
+    url.parse::<tokio_postgres::Config>()
+        .is_ok_and(|c| c.get_ssl_mode() == tokio_postgres::config::SslMode::Require)
+}
+
 impl PostgresStore {
-    pub async fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+    pub async fn open(
+        url: &str,
+        pool_size: usize,
+        access: &super::PostgresAccess,
+    ) -> Result<Self, StoreError> {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
+        if let Some(path) = crate::tls::given(&access.password_file) {
+            let password = crate::tls::read(path)
+                .map_err(|e| StoreError::Invalid(format!("audit.postgres_password_file: {e}")))?;
+            let password = String::from_utf8_lossy(&password)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned();
+            config.password = Some(password);
+        }
+        let ca = crate::tls::given(&access.ca_file)
+            .map(crate::tls::read)
+            .transpose()
+            .map_err(|e| StoreError::Invalid(format!("audit.postgres_ca_file: {e}")))?;
         config.connect_timeout = Some(Duration::from_secs(3));
         config.manager = Some(ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
@@ -108,7 +139,18 @@ impl PostgresStore {
             recycle: Some(Duration::from_secs(3)),
         };
         config.pool = Some(pool_config);
-        let pool = config.create_pool(Some(Runtime::Tokio1), NoTls)?;
+        // TLS when the URL's sslmode asks for it (require) or allows it
+        // (prefer), the server's certificate always verified; a URL that
+        // does not name an sslmode (or says disable) connects in clear.
+        let pool = if uses_tls(url) {
+            let roots = crate::tls::roots(ca.as_deref())
+                .map_err(|e| StoreError::Invalid(format!("audit.postgres_ca_file: {e}")))?;
+            let tls =
+                tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::client_config(roots));
+            config.create_pool(Some(Runtime::Tokio1), tls)?
+        } else {
+            config.create_pool(Some(Runtime::Tokio1), tokio_postgres::NoTls)?
+        };
         let store = Self { pool };
         store.migrate().await?;
         Ok(store)
