@@ -448,6 +448,21 @@ fn the_dockerfile_builds_in_stages_and_runs_as_non_root() {
             "the build stage lacks {needed}"
         );
     }
+    // Dependencies are not rebuilt on every source change; the image says
+    // what it is.
+    assert!(dockerfile.contains("--mount=type=cache,target=/src/target"));
+    assert!(dockerfile.contains("--mount=type=cache,target=/usr/local/cargo/registry"));
+    for label in ["title", "licenses", "version", "revision"] {
+        assert!(
+            dockerfile.contains(&format!("org.opencontainers.image.{label}=")),
+            "no OCI label {label}"
+        );
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        dockerfile.contains(&format!("org.opencontainers.image.version=\"{version}\"")),
+        "the image's version label is not the package's {version}"
+    );
 }
 
 #[test]

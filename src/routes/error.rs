@@ -60,8 +60,8 @@ pub enum ApiError {
     IdempotencyKeyInProgress,
     #[error("no such endpoint")]
     NotFound,
-    #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
+    #[error("method not allowed on this endpoint; it takes {allow}")]
+    MethodNotAllowed { allow: &'static str },
 }
 
 impl ApiError {
@@ -94,7 +94,7 @@ impl ApiError {
             ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             ApiError::IdempotencyKeyInProgress => "IDEMPOTENCY_KEY_IN_PROGRESS",
             ApiError::NotFound => "NOT_FOUND",
-            ApiError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
         }
     }
 }
@@ -164,7 +164,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -186,6 +186,9 @@ impl ResponseError for ApiError {
             }
             ApiError::IdempotencyKeyInProgress => {
                 response.insert_header(("Retry-After", "1"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header(("Allow", *allow));
             }
             _ => {}
         }
@@ -243,6 +246,10 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+pub async fn post_only() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allow: "POST" })
+}
+
+pub async fn get_only() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allow: "GET" })
 }

@@ -102,7 +102,7 @@ where
 {
     web::resource(path)
         .route(web::post().to(handler))
-        .default_service(web::to(error::method_not_allowed))
+        .default_service(web::to(error::post_only))
 }
 
 /// A GET-only resource; other methods get a JSON 405.
@@ -114,5 +114,5 @@ where
 {
     web::resource(path)
         .route(web::get().to(handler))
-        .default_service(web::to(error::method_not_allowed))
+        .default_service(web::to(error::get_only))
 }

@@ -259,8 +259,17 @@ async fn wrong_methods_and_paths_get_json_errors() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "METHOD_NOT_ALLOWED");
+    let response = app
+        .http
+        .delete(app.url("/v1/audit/heads"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
 
     let response = app
         .http
