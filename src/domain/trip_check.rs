@@ -14,16 +14,20 @@ pub const MAX_PASSENGERS: usize = 8;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({"trip_id": "T-1001", "city": "hangzhou", "driver": {"id": "D-42"}, "passengers": [{"id": "P-7"}]}))]
 pub struct TripCheckBody {
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub trip_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub city: String,
     pub driver: PartyBody,
     /// 1 to 8 passengers, none of them the driver, none twice.
+    #[schema(min_items = 1, max_items = 8)]
     pub passengers: Vec<PartyBody>,
 }
 
 /// A party: `id` is 1–128 characters of `[A-Za-z0-9._:-]`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PartyBody {
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub id: String,
 }
 
@@ -170,6 +174,7 @@ impl TryFrom<TripCheckBody> for Check {
 /// `POST /v1/checks/driver-shift`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DriverShiftBody {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub city: String,
     pub driver: PartyBody,
 }
@@ -193,9 +198,12 @@ impl TryFrom<DriverShiftBody> for Check {
 /// `POST /v1/checks/passenger-order`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PassengerOrderBody {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub city: String,
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub order_id: String,
     /// 1 to 8 passengers, none twice.
+    #[schema(min_items = 1, max_items = 8)]
     pub passengers: Vec<PartyBody>,
 }
 
@@ -221,11 +229,15 @@ pub const MAX_CANDIDATES: usize = 200;
 /// `POST /v1/checks/candidates`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct CandidatesBody {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub city: String,
+    #[schema(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub trip_id: String,
     /// 1 to 8 passengers.
+    #[schema(min_items = 1, max_items = 8)]
     pub passengers: Vec<PartyBody>,
     /// 1 to 200 candidate drivers, none twice, none a passenger.
+    #[schema(min_items = 1, max_items = 200)]
     pub drivers: Vec<PartyBody>,
 }
 

@@ -9,7 +9,13 @@ use crate::gate::Gate;
 use crate::metrics::Metrics;
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format (role ops when authentication is on)", content_type = "text/plain")))]
+    description = "Admin listener only (server.admin_listen).",
+    responses(
+        (status = 200, description = "Prometheus text format (role ops when authentication is on)", content_type = "text/plain"),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not ops", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
+    ))]
 pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
     // An open breaker turns half-open only when a call asks: read now.
     for (upstream, state) in gate.upstream_states() {
@@ -23,9 +29,13 @@ pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> Http
 }
 
 #[utoipa::path(post, path = "/admin/policy/reload", tag = "operations",
+    description = "Admin listener only (server.admin_listen).",
     responses(
         (status = 200, description = "{version}: the document was valid and is in force"),
+        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not ops", body = super::openapi::ErrorDoc),
         (status = 422, description = "POLICY_INVALID: refused; the old policy keeps serving", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
     ))]
 pub async fn reload_policy(gate: web::Data<Gate>) -> Result<HttpResponse, super::ApiError> {
     let version = gate.reload_policy()?;

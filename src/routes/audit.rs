@@ -105,6 +105,7 @@ struct DecisionsPage<'a> {
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
@@ -138,6 +139,7 @@ pub async fn decisions(
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
@@ -181,6 +183,7 @@ struct Summary {
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
@@ -219,6 +222,7 @@ pub async fn summary(
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]
@@ -266,6 +270,7 @@ pub struct Heads {
         (status = 200, description = "The newest signed head of every chain, closed or not, and the public key", body = Heads),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "The audit store is unavailable", body = super::openapi::ErrorDoc),
     )
 )]

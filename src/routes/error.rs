@@ -65,36 +65,40 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::MalformedJson(_) => "MALFORMED_JSON",
-            ApiError::InvalidShape(_) => "INVALID_REQUEST",
-            ApiError::InvalidField(_) => "INVALID_FIELD",
-            ApiError::BodyTooLarge { .. } => "BODY_TOO_LARGE",
-            ApiError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
-            ApiError::InvalidHeader { .. } => "INVALID_HEADER",
+            ApiError::MalformedJson(_) => ErrorCode::MALFORMED_JSON,
+            ApiError::InvalidShape(_) => ErrorCode::INVALID_REQUEST,
+            ApiError::InvalidField(_) => ErrorCode::INVALID_FIELD,
+            ApiError::BodyTooLarge { .. } => ErrorCode::BODY_TOO_LARGE,
+            ApiError::UnsupportedMediaType => ErrorCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidHeader { .. } => ErrorCode::INVALID_HEADER,
             ApiError::Event(EventError::MissingHeader(_) | EventError::BadSignature) => {
-                "INVALID_SIGNATURE"
+                ErrorCode::INVALID_SIGNATURE
             }
-            ApiError::Event(EventError::StaleTimestamp(_)) => "STALE_TIMESTAMP",
-            ApiError::Event(EventError::BadBody(_) | EventError::FutureCode(_)) => "INVALID_EVENT",
-            ApiError::Event(EventError::Replayed) => "REPLAYED_EVENT",
-            ApiError::Event(EventError::Unavailable(_)) => "CACHE_UNAVAILABLE",
-            ApiError::UnreadableBody(_) => "UNREADABLE_BODY",
-            ApiError::Gate(GateError::UnknownCity { .. }) => "UNKNOWN_CITY",
-            ApiError::Gate(GateError::AuditUnavailable(_)) => "AUDIT_UNAVAILABLE",
-            ApiError::InvalidParameter(_) => "INVALID_PARAMETER",
-            ApiError::DecisionNotFound => "DECISION_NOT_FOUND",
-            ApiError::OutOfScope(_) => "OUT_OF_SCOPE",
-            ApiError::AuditStore(_) => "AUDIT_UNAVAILABLE",
-            ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => "UNAUTHENTICATED",
-            ApiError::Auth(AuthError::Forbidden { .. }) => "FORBIDDEN",
-            ApiError::Auth(AuthError::RateLimited { .. }) => "RATE_LIMITED",
-            ApiError::PolicyInvalid(_) => "POLICY_INVALID",
-            ApiError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
-            ApiError::IdempotencyKeyInProgress => "IDEMPOTENCY_KEY_IN_PROGRESS",
-            ApiError::NotFound => "NOT_FOUND",
-            ApiError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            ApiError::Event(EventError::StaleTimestamp(_)) => ErrorCode::STALE_TIMESTAMP,
+            ApiError::Event(EventError::BadBody(_) | EventError::FutureCode(_)) => {
+                ErrorCode::INVALID_EVENT
+            }
+            ApiError::Event(EventError::Replayed) => ErrorCode::REPLAYED_EVENT,
+            ApiError::Event(EventError::Unavailable(_)) => ErrorCode::CACHE_UNAVAILABLE,
+            ApiError::UnreadableBody(_) => ErrorCode::UNREADABLE_BODY,
+            ApiError::Gate(GateError::UnknownCity { .. }) => ErrorCode::UNKNOWN_CITY,
+            ApiError::Gate(GateError::AuditUnavailable(_)) => ErrorCode::AUDIT_UNAVAILABLE,
+            ApiError::InvalidParameter(_) => ErrorCode::INVALID_PARAMETER,
+            ApiError::DecisionNotFound => ErrorCode::DECISION_NOT_FOUND,
+            ApiError::OutOfScope(_) => ErrorCode::OUT_OF_SCOPE,
+            ApiError::AuditStore(_) => ErrorCode::AUDIT_UNAVAILABLE,
+            ApiError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
+                ErrorCode::UNAUTHENTICATED
+            }
+            ApiError::Auth(AuthError::Forbidden { .. }) => ErrorCode::FORBIDDEN,
+            ApiError::Auth(AuthError::RateLimited { .. }) => ErrorCode::RATE_LIMITED,
+            ApiError::PolicyInvalid(_) => ErrorCode::POLICY_INVALID,
+            ApiError::IdempotencyKeyReused => ErrorCode::IDEMPOTENCY_KEY_REUSED,
+            ApiError::IdempotencyKeyInProgress => ErrorCode::IDEMPOTENCY_KEY_IN_PROGRESS,
+            ApiError::NotFound => ErrorCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::METHOD_NOT_ALLOWED,
         }
     }
 }
@@ -115,6 +119,38 @@ impl ApiError {
     }
 }
 
+/// Every error code an answer can carry: the stable identifiers clients
+/// branch on, and the OpenAPI document's enum.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub enum ErrorCode {
+    MALFORMED_JSON,
+    INVALID_REQUEST,
+    INVALID_FIELD,
+    BODY_TOO_LARGE,
+    UNSUPPORTED_MEDIA_TYPE,
+    INVALID_HEADER,
+    INVALID_SIGNATURE,
+    STALE_TIMESTAMP,
+    INVALID_EVENT,
+    REPLAYED_EVENT,
+    CACHE_UNAVAILABLE,
+    UNREADABLE_BODY,
+    UNKNOWN_CITY,
+    AUDIT_UNAVAILABLE,
+    INVALID_PARAMETER,
+    DECISION_NOT_FOUND,
+    OUT_OF_SCOPE,
+    UNAUTHENTICATED,
+    FORBIDDEN,
+    RATE_LIMITED,
+    POLICY_INVALID,
+    IDEMPOTENCY_KEY_REUSED,
+    IDEMPOTENCY_KEY_IN_PROGRESS,
+    NOT_FOUND,
+    METHOD_NOT_ALLOWED,
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: ErrorDetail<'a>,
@@ -122,7 +158,7 @@ struct ErrorBody<'a> {
 
 #[derive(Serialize)]
 struct ErrorDetail<'a> {
-    code: &'a str,
+    code: ErrorCode,
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
@@ -193,7 +229,7 @@ impl ResponseError for ApiError {
             _ => {}
         }
         let message = if self.status_code().is_server_error() {
-            tracing::error!(code = self.code(), error = %crate::telemetry::error_chain(self), "request failed");
+            tracing::error!(code = ?self.code(), error = %crate::telemetry::error_chain(self), "request failed");
             self.public_message().to_owned()
         } else {
             self.to_string()

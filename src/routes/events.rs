@@ -37,6 +37,9 @@ async fn read_body(mut payload: web::Payload) -> Result<web::BytesMut, ApiError>
         (status = 400, description = "INVALID_EVENT: neither a health-code record nor a deletion, or stamped beyond the allowed skew in the future", body = super::openapi::ErrorDoc),
         (status = 409, description = "REPLAYED_EVENT: this exact signed event was already received", body = super::openapi::ErrorDoc),
         (status = 401, description = "INVALID_SIGNATURE or STALE_TIMESTAMP, or no bearer token", body = super::openapi::ErrorDoc),
+        (status = 403, description = "The caller's role is not provider", body = super::openapi::ErrorDoc),
+        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
+        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
         (status = 503, description = "CACHE_UNAVAILABLE: retry", body = super::openapi::ErrorDoc),
     )
 )]

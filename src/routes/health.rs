@@ -12,12 +12,15 @@ use serde_json::json;
 use crate::gate::Gate;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
-    responses((status = 200, description = "{status: ok} while the process serves HTTP (API and admin listeners)")))]
+    responses(
+        (status = 200, description = "{status: ok} while the process serves HTTP (API and admin listeners)"),
+    ))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    description = "Admin listener only (server.admin_listen).",
     responses(
         (status = 200, description = "Ready or degraded (Redis down, provider circuit open); the body says which"),
         (status = 503, description = "The audit store cannot be written: no decision can be given"),

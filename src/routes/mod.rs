@@ -17,7 +17,7 @@ use actix_web::web;
 
 use utoipa::OpenApi;
 
-pub use error::{json_config, not_found, query_config, ApiError};
+pub use error::{json_config, not_found, query_config, ApiError, ErrorCode};
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -22,6 +22,8 @@ pub struct ReasonDoc {
     pub rule: String,
     /// In the language Accept-Language prefers (zh-CN by default).
     pub message: String,
+    /// What the code needs, e.g. {"area": "420100"} for ITINERARY_RISK_AREA.
+    pub details: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// One party's status as tripgate found it.
@@ -87,7 +89,7 @@ pub struct CandidateDoc {
     pub index: usize,
     pub id: String,
     /// Why the driver was excluded (excluded drivers only).
-    pub reasons: Vec<ReasonDoc>,
+    pub reasons: Option<Vec<ReasonDoc>>,
 }
 
 /// The candidate filter's answer: a decision plus the drivers' outcomes.
@@ -101,8 +103,7 @@ pub struct CandidatesDoc {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetailDoc {
-    #[schema(example = "INVALID_FIELD")]
-    pub code: String,
+    pub code: super::ErrorCode,
     pub message: String,
     /// The JSON path or parameter at fault, when there is one.
     pub field: Option<String>,
@@ -162,6 +163,7 @@ impl Modify for BearerAuth {
         crate::audit::HeadView,
         TripDecisionDoc,
         ErrorDoc,
+        super::ErrorCode,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -169,7 +171,7 @@ impl Modify for BearerAuth {
         (name = "checks", description = "Hooks called by dispatch (role dispatch)"),
         (name = "audit", description = "The decision trail (roles regulator and fleet, within their scope)"),
         (name = "events", description = "Pushes from the health-code provider (role provider, signed)"),
-        (name = "operations", description = "Probes and metrics"),
+        (name = "operations", description = "Probes, metrics and the policy reload. /healthz is served on both listeners; /readyz, /metrics and /admin/policy/reload on the admin listener only (server.admin_listen, port 9100 in the manifests), not on the API listener"),
     )
 )]
 pub struct ApiDoc;

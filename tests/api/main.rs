@@ -14,6 +14,7 @@ mod helpers;
 mod hooks;
 mod idempotency;
 mod notify;
+mod openapi;
 mod operations;
 mod resilience;
 mod scheme;
