@@ -37,21 +37,32 @@ fn bad(param: &'static str, problem: impl Into<String>) -> FilterError {
 #[into_params(parameter_in = Query)]
 pub struct RawFilter {
     /// Inclusive RFC 3339 lower bound of decided_at.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Exclusive RFC 3339 upper bound.
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// allow or reject.
+    #[param(pattern = "^(allow|reject)$")]
     pub decision: Option<String>,
     /// A reason code.
+    #[param(
+        pattern = "^(ALL_GREEN|HEALTH_CODE_YELLOW|HEALTH_CODE_RED|HEALTH_CODE_UNRECOGNISED|NO_HEALTH_CODE|STATUS_STALE|STATUS_UNAVAILABLE|ISSUER_NOT_RECOGNISED|ITINERARY_RISK_AREA|ITINERARY_UNRECOGNISED)$"
+    )]
     pub reason: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub city: Option<String>,
     /// trip, driver_shift, passenger_order or candidates.
+    #[param(pattern = "^(trip|driver_shift|passenger_order|candidates)$")]
     pub hook: Option<String>,
     /// The trip (or order) id.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub trip_id: Option<String>,
     /// A raw subject id, hashed server-side with every configured key.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub subject: Option<String>,
     /// The name of the client that asked for the decisions.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub client: Option<String>,
 }
 

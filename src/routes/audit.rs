@@ -97,7 +97,7 @@ struct DecisionsPage<'a> {
     tag = "audit",
     params(
         RawFilter,
-        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "1 to 1000, default 100"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
     ),
     responses(
@@ -176,7 +176,7 @@ struct Summary {
     tag = "audit",
     params(
         RawFilter,
-        ("group_by" = Option<String>, Query, description = "reason (default), city, hook or hour"),
+        ("group_by" = Option<String>, Query, pattern = "^(reason|city|hook|hour)$", description = "reason (default), city, hook or hour"),
     ),
     responses(
         (status = 200, description = "Counts per group: {group_by, total, rows: [{key, count}]}; without `from`, the audit.default_window_hours before `to` (or now)"),
@@ -215,10 +215,10 @@ pub async fn summary(
     tag = "audit",
     params(
         RawFilter,
-        ("format" = Option<String>, Query, description = "ndjson (default) or csv"),
+        ("format" = Option<String>, Query, pattern = "^(ndjson|csv)$", description = "ndjson (default) or csv"),
     ),
     responses(
-        (status = 200, description = "Every matching record, newest first, streamed; without `from`, the audit.default_window_hours before `to` (or now)", content_type = "application/x-ndjson"),
+        (status = 200, description = "Every matching record, newest first, streamed; without `from`, the audit.default_window_hours before `to` (or now); NDJSON, or CSV with format=csv", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),

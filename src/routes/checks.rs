@@ -27,6 +27,9 @@ use crate::policy::CityPolicy;
 /// Callers may bound a decision's time below the configured deadline.
 pub const DEADLINE_HEADER: &str = "X-Tripgate-Deadline-Ms";
 
+/// The most a caller may ask for (the configured deadline caps it anyway).
+const MAX_DEADLINE_MS: u64 = 60_000;
+
 #[derive(Serialize)]
 struct ReasonBody<'a> {
     party: &'static str,
@@ -220,10 +223,10 @@ fn requested_budget(request: &HttpRequest) -> Result<Option<Duration>, ApiError>
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
     {
-        Some(ms) if ms > 0 => Ok(Some(Duration::from_millis(ms))),
+        Some(ms) if (1..=MAX_DEADLINE_MS).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
         _ => Err(ApiError::InvalidHeader {
             header: DEADLINE_HEADER,
-            problem: "must be a whole number of milliseconds greater than 0",
+            problem: "must be a whole number of milliseconds from 1 to 60000",
         }),
     }
 }
@@ -328,10 +331,10 @@ where
     path = "/v1/checks/trip",
     tag = "checks",
     params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, minimum = 1, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number of at least 1"),
-        ("Accept-Language" = Option<String>, Header, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Kept when valid, else one is minted; returned on every response"),
+        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
+        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
+        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
     ),
     request_body = crate::domain::TripCheckBody,
     responses(
@@ -362,10 +365,10 @@ pub async fn trip(
     path = "/v1/checks/driver-shift",
     tag = "checks",
     params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, minimum = 1, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number of at least 1"),
-        ("Accept-Language" = Option<String>, Header, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Kept when valid, else one is minted; returned on every response"),
+        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
+        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
+        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
     ),
     request_body = crate::domain::DriverShiftBody,
     responses(
@@ -396,10 +399,10 @@ pub async fn driver_shift(
     path = "/v1/checks/passenger-order",
     tag = "checks",
     params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, minimum = 1, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number of at least 1"),
-        ("Accept-Language" = Option<String>, Header, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Kept when valid, else one is minted; returned on every response"),
+        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
+        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
+        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
     ),
     request_body = crate::domain::PassengerOrderBody,
     responses(
@@ -430,10 +433,10 @@ pub async fn passenger_order(
     path = "/v1/checks/candidates",
     tag = "checks",
     params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, minimum = 1, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number of at least 1"),
-        ("Accept-Language" = Option<String>, Header, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, pattern = "^[A-Za-z0-9._:-]{1,128}$", description = "Kept when valid, else one is minted; returned on every response"),
+        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
+        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
+        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
     ),
     request_body = crate::domain::CandidatesBody,
     responses(

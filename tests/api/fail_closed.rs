@@ -400,8 +400,8 @@ async fn a_short_caller_deadline_never_buys_an_allow() {
     assert_eq!(body["decision"], "allow", "{body}");
     assert_eq!(body["degraded"], true);
 
-    // Not a positive integer: 400.
-    for bad in ["0", "-5", "1.5", "soon"] {
+    // Not a whole number from 1 to 60000: 400.
+    for bad in ["0", "-5", "1.5", "soon", "60001", "18446744073709551615"] {
         let response = app
             .http
             .post(app.url("/v1/checks/trip"))
