@@ -330,24 +330,11 @@ where
     post,
     path = "/v1/checks/trip",
     tag = "checks",
-    params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
-        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
-    ),
+    params(super::openapi::CheckHeaders),
     request_body = crate::domain::TripCheckBody,
     responses(
         (status = 200, description = "A decision, allow or reject", body = super::openapi::TripDecisionDoc),
-        (status = 400, description = "Bad input: malformed JSON, a missing or invalid field (the id grammar, 1 to 8 passengers, no subject twice), a bad header", body = super::openapi::ErrorDoc),
-        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not dispatch", body = super::openapi::ErrorDoc),
-        (status = 409, description = "A check with this Idempotency-Key is being decided now (IDEMPOTENCY_KEY_IN_PROGRESS); retry", body = super::openapi::ErrorDoc),
-        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
-        (status = 415, description = "Not application/json", body = super::openapi::ErrorDoc),
-        (status = 422, description = "City not in the policy (UNKNOWN_CITY), or the Idempotency-Key was used with another body (IDEMPOTENCY_KEY_REUSED)", body = super::openapi::ErrorDoc),
-        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
-        (status = 503, description = "The decision could not be recorded (AUDIT_UNAVAILABLE); retry", body = super::openapi::ErrorDoc),
+        super::openapi::CheckErrors,
     )
 )]
 pub async fn trip(
@@ -364,24 +351,11 @@ pub async fn trip(
     post,
     path = "/v1/checks/driver-shift",
     tag = "checks",
-    params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
-        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
-    ),
+    params(super::openapi::CheckHeaders),
     request_body = crate::domain::DriverShiftBody,
     responses(
         (status = 200, description = "May the driver go on duty (same shape as the trip hook)", body = super::openapi::TripDecisionDoc),
-        (status = 400, description = "Bad input: malformed JSON, a missing or invalid field (the id grammar, 1 to 8 passengers, no subject twice), a bad header", body = super::openapi::ErrorDoc),
-        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not dispatch", body = super::openapi::ErrorDoc),
-        (status = 409, description = "A check with this Idempotency-Key is being decided now (IDEMPOTENCY_KEY_IN_PROGRESS); retry", body = super::openapi::ErrorDoc),
-        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
-        (status = 415, description = "Not application/json", body = super::openapi::ErrorDoc),
-        (status = 422, description = "City not in the policy (UNKNOWN_CITY), or the Idempotency-Key was used with another body (IDEMPOTENCY_KEY_REUSED)", body = super::openapi::ErrorDoc),
-        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
-        (status = 503, description = "The decision could not be recorded (AUDIT_UNAVAILABLE); retry", body = super::openapi::ErrorDoc),
+        super::openapi::CheckErrors,
     )
 )]
 pub async fn driver_shift(
@@ -398,24 +372,11 @@ pub async fn driver_shift(
     post,
     path = "/v1/checks/passenger-order",
     tag = "checks",
-    params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
-        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
-    ),
+    params(super::openapi::CheckHeaders),
     request_body = crate::domain::PassengerOrderBody,
     responses(
         (status = 200, description = "May the order be accepted (same shape, with order_id)", body = super::openapi::TripDecisionDoc),
-        (status = 400, description = "Bad input: malformed JSON, a missing or invalid field (the id grammar, 1 to 8 passengers, no subject twice), a bad header", body = super::openapi::ErrorDoc),
-        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not dispatch", body = super::openapi::ErrorDoc),
-        (status = 409, description = "A check with this Idempotency-Key is being decided now (IDEMPOTENCY_KEY_IN_PROGRESS); retry", body = super::openapi::ErrorDoc),
-        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
-        (status = 415, description = "Not application/json", body = super::openapi::ErrorDoc),
-        (status = 422, description = "City not in the policy (UNKNOWN_CITY), or the Idempotency-Key was used with another body (IDEMPOTENCY_KEY_REUSED)", body = super::openapi::ErrorDoc),
-        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
-        (status = 503, description = "The decision could not be recorded (AUDIT_UNAVAILABLE); retry", body = super::openapi::ErrorDoc),
+        super::openapi::CheckErrors,
     )
 )]
 pub async fn passenger_order(
@@ -432,24 +393,11 @@ pub async fn passenger_order(
     post,
     path = "/v1/checks/candidates",
     tag = "checks",
-    params(
-        ("X-Tripgate-Deadline-Ms" = Option<u64>, Header, nullable = false, minimum = 1, maximum = 60000, description = "Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000"),
-        ("Accept-Language" = Option<String>, Header, nullable = false, description = "zh-CN (default) or en: the language of reason messages"),
-        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422"),
-        ("X-Request-Id" = Option<String>, Header, nullable = false, description = "Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response"),
-    ),
+    params(super::openapi::CheckHeaders),
     request_body = crate::domain::CandidatesBody,
     responses(
         (status = 200, description = "Eligible drivers in request order, excluded drivers with their reasons; reject if a passenger fails or no driver is eligible", body = super::openapi::CandidatesDoc),
-        (status = 400, description = "Bad input: malformed JSON, a missing or invalid field (the id grammar, 1 to 8 passengers, no subject twice), a bad header", body = super::openapi::ErrorDoc),
-        (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
-        (status = 403, description = "The caller's role is not dispatch", body = super::openapi::ErrorDoc),
-        (status = 409, description = "A check with this Idempotency-Key is being decided now (IDEMPOTENCY_KEY_IN_PROGRESS); retry", body = super::openapi::ErrorDoc),
-        (status = 413, description = "Body over 64 KiB", body = super::openapi::ErrorDoc),
-        (status = 415, description = "Not application/json", body = super::openapi::ErrorDoc),
-        (status = 422, description = "City not in the policy (UNKNOWN_CITY), or the Idempotency-Key was used with another body (IDEMPOTENCY_KEY_REUSED)", body = super::openapi::ErrorDoc),
-        (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
-        (status = 503, description = "The decision could not be recorded (AUDIT_UNAVAILABLE); retry", body = super::openapi::ErrorDoc),
+        super::openapi::CheckErrors,
     )
 )]
 pub async fn candidates(

@@ -114,6 +114,58 @@ pub struct ErrorDoc {
     pub error: ErrorDetailDoc,
 }
 
+/// The headers every hook reads.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct CheckHeaders {
+    /// Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000.
+    #[param(rename = "X-Tripgate-Deadline-Ms", nullable = false, minimum = 1, maximum = 60000)]
+    deadline: Option<u64>,
+    /// zh-CN (default) or en: the language of reason messages.
+    #[param(rename = "Accept-Language", nullable = false)]
+    language: Option<String>,
+    /// 1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422.
+    #[param(rename = "Idempotency-Key", nullable = false, pattern = "^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
+    /// Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response.
+    #[param(rename = "X-Request-Id", nullable = false)]
+    request_id: Option<String>,
+}
+
+/// The answers of every hook that are not a decision.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum CheckErrors {
+    /// Bad input: malformed JSON, a missing or invalid field (the id grammar, 1 to 8 passengers, no subject twice), a bad header.
+    #[response(status = 400)]
+    BadInput(ErrorDoc),
+    /// No or unknown bearer token.
+    #[response(status = 401)]
+    Unauthenticated(ErrorDoc),
+    /// The caller's role is not dispatch.
+    #[response(status = 403)]
+    Forbidden(ErrorDoc),
+    /// A check with this Idempotency-Key is being decided now (IDEMPOTENCY_KEY_IN_PROGRESS); retry.
+    #[response(status = 409)]
+    InProgress(ErrorDoc),
+    /// Body over 64 KiB.
+    #[response(status = 413)]
+    TooLarge(ErrorDoc),
+    /// Not application/json.
+    #[response(status = 415)]
+    NotJson(ErrorDoc),
+    /// City not in the policy (UNKNOWN_CITY), or the Idempotency-Key was used with another body (IDEMPOTENCY_KEY_REUSED).
+    #[response(status = 422)]
+    Unprocessable(ErrorDoc),
+    /// Over the client's rate limit; see Retry-After.
+    #[response(status = 429)]
+    RateLimited(ErrorDoc),
+    /// The decision could not be recorded (AUDIT_UNAVAILABLE); retry.
+    #[response(status = 503)]
+    AuditUnavailable(ErrorDoc),
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
