@@ -120,13 +120,22 @@ pub struct ErrorDoc {
 #[allow(dead_code)]
 pub struct CheckHeaders {
     /// Decide within this many milliseconds (capped by checks.deadline_ms); a whole number from 1 to 60000.
-    #[param(rename = "X-Tripgate-Deadline-Ms", nullable = false, minimum = 1, maximum = 60000)]
+    #[param(
+        rename = "X-Tripgate-Deadline-Ms",
+        nullable = false,
+        minimum = 1,
+        maximum = 60000
+    )]
     deadline: Option<u64>,
     /// zh-CN (default) or en: the language of reason messages.
     #[param(rename = "Accept-Language", nullable = false)]
     language: Option<String>,
     /// 1 to 255 visible ASCII characters. The same key and body within checks.idempotency_ttl_secs (24 h) get the first answer again, with Idempotent-Replayed: true; the same key with another body is 422.
-    #[param(rename = "Idempotency-Key", nullable = false, pattern = "^[!-~]{1,255}$")]
+    #[param(
+        rename = "Idempotency-Key",
+        nullable = false,
+        pattern = "^[!-~]{1,255}$"
+    )]
     idempotency_key: Option<String>,
     /// Any value: kept when it is 1 to 128 of A-Z a-z 0-9 . _ : - (safe to log), else replaced by a minted one; returned on every response.
     #[param(rename = "X-Request-Id", nullable = false)]
