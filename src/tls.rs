@@ -1,5 +1,6 @@
-//! TLS material for the connections tripgate makes (Redis, PostgreSQL, the
-//! upstreams): CA certificates and client identities read from PEM files,
+//! TLS material and passwords for the connections tripgate makes (Redis,
+//! PostgreSQL, the upstreams): CA certificates and client identities read
+//! from PEM files, secrets from their files,
 //! checked once at start-up so a wrong file stops the process naming its
 //! setting. Certificates are always verified, against the configured CA or
 //! else the system's roots; there is no "accept anything" mode.
@@ -61,6 +62,14 @@ pub fn client_config(roots: RootCertStore) -> rustls::ClientConfig {
 /// Reads a file; the error names it.
 pub fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// A secret held in a file (a password, a mounted Kubernetes secret): its
+/// text, without the trailing newline editors and `kubectl` leave.
+pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 /// A configured file, unless the setting is empty (an environment

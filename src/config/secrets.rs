@@ -51,9 +51,7 @@ pub(super) fn read_secret(
 ) -> Result<String, String> {
     match (inline, file) {
         (Some(secret), None) => Ok(secret.expose().to_owned()),
-        (None, Some(file)) => std::fs::read_to_string(file)
-            .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-            .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        (None, Some(file)) => crate::tls::read_secret_file(file),
         _ => Err("set exactly one of `secret` and `secret_file`".into()),
     }
 }
@@ -362,7 +360,7 @@ impl Settings {
         }
         let password = given(&cache.redis_password_file)
             .map(|path| {
-                read_secret(&None, &Some(path.to_owned())).map_err(|problem| ConfigError::Invalid {
+                crate::tls::read_secret_file(path).map_err(|problem| ConfigError::Invalid {
                     key: "cache.redis_password_file",
                     problem,
                 })
@@ -395,7 +393,7 @@ impl Settings {
             read_certificates("audit.postgres_ca_file", path)?;
         }
         if let Some(path) = crate::tls::given(&self.audit.postgres_password_file) {
-            read_secret(&None, &Some(path.to_owned())).map_err(|problem| ConfigError::Invalid {
+            crate::tls::read_secret_file(path).map_err(|problem| ConfigError::Invalid {
                 key: "audit.postgres_password_file",
                 problem,
             })?;

@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Decided, Hook, Party, SubjectId};
+use crate::domain::{Decided, Hook, SubjectId};
 use crate::metrics::Metrics;
 use crate::status::{CacheKeys, Pseudonym, RedisCache};
 
@@ -139,7 +139,7 @@ impl Notifier {
                     Pass {
                         decision_id: decided.decision_id.to_string(),
                         trip_id: decided.reference.as_ref().map(|r| r.as_str().to_owned()),
-                        party: party_role(report.party).to_owned(),
+                        party: report.party.role().to_owned(),
                     },
                 )
             })
@@ -212,10 +212,6 @@ impl Notifier {
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
     }
-}
-
-fn party_role(party: Party) -> &'static str {
-    party.role()
 }
 
 /// One event per party role, decisions in the order they were made.

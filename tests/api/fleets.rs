@@ -59,17 +59,6 @@ async fn decide(app: &TestApp, token: &str, body: &Value) -> String {
     body["decision_id"].as_str().unwrap().to_owned()
 }
 
-async fn read(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
-
 fn ids(page: &Value) -> Vec<String> {
     let mut ids: Vec<String> = page["decisions"]
         .as_array()
@@ -97,35 +86,49 @@ async fn fleets_and_regulators_read_within_their_scope(backend: AuditBackend) {
     let b_xm = decide(&app, DISPATCH_B, &trip_in("xiamen", "D-1", &["P-1"])).await;
 
     // A regulator sees everything, with the client that asked.
-    let (status, page) = read(&app, REGULATOR, "/v1/audit/decisions").await;
+    let (status, page) = app.get_json_as(REGULATOR, "/v1/audit/decisions").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(
         ids(&page),
         sorted(vec![a_hz.clone(), b_hz.clone(), b_xm.clone()])
     );
-    let (_, record) = read(&app, REGULATOR, &format!("/v1/audit/decisions/{a_hz}")).await;
+    let (_, record) = app
+        .get_json_as(REGULATOR, &format!("/v1/audit/decisions/{a_hz}"))
+        .await;
     assert_eq!(record["client"], "dispatch-a", "{record}");
-    let (_, page) = read(&app, REGULATOR, "/v1/audit/decisions?client=dispatch-b").await;
+    let (_, page) = app
+        .get_json_as(REGULATOR, "/v1/audit/decisions?client=dispatch-b")
+        .await;
     assert_eq!(ids(&page), sorted(vec![b_hz.clone(), b_xm.clone()]));
-    let (status, error) = read(&app, REGULATOR, "/v1/audit/decisions?client=no%20such").await;
+    let (status, error) = app
+        .get_json_as(REGULATOR, "/v1/audit/decisions?client=no%20such")
+        .await;
     assert_eq!(status, 400, "{error}");
     assert_eq!(error["error"]["field"], "client");
 
     // A fleet sees its own dispatch client's decisions only.
-    let (status, page) = read(&app, FLEET_A, "/v1/audit/decisions").await;
+    let (status, page) = app.get_json_as(FLEET_A, "/v1/audit/decisions").await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(ids(&page), vec![a_hz.clone()]);
-    let (status, error) = read(&app, FLEET_A, "/v1/audit/decisions?client=dispatch-b").await;
+    let (status, error) = app
+        .get_json_as(FLEET_A, "/v1/audit/decisions?client=dispatch-b")
+        .await;
     assert_eq!(status, 403, "{error}");
     assert_eq!(error["error"]["code"], "OUT_OF_SCOPE");
-    let (status, _) = read(&app, FLEET_A, &format!("/v1/audit/decisions/{b_hz}")).await;
+    let (status, _) = app
+        .get_json_as(FLEET_A, &format!("/v1/audit/decisions/{b_hz}"))
+        .await;
     assert_eq!(
         status, 404,
         "another client's decision is as if it did not exist"
     );
-    let (status, _) = read(&app, FLEET_A, &format!("/v1/audit/decisions/{a_hz}")).await;
+    let (status, _) = app
+        .get_json_as(FLEET_A, &format!("/v1/audit/decisions/{a_hz}"))
+        .await;
     assert_eq!(status, 200);
-    let (_, summary) = read(&app, FLEET_A, "/v1/audit/summary?group_by=reason").await;
+    let (_, summary) = app
+        .get_json_as(FLEET_A, "/v1/audit/summary?group_by=reason")
+        .await;
     assert_eq!(summary["total"], 1, "{summary}");
     assert_eq!(summary["rows"][0]["key"], "HEALTH_CODE_RED", "{summary}");
     // ... and cannot decide.
@@ -140,17 +143,23 @@ async fn fleets_and_regulators_read_within_their_scope(backend: AuditBackend) {
     assert_eq!(response.status(), 403);
 
     // A regulator limited to Hangzhou.
-    let (_, page) = read(&app, REGULATOR_HZ, "/v1/audit/decisions").await;
+    let (_, page) = app.get_json_as(REGULATOR_HZ, "/v1/audit/decisions").await;
     assert_eq!(ids(&page), sorted(vec![a_hz.clone(), b_hz.clone()]));
-    let (status, error) = read(&app, REGULATOR_HZ, "/v1/audit/decisions?city=xiamen").await;
+    let (status, error) = app
+        .get_json_as(REGULATOR_HZ, "/v1/audit/decisions?city=xiamen")
+        .await;
     assert_eq!(status, 403, "{error}");
     assert!(error["error"]["message"]
         .as_str()
         .unwrap()
         .contains("xiamen"));
-    let (status, _) = read(&app, REGULATOR_HZ, &format!("/v1/audit/decisions/{b_xm}")).await;
+    let (status, _) = app
+        .get_json_as(REGULATOR_HZ, &format!("/v1/audit/decisions/{b_xm}"))
+        .await;
     assert_eq!(status, 404);
-    let (_, summary) = read(&app, REGULATOR_HZ, "/v1/audit/summary?group_by=city").await;
+    let (_, summary) = app
+        .get_json_as(REGULATOR_HZ, "/v1/audit/summary?group_by=city")
+        .await;
     assert_eq!(
         summary["rows"],
         json!([{"key": "hangzhou", "count": 2}]),

@@ -498,12 +498,16 @@ impl Drop for TestPostgres {
 impl TestApp {
     /// GET on the service; returns the status and the JSON body.
     pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(self.url(path_and_query))
-            .send()
-            .await
-            .expect("GET");
+        Self::status_and_json(self.http.get(self.url(path_and_query))).await
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_json_as(&self, token: &str, path_and_query: &str) -> (u16, Value) {
+        Self::status_and_json(self.http.get(self.url(path_and_query)).bearer_auth(token)).await
+    }
+
+    async fn status_and_json(request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.expect("GET");
         let status = response.status().as_u16();
         let body = response.json().await.expect("JSON body");
         (status, body)

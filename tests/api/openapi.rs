@@ -86,15 +86,7 @@ async fn real_answers_match_the_document() {
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("D-2", "red", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
-    let doc: Value = app
-        .http
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = app.get_json("/openapi.json").await;
 
     let decision_id = uuid::Uuid::now_v7().to_string();
     let cases = vec![
@@ -217,27 +209,13 @@ async fn real_answers_match_the_document() {
         }
     }
     // A record as the regulator reads it matches RecordView.
-    let page: Value = app
-        .http
-        .get(app.url("/v1/audit/decisions?limit=1"))
-        .bearer_auth(REGULATOR)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, page) = app
+        .get_json_as(REGULATOR, "/v1/audit/decisions?limit=1")
+        .await;
     let id = page["decisions"][0]["decision_id"].as_str().unwrap();
-    let record: Value = app
-        .http
-        .get(app.url(&format!("/v1/audit/decisions/{id}")))
-        .bearer_auth(REGULATOR)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, record) = app
+        .get_json_as(REGULATOR, &format!("/v1/audit/decisions/{id}"))
+        .await;
     let schema = &doc["paths"]["/v1/audit/decisions/{decision_id}"]["get"]["responses"]["200"]
         ["content"]["application/json"]["schema"];
     let validator = jsonschema::validator_for(&schema_with_components(schema, &doc)).unwrap();

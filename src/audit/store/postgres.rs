@@ -117,11 +117,8 @@ impl PostgresStore {
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
         if let Some(path) = crate::tls::given(&access.password_file) {
-            let password = crate::tls::read(path)
+            let password = crate::tls::read_secret_file(path)
                 .map_err(|e| StoreError::Invalid(format!("audit.postgres_password_file: {e}")))?;
-            let password = String::from_utf8_lossy(&password)
-                .trim_end_matches(['\r', '\n'])
-                .to_owned();
             config.password = Some(password);
         }
         let ca = crate::tls::given(&access.ca_file)
