@@ -117,6 +117,7 @@ fn hashing(c: &mut Criterion) {
                 eligible_after_us: None,
             })
             .collect(),
+        appeal: None,
         client: Some("dispatch".into()),
     };
     let head = ChainHead::genesis();

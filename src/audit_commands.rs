@@ -351,7 +351,10 @@ pub async fn export(flags: ExportFlags) -> Result<(), String> {
         subject: flags.subject,
         client: flags.client,
     };
-    let filter = crate::audit::DecisionFilter::parse(&raw, &keys).map_err(|e| format!("--{e}"))?;
+    let mut filter =
+        crate::audit::DecisionFilter::parse(&raw, &keys).map_err(|e| format!("--{e}"))?;
+    // Every link of the chains covered, so the export verifies on its own.
+    filter.with_appeals = true;
     let store = open(&settings.audit_store()).await?;
     if let Some(path) = &flags.output {
         write_heads_beside(&store, &settings, path).await?;

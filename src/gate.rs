@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use crate::audit::{AuditRecord, AuditWriter, WriteError};
 use crate::domain::{
@@ -225,7 +224,7 @@ impl Gate {
         let decided = Decided {
             // Minted from the decision time: the time index finds a decision
             // by id (see `SqliteStore::get`).
-            decision_id: decision_id_at(decided_at),
+            decision_id: crate::domain::record_id_at(decided_at),
             hook: check.hook,
             reference: check.reference.clone(),
             city: check.city.clone(),
@@ -364,11 +363,4 @@ fn report(party: Party, lookup: &StatusLookup, standing: Standing) -> PartyRepor
         }
     }
     report
-}
-
-/// A UUIDv7 whose timestamp is the decision time, to the millisecond.
-fn decision_id_at(decided_at: chrono::DateTime<Utc>) -> Uuid {
-    let nanos = decided_at.timestamp_subsec_nanos();
-    let secs = decided_at.timestamp().max(0) as u64;
-    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
 }

@@ -5,11 +5,14 @@
 //! `routes::admin`) → `gate` (the
 //! decision path) → `status` (caches and provider I/O), `policy` (pure
 //! evaluation) and `audit` (the durable trail), over `domain` types. Around
-//! them: `events` (pushed code changes), `metrics`, `messages`, `config`,
+//! them: `appeals` (contesting a refusal: records in the same trail, beside
+//! `gate`), `console` (the regulator's web pages, beside `routes`),
+//! `events` (pushed code changes), `metrics`, `messages`, `config`,
 //! `telemetry`, and `startup`, which wires everything and owns shutdown.
 //! `simulator` is the provider stand-in; `demo` and `audit_commands` back
 //! the CLI.
 
+pub mod appeals;
 pub mod audit;
 pub mod audit_commands;
 pub mod auth;

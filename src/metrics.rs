@@ -57,6 +57,12 @@ pub struct Metrics {
     pub notify_events: IntCounterVec,
     /// Notifications waiting in the outbox.
     pub notify_outbox: IntGauge,
+    /// Appeals not yet resolved (all replicas: read from the store).
+    pub appeals_open: IntGauge,
+    /// Seconds since the oldest open appeal was filed (0: none open).
+    pub appeals_oldest_open_seconds: IntGauge,
+    /// Appeals filed and resolved through this instance, by event.
+    pub appeal_events: IntCounterVec,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
 }
@@ -319,6 +325,33 @@ impl Metrics {
                 IntGauge::new(
                     "tripgate_notify_outbox",
                     "Status-change notifications waiting to be delivered.",
+                )
+                .expect("valid metric"),
+            ),
+            appeals_open: register(
+                r,
+                IntGauge::new(
+                    "tripgate_appeals_open",
+                    "Appeals filed and not yet resolved (the whole trail, read when scraped).",
+                )
+                .expect("valid metric"),
+            ),
+            appeals_oldest_open_seconds: register(
+                r,
+                IntGauge::new(
+                    "tripgate_appeals_oldest_open_seconds",
+                    "Age of the oldest open appeal in seconds (0 when none is open).",
+                )
+                .expect("valid metric"),
+            ),
+            appeal_events: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tripgate_appeal_events_total",
+                        "Appeal records written by this instance: filed, upheld, overturned.",
+                    ),
+                    &["event"],
                 )
                 .expect("valid metric"),
             ),

@@ -135,6 +135,11 @@ impl Application {
             settings.audit.retention_days,
             Duration::from_secs(settings.audit.purge_interval_secs),
         );
+        let appeals = web::Data::new(crate::appeals::Appeals::new(
+            audit.clone(),
+            store.clone(),
+            Arc::clone(&metrics),
+        ));
         let reader = web::Data::new(AuditReader::new(
             store,
             audit.keys().clone(),
@@ -223,6 +228,7 @@ impl Application {
                 messages.clone(),
             );
             let idempotency = idempotency.clone();
+            let appeals = appeals.clone();
             HttpServer::new(move || {
                 // The factory runs once on each worker thread, as it starts.
                 crate::scheduling::prefer_low_latency();
@@ -236,6 +242,7 @@ impl Application {
                     .app_data(metrics.clone())
                     .app_data(messages.clone())
                     .app_data(idempotency.clone())
+                    .app_data(appeals.clone())
                     .configure(routes::configure)
                     .default_service(web::to(routes::not_found))
             })
@@ -266,6 +273,7 @@ impl Application {
             App::new()
                 .wrap(from_fn(routes::observe::observe))
                 .app_data(gate.clone())
+                .app_data(appeals.clone())
                 .app_data(authenticator.clone())
                 .app_data(metrics.clone())
                 .configure(routes::configure_admin)

@@ -8,7 +8,8 @@ use super::chain::{ChainVerifier, StoredLink, Trust};
 use super::signing::{PublicKeys, SignedHead};
 use super::AuditRecord;
 use super::{
-    AuditKeys, AuditParty, AuditReason, AuditStore, ChainReport, SealedRecord, StoreError,
+    AppealEvent, AuditKeys, AuditParty, AuditReason, AuditStore, ChainReport, SealedRecord,
+    StoreError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,9 @@ pub struct RecordView<'a> {
     pub format: u32,
     pub reasons: &'a [AuditReason],
     pub parties: &'a [AuditParty],
+    /// On an appeal's record (decision `appeal_filed` or `appeal_resolved`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appeal: Option<&'a AppealEvent>,
     /// The client that asked (absent with authentication off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<&'a str>,
@@ -108,6 +112,7 @@ impl<'a> RecordView<'a> {
             format: r.format,
             reasons: &r.reasons,
             parties: &r.parties,
+            appeal: r.appeal.as_ref(),
             client: r.client.as_deref(),
             chain: ChainView {
                 instance_id: &r.instance_id,
@@ -231,6 +236,10 @@ struct ExportedRecord {
     format: u32,
     reasons: Vec<AuditReason>,
     parties: Vec<AuditParty>,
+    #[serde(default)]
+    appeal: Option<AppealEvent>,
+    #[serde(default)]
+    client: Option<String>,
     chain: ExportedChain,
 }
 
@@ -258,7 +267,8 @@ pub fn links_of_export(text: &str) -> Result<Vec<StoredLink>, String> {
             .timestamp_micros();
         let record = super::record::Hook::parse(&e.hook)
             .map(|hook| AuditRecord {
-                client: None,
+                client: e.client,
+                appeal: e.appeal,
                 format: e.format,
                 decision_id: e.decision_id.clone(),
                 decided_at_us,

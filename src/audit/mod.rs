@@ -34,11 +34,15 @@ pub use query::{
     ReadScope, SqlValue, SummaryRow, MAX_PAGE_LIMIT,
 };
 pub use reader::{export_stream, AuditReader};
-pub use record::{AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, FORMAT};
+pub use record::{
+    AppealEvent, AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, APPEAL_FILED,
+    APPEAL_RESOLVED, FORMAT,
+};
 pub use retention::spawn_retention;
 pub use signing::{
     public_key_string, HeadKind, HeadSigner, HeadView, PublicKeys, SignedHead, SigningKeyError,
 };
+pub use store::appeals::{AppealCounts, AppealCursor, AppealFilter, AppealRow};
 pub use store::{
     postgres_requires_tls, AuditStore, JournalAccess, LinkPosition, PostgresAccess, StoreConfig,
     StoreError,

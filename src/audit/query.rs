@@ -83,6 +83,9 @@ pub struct DecisionFilter {
     pub clients: Vec<String>,
     /// Decisions of any of these cities (a reader's scope); empty: any.
     pub cities: Vec<String>,
+    /// Appeals' records too (an export: every link of the chains it
+    /// covers); otherwise decisions only.
+    pub with_appeals: bool,
 }
 
 /// What one reader of the trail may see: a regulator limited to some
@@ -247,6 +250,7 @@ impl DecisionFilter {
             subject_refs,
             clients,
             cities: Vec::new(),
+            with_appeals: false,
         })
     }
 }
@@ -343,6 +347,9 @@ pub struct SummaryRow {
 pub enum SqlValue {
     Int(i64),
     Text(String),
+    Bool(bool),
+    /// A NULL of a text column.
+    Null,
 }
 
 /// A WHERE clause with its parameters; `placeholder(n)` renders the n-th
@@ -382,6 +389,8 @@ impl SqlWhere {
                 "decision = {}",
                 bind(SqlValue::Text(decision.into()), &mut params)
             ));
+        } else if !filter.with_appeals {
+            conditions.push("decision IN ('allow', 'reject')".to_owned());
         }
         if let Some(reason) = filter.reason {
             let bit = super::record::reason_bit(reason);

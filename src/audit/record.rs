@@ -81,11 +81,56 @@ pub struct AuditRecord {
     pub key_id: String,
     pub reasons: Vec<AuditReason>,
     pub parties: Vec<AuditParty>,
+    /// On an appeal's record (`decision` is `appeal_filed` or
+    /// `appeal_resolved`) only; left out when absent, so decisions keep
+    /// their encoding.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub appeal: Option<AppealEvent>,
     /// The authenticated client that asked (absent with authentication
     /// off). Last, and left out when absent, so that records without it
     /// keep their encoding.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub client: Option<String>,
+}
+
+/// The `decision` of the record that files an appeal.
+pub const APPEAL_FILED: &str = "appeal_filed";
+/// The `decision` of the record that resolves one.
+pub const APPEAL_RESOLVED: &str = "appeal_resolved";
+
+/// What an appeal's record says besides the columns every record has. Its
+/// hook, trip, city, policy version and key id are the appealed
+/// decision's, its one party the appealed party as that decision recorded
+/// it (the same subject ref), its `client` who filed or resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppealEvent {
+    /// The id of the record that filed the appeal.
+    pub appeal_id: String,
+    /// The appealed decision.
+    pub decision_id: String,
+    /// Filed: what the person argues (party ids replaced).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub grounds: Option<String>,
+    /// Resolved: upheld or overturned.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub outcome: Option<String>,
+    /// Overturned: why the refusal was wrong (provider_data_wrong,
+    /// status_outdated, wrong_person, policy_misapplied, other).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cause: Option<String>,
+    /// Resolved: the regulator's explanation (party ids replaced).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+    /// Tokens of the text replaced because they were a party's raw id.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub redacted: u32,
+    /// The text holds a run of digits as long as a phone or ID number.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub possible_identifier: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Every field of a record but its reasons and parties, in the record's
@@ -111,6 +156,8 @@ struct RecordHead<'a> {
 struct DetailFields<'a> {
     reasons: &'a [AuditReason],
     parties: &'a [AuditParty],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    appeal: Option<&'a AppealEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'a str>,
 }
@@ -175,8 +222,14 @@ impl AuditRecord {
                     eligible_after_us: p.eligible_after.as_ref().map(|e| e.at.timestamp_micros()),
                 })
                 .collect(),
+            appeal: None,
             client: decided.client.clone(),
         }
+    }
+
+    /// Whether this is an appeal's record rather than a decision's.
+    pub fn is_appeal(&self) -> bool {
+        self.appeal.is_some()
     }
 
     /// What the chain hash covers: the record serialised as JSON, fields in
@@ -193,6 +246,7 @@ impl AuditRecord {
         let detail = DetailFields {
             reasons: &self.reasons,
             parties: &self.parties,
+            appeal: self.appeal.as_ref(),
             client: self.client.as_deref(),
         };
         let head = RecordHead {
@@ -228,7 +282,11 @@ impl AuditRecord {
     /// About how many bytes the record holds in memory (for the writer's
     /// queue bound; an overestimate is fine).
     pub fn approx_bytes(&self) -> usize {
+        let appeal = self.appeal.as_ref().map_or(0, |a| {
+            256 + a.grounds.as_ref().map_or(0, String::len) + a.note.as_ref().map_or(0, String::len)
+        });
         let head = 256
+            + appeal
             + self.client.as_ref().map_or(0, String::len)
             + self.decision_id.len()
             + self.trip_id.len()
@@ -283,6 +341,8 @@ pub fn reason_bit(code: ReasonCode) -> i64 {
 pub struct RecordDetail {
     pub reasons: Vec<AuditReason>,
     pub parties: Vec<AuditParty>,
+    #[serde(default)]
+    pub appeal: Option<AppealEvent>,
     #[serde(default)]
     pub client: Option<String>,
 }
@@ -340,6 +400,16 @@ mod tests {
                     eligible_after_us: with_options.then_some(9),
                 })
                 .collect(),
+            appeal: with_options.then(|| AppealEvent {
+                appeal_id: format!("a{text}"),
+                decision_id: format!("d{text}"),
+                grounds: optional("g"),
+                outcome: None,
+                cause: optional("c"),
+                note: None,
+                redacted: 1,
+                possible_identifier: true,
+            }),
             client: optional("client "),
         }
     }
@@ -362,6 +432,9 @@ mod tests {
             prop_assert_eq!(&read_back.reasons, &record.reasons);
             prop_assert_eq!(&read_back.parties, &record.parties);
             let mut expected = serde_json::json!({"reasons": record.reasons.clone(), "parties": record.parties.clone()});
+            if let Some(appeal) = &record.appeal {
+                expected["appeal"] = serde_json::json!(appeal);
+            }
             if let Some(client) = &record.client {
                 expected["client"] = serde_json::json!(client);
             }

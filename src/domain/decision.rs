@@ -188,3 +188,11 @@ pub struct Decided {
     /// The authenticated client that asked; `None` with authentication off.
     pub client: Option<String>,
 }
+
+/// A UUIDv7 whose timestamp is the record's time, to the millisecond (the
+/// SQLite store finds a record by id within that millisecond).
+pub fn record_id_at(at: chrono::DateTime<chrono::Utc>) -> uuid::Uuid {
+    let nanos = at.timestamp_subsec_nanos();
+    let secs = at.timestamp().max(0) as u64;
+    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
+}

@@ -5,6 +5,7 @@
 //! themselves in `Debug` output so that a stray `?value` in a log line cannot
 //! leak a phone number.
 
+mod appeal;
 mod decision;
 mod health_code;
 mod hook;
@@ -15,8 +16,12 @@ mod party;
 mod strictness;
 mod trip_check;
 
+pub use appeal::{
+    AppealOutcome, AppealedParty, FreeText, OverturnCause, MAX_FREE_TEXT_CHARS, REDACTED,
+};
 pub use decision::{
-    Decided, Decision, EligibleAfter, Outcome, PartyReport, Reason, ReasonCode, Standing,
+    record_id_at, Decided, Decision, EligibleAfter, Outcome, PartyReport, Reason, ReasonCode,
+    Standing,
 };
 pub use health_code::{Colour, HealthCode, IssuerId, Level};
 pub use hook::Hook;

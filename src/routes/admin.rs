@@ -16,13 +16,22 @@ use crate::metrics::Metrics;
         (status = 403, description = "The caller's role is not ops", body = super::openapi::ErrorDoc),
         (status = 429, description = "Over the client's rate limit; see Retry-After", body = super::openapi::ErrorDoc),
     ))]
-pub async fn metrics(gate: web::Data<Gate>, metrics: web::Data<Metrics>) -> HttpResponse {
+pub async fn metrics(
+    gate: web::Data<Gate>,
+    appeals: web::Data<crate::appeals::Appeals>,
+    metrics: web::Data<Metrics>,
+) -> HttpResponse {
     // An open breaker turns half-open only when a call asks: read now.
     for (upstream, state) in gate.upstream_states() {
         metrics.set_circuit(upstream, state);
     }
     metrics.audit_backlog.set(gate.audit_backlog() as i64);
     metrics.audit_unloaded.set(gate.audit_unloaded() as i64);
+    // Open appeals are every replica's: read from the store, and kept as
+    // last read if it cannot answer now.
+    if let Err(error) = appeals.refresh_metrics().await {
+        tracing::warn!(error = %crate::telemetry::error_chain(&error), "open appeals not read for /metrics");
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(metrics.encode())

@@ -12,10 +12,12 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use super::appeals::AppealView;
 use super::ApiError;
+use crate::appeals::Appeals;
 use crate::audit::{
-    parse_limit, AuditReader, Cursor, DecisionFilter, ExportFormat, FilterError, GroupBy, HeadView,
-    RawFilter, ReadScope, RecordView, SummaryRow,
+    parse_limit, AppealCounts, AppealFilter, AuditReader, Cursor, DecisionFilter, ExportFormat,
+    FilterError, GroupBy, HeadView, RawFilter, ReadScope, RecordView, SummaryRow,
 };
 
 const FILTERS: &[&str] = &[
@@ -134,7 +136,7 @@ pub async fn decisions(
     tag = "audit",
     params(("decision_id" = uuid::Uuid, Path)),
     responses(
-        (status = 200, description = "One record", body = crate::audit::RecordView),
+        (status = 200, description = "One decision's record, with the appeals against it", body = DecisionWithAppeals),
         (status = 404, description = "DECISION_NOT_FOUND", body = super::openapi::ErrorDoc),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
@@ -145,6 +147,7 @@ pub async fn decisions(
 )]
 pub async fn decision(
     reader: web::Data<AuditReader>,
+    appeals: web::Data<Appeals>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -154,13 +157,33 @@ pub async fn decision(
             problem: "is not a UUID".into(),
         })
     })?;
-    // Outside the caller's scope it is as if it did not exist.
+    // Outside the caller's scope it is as if it did not exist; an appeal's
+    // record is read through /v1/appeals.
     match reader.get(&id.to_string()).await? {
-        Some(record) if scope_of(&request).admits(&record.record) => {
-            Ok(HttpResponse::Ok().json(RecordView::new(&record)))
+        Some(record) if !record.record.is_appeal() && scope_of(&request).admits(&record.record) => {
+            let appeals = appeals
+                .of_decision(&record.record.decision_id)
+                .await?
+                .iter()
+                .map(AppealView::from)
+                .collect();
+            Ok(HttpResponse::Ok().json(DecisionWithAppeals {
+                record: RecordView::new(&record),
+                appeals,
+            }))
         }
         _ => Err(ApiError::DecisionNotFound),
     }
+}
+
+/// One decision and the appeals against it (an overturned refusal says
+/// why in its resolution).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DecisionWithAppeals<'a> {
+    #[serde(flatten)]
+    record: RecordView<'a>,
+    /// Oldest first; empty when none was filed.
+    appeals: Vec<AppealView>,
 }
 
 #[derive(Serialize)]
@@ -168,6 +191,8 @@ struct Summary {
     group_by: &'static str,
     total: u64,
     rows: Vec<SummaryRow>,
+    /// Appeals filed in the window (and city) by where they stand.
+    appeals: AppealCounts,
 }
 
 #[utoipa::path(
@@ -179,7 +204,7 @@ struct Summary {
         ("group_by" = Option<String>, Query, pattern = "^(reason|city|hook|hour)$", description = "reason (default), city, hook or hour"),
     ),
     responses(
-        (status = 200, description = "Counts per group: {group_by, total, rows: [{key, count}]}; without `from`, the audit.default_window_hours before `to` (or now)"),
+        (status = 200, description = "Decisions counted per group: {group_by, total, rows: [{key, count}], appeals: {filed, open, upheld, overturned}} (appeals filed in the window and city); without `from`, the audit.default_window_hours before `to` (or now)"),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
@@ -189,6 +214,7 @@ struct Summary {
 )]
 pub async fn summary(
     reader: web::Data<AuditReader>,
+    appeals: web::Data<Appeals>,
     request: HttpRequest,
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
@@ -196,6 +222,16 @@ pub async fn summary(
     let filter = scoped(&request, reader.bounded_filter(&raw_filter(&params)))?;
     let group_by = GroupBy::parse(params.get("group_by").map(String::as_str))?;
     let rows = reader.summary(&filter, group_by).await?;
+    let appeals = appeals
+        .counts(&AppealFilter {
+            from_us: filter.from_us,
+            to_us: filter.to_us,
+            city: filter.city.clone(),
+            cities: filter.cities.clone(),
+            filed_by: filter.clients.clone(),
+            ..Default::default()
+        })
+        .await?;
     let name = match group_by {
         GroupBy::Reason => "reason",
         GroupBy::City => "city",
@@ -206,6 +242,7 @@ pub async fn summary(
         group_by: name,
         total: rows.iter().map(|r| r.count).sum(),
         rows,
+        appeals,
     }))
 }
 
@@ -218,7 +255,7 @@ pub async fn summary(
         ("format" = Option<String>, Query, pattern = "^(ndjson|csv)$", description = "ndjson (default) or csv"),
     ),
     responses(
-        (status = 200, description = "Every matching record, newest first, streamed; without `from`, the audit.default_window_hours before `to` (or now); NDJSON, or CSV with format=csv", content((String = "application/x-ndjson"), (String = "text/csv"))),
+        (status = 200, description = "Every matching record, newest first, streamed (appeals' records too, decision appeal_filed or appeal_resolved, unless a decision or reason filter excludes them); without `from`, the audit.default_window_hours before `to` (or now); NDJSON, or CSV with format=csv", content((String = "application/x-ndjson"), (String = "text/csv"))),
         (status = 400, description = "A bad or unknown parameter (INVALID_PARAMETER, field names it)", body = super::openapi::ErrorDoc),
         (status = 401, description = "No or unknown bearer token", body = super::openapi::ErrorDoc),
         (status = 403, description = "The caller's role is not regulator or fleet (FORBIDDEN), or a filter names a city or client outside its scope (OUT_OF_SCOPE)", body = super::openapi::ErrorDoc),
@@ -232,7 +269,11 @@ pub async fn export(
     params: Params,
 ) -> Result<HttpResponse, ApiError> {
     check_known(&params, &["format"])?;
-    let filter = scoped(&request, reader.bounded_filter(&raw_filter(&params)))?;
+    let mut filter = scoped(&request, reader.bounded_filter(&raw_filter(&params)))?;
+    // Every link of the chains the window covers, so an export verifies
+    // on its own: appeals' records too (decision appeal_filed or
+    // appeal_resolved).
+    filter.with_appeals = true;
     let format =
         ExportFormat::parse(params.get("format").map(String::as_str)).ok_or_else(|| {
             ApiError::InvalidParameter(FilterError {

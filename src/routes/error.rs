@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::MAX_BODY_BYTES;
+use crate::appeals::AppealError;
 use crate::audit::{FilterError, StoreError};
 use crate::auth::AuthError;
 use crate::domain::InvalidRequest;
@@ -58,6 +59,8 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a check with this Idempotency-Key is being decided now; retry in a moment")]
     IdempotencyKeyInProgress,
+    #[error(transparent)]
+    Appeal(#[from] crate::appeals::AppealError),
     #[error("no such endpoint")]
     NotFound,
     #[error("method not allowed on this endpoint; it takes {allow}")]
@@ -99,6 +102,15 @@ impl ApiError {
             ApiError::IdempotencyKeyInProgress => ErrorCode::IDEMPOTENCY_KEY_IN_PROGRESS,
             ApiError::NotFound => ErrorCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => ErrorCode::METHOD_NOT_ALLOWED,
+            ApiError::Appeal(e) => match e {
+                AppealError::DecisionNotFound => ErrorCode::DECISION_NOT_FOUND,
+                AppealError::AppealNotFound => ErrorCode::APPEAL_NOT_FOUND,
+                AppealError::NotAppealable(_) => ErrorCode::NOT_APPEALABLE,
+                AppealError::AlreadyOpen { .. } => ErrorCode::APPEAL_ALREADY_OPEN,
+                AppealError::AlreadyResolved { .. } => ErrorCode::APPEAL_ALREADY_RESOLVED,
+                AppealError::InvalidResolution { .. } => ErrorCode::INVALID_FIELD,
+                AppealError::Store(_) | AppealError::Write(_) => ErrorCode::AUDIT_UNAVAILABLE,
+            },
         }
     }
 }
@@ -110,7 +122,12 @@ impl ApiError {
             ApiError::Gate(GateError::AuditUnavailable(_)) => {
                 "the decision could not be recorded in the audit trail, so it is not given; retry shortly"
             }
-            ApiError::AuditStore(_) => "the audit store is unavailable; retry shortly",
+            ApiError::AuditStore(_) | ApiError::Appeal(AppealError::Store(_)) => {
+                "the audit store is unavailable; retry shortly"
+            }
+            ApiError::Appeal(AppealError::Write(_)) => {
+                "the appeal could not be recorded in the audit trail; retry shortly"
+            }
             ApiError::Event(EventError::Unavailable(_)) => {
                 "the status cache could not store the event; retry shortly"
             }
@@ -149,6 +166,10 @@ pub enum ErrorCode {
     IDEMPOTENCY_KEY_IN_PROGRESS,
     NOT_FOUND,
     METHOD_NOT_ALLOWED,
+    APPEAL_NOT_FOUND,
+    NOT_APPEALABLE,
+    APPEAL_ALREADY_OPEN,
+    APPEAL_ALREADY_RESOLVED,
 }
 
 #[derive(Serialize)]
@@ -201,6 +222,17 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::IdempotencyKeyInProgress => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Appeal(e) => match e {
+                AppealError::DecisionNotFound | AppealError::AppealNotFound => {
+                    StatusCode::NOT_FOUND
+                }
+                AppealError::NotAppealable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                AppealError::AlreadyOpen { .. } | AppealError::AlreadyResolved { .. } => {
+                    StatusCode::CONFLICT
+                }
+                AppealError::InvalidResolution { .. } => StatusCode::BAD_REQUEST,
+                AppealError::Store(_) | AppealError::Write(_) => StatusCode::SERVICE_UNAVAILABLE,
+            },
         }
     }
 
@@ -208,6 +240,7 @@ impl ResponseError for ApiError {
         let field = match self {
             ApiError::InvalidField(invalid) => Some(invalid.field.as_str()),
             ApiError::InvalidParameter(invalid) => Some(invalid.param),
+            ApiError::Appeal(AppealError::InvalidResolution { field, .. }) => Some(*field),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
@@ -288,4 +321,8 @@ pub async fn post_only() -> Result<HttpResponse, ApiError> {
 
 pub async fn get_only() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed { allow: "GET" })
+}
+
+pub async fn get_or_post() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed { allow: "GET, POST" })
 }

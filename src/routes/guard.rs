@@ -76,3 +76,17 @@ pub async fn require_ops(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     guard(&[Role::Ops], request, next).await
 }
+
+/// Everyone an appeal route may concern: the handlers narrow it per route
+/// (`appeals::caller_in`).
+pub async fn require_appeal_party(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    guard(
+        &[Role::Dispatch, Role::Ops, Role::Regulator, Role::Fleet],
+        request,
+        next,
+    )
+    .await
+}

@@ -3,6 +3,7 @@
 //! the provider. Errors become HTTP in `error.rs` and nowhere else.
 
 mod admin;
+pub mod appeals;
 mod audit;
 mod checks;
 mod error;
@@ -34,6 +35,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/audit/summary"),
     ("get", "/v1/audit/export"),
     ("get", "/v1/audit/heads"),
+    ("post", "/v1/appeals"),
+    ("get", "/v1/appeals"),
+    ("get", "/v1/appeals/{appeal_id}"),
+    ("post", "/v1/appeals/{appeal_id}/resolution"),
     ("post", "/v1/status-events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -61,6 +66,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(get("/summary", audit::summary))
                 .service(get("/export", audit::export))
                 .service(get("/heads", audit::heads)),
+        )
+        .service(
+            web::scope("/v1/appeals")
+                .wrap(from_fn(guard::require_appeal_party))
+                .service(
+                    web::resource("")
+                        .route(web::post().to(appeals::file))
+                        .route(web::get().to(appeals::list))
+                        .default_service(web::to(error::get_or_post)),
+                )
+                .service(get("/{appeal_id}", appeals::appeal))
+                .service(post("/{appeal_id}/resolution", appeals::resolve)),
         )
         .service(
             web::scope("/v1/status-events")

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{admin, audit, checks, events, health};
+use super::{admin, appeals, audit, checks, events, health};
 
 /// A reason: `party` is `driver`, `passenger` (with `index`) or `all`.
 #[derive(Serialize, ToSchema)]
@@ -203,6 +203,10 @@ impl Modify for BearerAuth {
         audit::summary,
         audit::export,
         audit::heads,
+        appeals::file,
+        appeals::list,
+        appeals::appeal,
+        appeals::resolve,
         events::status_event,
         health::healthz,
         health::readyz,
@@ -222,6 +226,14 @@ impl Modify for BearerAuth {
         crate::audit::SummaryRow,
         audit::Heads,
         crate::audit::HeadView,
+        crate::audit::AppealEvent,
+        crate::audit::AppealCounts,
+        appeals::AppealBody,
+        appeals::ResolutionBody,
+        appeals::AppealView,
+        appeals::ResolutionView,
+        appeals::WrittenView,
+        appeals::AppealsPage,
         TripDecisionDoc,
         ErrorDoc,
         super::ErrorCode,
@@ -231,6 +243,7 @@ impl Modify for BearerAuth {
     tags(
         (name = "checks", description = "Hooks called by dispatch (role dispatch)"),
         (name = "audit", description = "The decision trail (roles regulator and fleet, within their scope)"),
+        (name = "appeals", description = "Contesting a refusal: dispatch (on behalf of the refused person) or ops file; regulators resolve; dispatch sees what it filed, a fleet what its clients filed"),
         (name = "events", description = "Pushes from the health-code provider (role provider, signed)"),
         (name = "operations", description = "Probes, metrics and the policy reload. /healthz is served on both listeners; /readyz, /metrics and /admin/policy/reload on the admin listener only (server.admin_listen, port 9100 in the manifests), not on the API listener"),
     )

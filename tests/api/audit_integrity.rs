@@ -345,6 +345,7 @@ fn party_naming(
 
 fn record(keys: &AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
     AuditRecord {
+        appeal: None,
         client: None,
         format: FORMAT,
         decision_id: uuid::Uuid::now_v7().to_string(),

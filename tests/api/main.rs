@@ -1,6 +1,7 @@
 //! Black-box tests: the whole service over HTTP, against a real
 //! `redis-server` and the provider simulator, each started per test.
 
+mod appeals;
 mod audit;
 mod audit_integrity;
 mod bad_input;

@@ -344,6 +344,7 @@ async fn a_restart_never_reuses_the_sequence_numbers_of_deleted_records() {
 
 fn record(keys: &tripgate::audit::AuditKeys, decided_at_us: i64, n: usize) -> AuditRecord {
     AuditRecord {
+        appeal: None,
         client: Some("dispatch-a".into()),
         format: tripgate::audit::FORMAT,
         decision_id: uuid::Uuid::now_v7().to_string(),

@@ -9,6 +9,7 @@
 //! filter (in PostgreSQL a table beside it, in SQLite a derived index file);
 //! `audit_checkpoints` keeps, per chain, the last purged link.
 
+pub mod appeals;
 mod postgres;
 pub use postgres::requires_tls as postgres_requires_tls;
 mod sqlite;
@@ -117,6 +118,7 @@ impl Row {
             key_id: self.key_id.clone(),
             reasons: detail.reasons,
             parties: detail.parties,
+            appeal: detail.appeal,
             client: detail.client,
         })
     }
@@ -377,6 +379,110 @@ impl AuditStore {
         match self {
             AuditStore::Sqlite(s) => s.count().await,
             AuditStore::Postgres(s) => s.count().await,
+        }
+    }
+
+    /// Rows of a query of the appeals table, columns read as `kinds` says.
+    async fn query_cells(
+        &self,
+        (sql, params): (String, Vec<super::query::SqlValue>),
+        kinds: Vec<appeals::ColumnKind>,
+    ) -> Result<Vec<Vec<appeals::SqlCell>>, StoreError> {
+        match self {
+            AuditStore::Sqlite(s) => s.query_cells(sql, params, kinds).await,
+            AuditStore::Postgres(s) => s.query_cells(sql, params, kinds).await,
+        }
+    }
+
+    async fn appeal_rows(
+        &self,
+        query: (String, Vec<super::query::SqlValue>),
+    ) -> Result<Vec<appeals::AppealRow>, StoreError> {
+        let kinds = (0..appeals::APPEAL_COLUMN_COUNT)
+            .map(appeals::column_kind)
+            .collect();
+        self.query_cells(query, kinds)
+            .await?
+            .into_iter()
+            .map(|cells| {
+                appeals::AppealRow::from_columns(|i| Ok(cells[i].clone()))
+                    .map_err(|e| StoreError::Invalid(format!("audit_appeals: {e}")))
+            })
+            .collect()
+    }
+
+    /// A page of appeals, oldest first, and where the next one starts.
+    pub async fn appeals_page(
+        &self,
+        filter: &appeals::AppealFilter,
+        cursor: Option<&appeals::AppealCursor>,
+        limit: u32,
+    ) -> Result<(Vec<appeals::AppealRow>, Option<appeals::AppealCursor>), StoreError> {
+        let mut rows = self
+            .appeal_rows(appeals::page_sql(filter, cursor, limit + 1))
+            .await?;
+        let next = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| appeals::AppealCursor {
+                filed_at_us: r.filed_at_us,
+                appeal_id: r.appeal_id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok((rows, next))
+    }
+
+    pub async fn appeal(&self, appeal_id: &str) -> Result<Option<appeals::AppealRow>, StoreError> {
+        let query = (
+            appeals::get_sql(),
+            vec![super::query::SqlValue::Text(appeal_id.to_owned())],
+        );
+        Ok(self.appeal_rows(query).await?.into_iter().next())
+    }
+
+    pub async fn appeal_counts(
+        &self,
+        filter: &appeals::AppealFilter,
+    ) -> Result<appeals::AppealCounts, StoreError> {
+        use appeals::ColumnKind::{Int, Text};
+        let rows = self
+            .query_cells(appeals::counts_sql(filter), vec![Text, Text, Int])
+            .await?;
+        Ok(appeals::AppealCounts::from_rows(rows.into_iter().filter_map(
+            |row| match row.as_slice() {
+                [appeals::SqlCell::Text(Some(state)), appeals::SqlCell::Text(outcome), appeals::SqlCell::Int(Some(n))] => {
+                    Some((state.clone(), outcome.clone().unwrap_or_default(), *n))
+                }
+                _ => None,
+            },
+        )))
+    }
+
+    /// How many appeals are open, and when the oldest was filed.
+    pub async fn open_appeals(&self) -> Result<(u64, Option<i64>), StoreError> {
+        use appeals::ColumnKind::Int;
+        let rows = self
+            .query_cells((appeals::OPEN_SQL.to_owned(), Vec::new()), vec![Int, Int])
+            .await?;
+        Ok(match rows.first().map(Vec::as_slice) {
+            Some([appeals::SqlCell::Int(Some(n)), appeals::SqlCell::Int(oldest)]) if *n > 0 => {
+                (*n as u64, *oldest)
+            }
+            _ => (0, None),
+        })
+    }
+
+    /// Runs `work` where no other appeal is being filed or resolved: in
+    /// PostgreSQL under an advisory lock every replica takes; an SQLite
+    /// store has one process, whose appeals service holds its own lock.
+    pub async fn with_appeal_lock<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        match self {
+            AuditStore::Sqlite(_) => Ok(work.await),
+            AuditStore::Postgres(s) => s.with_appeal_lock(work).await,
         }
     }
 

@@ -15,6 +15,9 @@ use std::time::Duration;
 use deadpool_postgres::{ManagerConfig, Pool, PoolConfig, RecyclingMethod, Runtime, Timeouts};
 use tokio_postgres::types::ToSql;
 
+use super::appeals::{
+    AppealChange, ColumnKind, SqlCell, APPEALS_SCHEMA, PURGE_SQL as PURGE_APPEALS,
+};
 use super::{
     page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row, StoreError,
     ADDED_COLUMNS, HEAD_COLUMNS, POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS, UPSERT_CHECKPOINT,
@@ -27,6 +30,8 @@ use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 
 /// Any constant works; it only has to be the same for every replica.
 const SCHEMA_LOCK: i64 = 0x7472_6970_6761_7465; // "tripgate"
+/// The lock appeals are filed and resolved under (see `with_appeal_lock`).
+const APPEAL_LOCK: i64 = SCHEMA_LOCK + 1;
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -47,6 +52,8 @@ fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {
             match p {
                 SqlValue::Int(i) => Box::new(i),
                 SqlValue::Text(t) => Box::new(t),
+                SqlValue::Bool(b) => Box::new(b),
+                SqlValue::Null => Box::new(None::<String>),
             }
         })
         .collect()
@@ -162,7 +169,7 @@ impl PostgresStore {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await?;
-        for statement in SCHEMA.iter().chain(POSTGRES_SCHEMA) {
+        for statement in SCHEMA.iter().chain(POSTGRES_SCHEMA).chain(APPEALS_SCHEMA) {
             tx.batch_execute(statement).await?;
         }
         for (table, column, definition) in ADDED_COLUMNS {
@@ -176,6 +183,11 @@ impl PostgresStore {
     }
 
     pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
+        let appeal_changes: Vec<AppealChange> = batch
+            .iter()
+            .filter(|sealed| sealed.record.is_appeal())
+            .filter_map(|sealed| AppealChange::of(&Row::from_sealed(sealed.clone()).0))
+            .collect();
         let mut subject_refs = Vec::new();
         let mut subject_decisions = Vec::new();
         for sealed in &batch {
@@ -244,6 +256,10 @@ impl PostgresStore {
             .await?;
         tx.execute(&subjects, &[&subject_refs, &subject_decisions])
             .await?;
+        for change in appeal_changes {
+            let params = boxed(change.params().to_vec());
+            tx.execute(change.sql(), &refs(&params)).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -417,6 +433,50 @@ impl PostgresStore {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    /// Rows of `sql` (a query of the appeals table), each column read as
+    /// `kinds` says.
+    pub async fn query_cells(
+        &self,
+        sql: String,
+        params: Vec<SqlValue>,
+        kinds: Vec<ColumnKind>,
+    ) -> Result<Vec<Vec<SqlCell>>, StoreError> {
+        let params = boxed(params);
+        let client = self.client().await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &refs(&params)).await?;
+        let mut cells = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut out = Vec::with_capacity(kinds.len());
+            for (i, kind) in kinds.iter().enumerate() {
+                out.push(match kind {
+                    ColumnKind::Int => SqlCell::Int(row.try_get(i)?),
+                    ColumnKind::Bool => SqlCell::Bool(row.try_get(i)?),
+                    ColumnKind::Text => SqlCell::Text(row.try_get(i)?),
+                });
+            }
+            cells.push(out);
+        }
+        Ok(cells)
+    }
+
+    /// Holds an advisory lock shared by every replica while `work` runs:
+    /// appeals are checked and written under it, so two replicas cannot
+    /// both file the one open appeal a party may have, or both resolve one.
+    pub async fn with_appeal_lock<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = T>,
+    {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL lock_timeout = '5s'").await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEAL_LOCK])
+            .await?;
+        let out = work.await;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Per chain, deletes the longest prefix of records all decided before
     /// `cutoff_us` (by seq: one record with a wrong clock cannot take the
     /// records before it along), leaving a signed checkpoint.
@@ -470,6 +530,7 @@ impl PostgresStore {
                 )
                 .await?;
         }
+        tx.execute(PURGE_APPEALS, &[&cutoff_us]).await?;
         tx.commit().await?;
         Ok(purged)
     }

@@ -119,6 +119,7 @@ pub(crate) fn synthetic_record(
     use tripgate::audit::{AuditReason, AuditRecord, Hook, FORMAT};
     let reject = n.is_multiple_of(10);
     AuditRecord {
+        appeal: None,
         client: Some("dispatch".into()),
         format: FORMAT,
         decision_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection};
 
+use super::super::appeals::AppealChange;
 use super::super::StoreError;
 use super::index::Indexer;
 use super::journal::{self, Journal, JournalRow};
@@ -40,6 +41,12 @@ pub(super) fn insert_rows(
     {
         let mut insert = tx.prepare_cached(INSERT_ROW)?;
         for JournalRow { row, reason_mask } in rows {
+            if let Some(change) = AppealChange::of(row) {
+                tx.execute(
+                    change.sql(),
+                    rusqlite::params_from_iter(change.params().iter()),
+                )?;
+            }
             insert.execute(params![
                 row.decision_id,
                 row.instance_id,

@@ -28,6 +28,7 @@ use self::journal::{Journal, JournalRow};
 use self::loader::{
     insert_rows, load_pending, remove_loaded_segments, spawn_loader, Journaled, MAX_PENDING_BYTES,
 };
+use super::appeals::{ColumnKind, SqlCell, APPEALS_SCHEMA, PURGE_SQL as PURGE_APPEALS};
 use super::{
     page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row, StoreError,
     ADDED_COLUMNS, HEAD_COLUMNS, SCHEMA, SELECT_COLUMNS, UPSERT_CHECKPOINT, UPSERT_HEAD,
@@ -80,6 +81,10 @@ impl rusqlite::ToSql for SqlValue {
         match self {
             SqlValue::Int(i) => i.to_sql(),
             SqlValue::Text(t) => t.to_sql(),
+            SqlValue::Bool(b) => b.to_sql(),
+            SqlValue::Null => Ok(rusqlite::types::ToSqlOutput::Owned(
+                rusqlite::types::Value::Null,
+            )),
         }
     }
 }
@@ -158,7 +163,7 @@ impl SqliteStore {
             // do not queue fsyncs in front of the journal's.
             connection.pragma_update(None, "synchronous", "NORMAL")?;
             connection.pragma_update(None, "cache_size", -65_536)?;
-            for statement in SCHEMA {
+            for statement in SCHEMA.iter().chain(APPEALS_SCHEMA) {
                 connection.execute(statement, [])?;
             }
             add_missing_columns(&connection)?;
@@ -559,6 +564,36 @@ impl SqliteStore {
         .await
     }
 
+    /// Rows of `sql` (a query of the appeals table), each column read as
+    /// `kinds` says.
+    pub async fn query_cells(
+        &self,
+        sql: String,
+        params: Vec<SqlValue>,
+        kinds: Vec<ColumnKind>,
+    ) -> Result<Vec<Vec<SqlCell>>, StoreError> {
+        self.with_reader(move |connection| {
+            let mut statement = connection.prepare_cached(&sql)?;
+            let rows = statement
+                .query_map(params_from_iter(params.iter()), |r| {
+                    kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, kind)| {
+                            Ok(match kind {
+                                ColumnKind::Int => SqlCell::Int(r.get(i)?),
+                                ColumnKind::Bool => SqlCell::Bool(r.get(i)?),
+                                ColumnKind::Text => SqlCell::Text(r.get(i)?),
+                            })
+                        })
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Deletes the oldest records, a prefix of the file in storage order
     /// (which is each chain's seq order): the longest prefix whose records
     /// were all decided before `cutoff_us`, so one record with a wrong clock
@@ -610,6 +645,7 @@ impl SqliteStore {
                     )?;
                 }
                 let purged = tx.execute("DELETE FROM audit_decisions WHERE rowid <= ?1", [last_row])? as u64;
+                tx.execute(PURGE_APPEALS, [cutoff_us])?;
                 tx.commit()?;
                 Ok(purged)
             })
