@@ -132,6 +132,58 @@ impl Authenticator {
         self.enabled
     }
 
+    /// The caller a console session names, if that client is still
+    /// configured with one of `needed` (a session dies with its client or
+    /// a change of its role); takes a token from its bucket like a request.
+    pub fn caller_named(&self, name: &str, needed: &[Role]) -> Result<Caller, AuthError> {
+        let client = self
+            .clients
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or(AuthError::UnknownToken)?;
+        self.admit(client, needed)
+    }
+
+    /// The SHA-256 of the token of the client named `name` (console
+    /// sessions are bound to it: a new token ends the old sessions).
+    pub fn token_digest(&self, name: &str) -> Option<[u8; 32]> {
+        self.clients
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.token_sha256)
+    }
+
+    fn admit(&self, client: &Client, needed: &[Role]) -> Result<Caller, AuthError> {
+        if !needed.contains(&client.role) {
+            return Err(AuthError::Forbidden {
+                client: client.name.clone(),
+                role: client.role.as_str(),
+                needed: needed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            });
+        }
+        let taken = client
+            .bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Err(wait) = taken {
+            return Err(AuthError::RateLimited {
+                client: client.name.clone(),
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        Ok(Caller {
+            name: client.name.clone(),
+            role: client.role,
+            clients: client.clients.clone(),
+            cities: client.cities.clone(),
+        })
+    }
+
     /// `Ok(None)` when authentication is disabled. `needed`: the roles
     /// that may call.
     pub fn authorize(
@@ -158,34 +210,7 @@ impl Authenticator {
             }
         }
         let client = found.ok_or(AuthError::UnknownToken)?;
-        if !needed.contains(&client.role) {
-            return Err(AuthError::Forbidden {
-                client: client.name.clone(),
-                role: client.role.as_str(),
-                needed: needed
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-            });
-        }
-        let taken = client
-            .bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Err(wait) = taken {
-            return Err(AuthError::RateLimited {
-                client: client.name.clone(),
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
-        }
-        Ok(Some(Caller {
-            name: client.name.clone(),
-            role: client.role,
-            clients: client.clients.clone(),
-            cities: client.cities.clone(),
-        }))
+        self.admit(client, needed).map(Some)
     }
 }
 

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod audit_commands;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod domain;
 pub mod events;

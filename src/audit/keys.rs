@@ -29,6 +29,7 @@ struct DerivedKey {
     id: String,
     subject: Vec<u8>,
     chain: Vec<u8>,
+    session: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -86,6 +87,7 @@ impl AuditKeys {
                 id: id.clone(),
                 subject: derive(secret.as_bytes(), b"tripgate subject ref v1"),
                 chain: derive(secret.as_bytes(), b"tripgate chain v1"),
+                session: derive(secret.as_bytes(), b"tripgate console session v1"),
             });
         }
         let active = derived
@@ -100,6 +102,12 @@ impl AuditKeys {
 
     pub fn active_id(&self) -> &str {
         &self.keys[self.active].id
+    }
+
+    /// The key console sessions are signed with: derived from the active
+    /// audit key (shared by every replica, secret), for nothing else.
+    pub fn console_session_key(&self) -> &[u8] {
+        &self.keys[self.active].session
     }
 
     /// The subject's reference under the active key.

@@ -33,7 +33,7 @@ pub use query::{
     parse_limit, Cursor, DecisionFilter, FilterError, GroupBy, OutOfScope, Page, RawFilter,
     ReadScope, SqlValue, SummaryRow, MAX_PAGE_LIMIT,
 };
-pub use reader::{export_stream, AuditReader};
+pub use reader::{export_stream, AuditReader, HeadCheck};
 pub use record::{
     AppealEvent, AuditParty, AuditReason, AuditRecord, Hook, SealedRecord, APPEAL_FILED,
     APPEAL_RESOLVED, FORMAT,

@@ -23,6 +23,17 @@ fn bound_to_window(filter: &mut DecisionFilter, window: chrono::TimeDelta, now_u
 /// Records per page of an export: bounds the memory an export takes.
 const EXPORT_PAGE: u32 = 1000;
 
+/// A signed head and what a cheap look at the store says about it.
+#[derive(Debug, Clone)]
+pub struct HeadCheck {
+    pub head: SignedHead,
+    /// Its signature verifies against the service's public key.
+    pub signed: bool,
+    /// The link it names is in the store with its hash (or was purged by
+    /// retention, behind a checkpoint).
+    pub link_present: bool,
+}
+
 #[derive(Clone)]
 pub struct AuditReader {
     store: AuditStore,
@@ -50,6 +61,35 @@ impl AuditReader {
 
     pub fn public_key(&self) -> &str {
         &self.public_key
+    }
+
+    pub fn keys(&self) -> &AuditKeys {
+        &self.keys
+    }
+
+    /// Every chain's newest signed head, with whether its signature
+    /// verifies against the service's public key and whether the link it
+    /// names is still in the store with that hash (false: the trail was
+    /// cut short or altered after the head was signed).
+    pub async fn head_checks(&self) -> Result<Vec<HeadCheck>, StoreError> {
+        let keys = super::PublicKeys::parse(&self.public_key).ok();
+        let checkpoints = self.store.checkpoints().await?;
+        let mut checks = Vec::new();
+        for head in self.store.heads().await? {
+            let signed = keys.as_ref().is_some_and(|k| k.verify(&head));
+            let stored = self.store.link_at(&head.instance_id, head.seq).await?;
+            // A head at or before the purge checkpoint is checked against it.
+            let purged = checkpoints
+                .get(&head.instance_id)
+                .is_some_and(|c| head.seq <= c.seq);
+            let link_present = stored.as_deref() == Some(head.hash.as_str()) || purged;
+            checks.push(HeadCheck {
+                head,
+                signed,
+                link_present,
+            });
+        }
+        Ok(checks)
     }
 
     /// The newest signed head of every chain.

@@ -84,6 +84,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(from_fn(guard::require_provider))
                 .service(post("", events::status_event)),
         )
+        // The regulator's web pages (their own sign-in: see `console`).
+        .configure(crate::console::configure)
         // Unauthenticated: liveness, and the API description at
         // /openapi.json with Swagger UI at /docs/.
         .service(get("/healthz", health::healthz))
