@@ -392,7 +392,9 @@ fn print_examples(address: SocketAddr, population: &SimulatorState) {
     );
     println!("  # the regulator's view: the latest rejections, and counts by reason");
     println!("  curl -s 'http://{address}/v1/audit/decisions?decision=reject&limit=3'");
-    println!("  curl -s 'http://{address}/v1/audit/summary?group_by=reason'\n");
+    println!("  curl -s 'http://{address}/v1/audit/summary?group_by=reason'");
+    println!("  # ... or in a browser: the regulator's console");
+    println!("  open http://{address}/console/\n");
     println!("  # bad input: 400 with a JSON error");
     println!(
         "  curl -s http://{address}/v1/checks/trip -H 'content-type: application/json' \\\n    -d '{{\"trip_id\":\"T-1002\",\"city\":\"hangzhou\",\"driver\":{{\"id\":\"{green_driver}\"}},\"passengers\":[]}}'\n"

@@ -60,6 +60,19 @@ impl Case {
     }
 }
 
+async fn post_as(app: &TestApp, token: &str, path: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url(path))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// The schema of `reference` (a `$ref` or an inline schema) with the
 /// document's components alongside, so its own `$ref`s resolve.
 fn schema_with_components(schema: &Value, doc: &Value) -> Value {
@@ -89,6 +102,22 @@ async fn real_answers_match_the_document() {
     let (_, doc) = app.get_json("/openapi.json").await;
 
     let decision_id = uuid::Uuid::now_v7().to_string();
+    // Two refusals (one appealed up front, one appealed by the cases) and
+    // an allow, for the appeal routes.
+    let mut refused = Vec::new();
+    for _ in 0..2 {
+        let (_, answer) = post_as(&app, DISPATCH, "/v1/checks/trip", &trip("D-2", &["P-1"])).await;
+        refused.push(answer["decision_id"].as_str().unwrap().to_owned());
+    }
+    let (_, allowed) = post_as(&app, DISPATCH, "/v1/checks/trip", &trip("D-1", &["P-1"])).await;
+    let allowed = allowed["decision_id"].as_str().unwrap().to_owned();
+    let filing =
+        |id: &str| json!({"decision_id": id, "party": "driver", "grounds": "the code was wrong"});
+    let (status, filed) = post_as(&app, DISPATCH, "/v1/appeals", &filing(&refused[0])).await;
+    assert_eq!(status, 201, "{filed}");
+    let appeal_id = filed["appeal_id"].as_str().unwrap().to_owned();
+    let resolution =
+        json!({"outcome": "overturned", "cause": "provider_data_wrong", "note": "confirmed"});
     let cases = vec![
         case("post", "/v1/checks/trip").token(DISPATCH).json(trip("D-1", &["P-1"])),
         case("post", "/v1/checks/trip").token(DISPATCH).raw("{not json", "application/json"),
@@ -111,6 +140,25 @@ async fn real_answers_match_the_document() {
         case("get", "/v1/audit/summary").token(REGULATOR).at("/v1/audit/summary?group_by=reason".into()),
         case("get", "/v1/audit/export").token(REGULATOR).at("/v1/audit/export?format=xml".into()),
         case("get", "/v1/audit/heads").token(REGULATOR),
+        case("post", "/v1/appeals").token(DISPATCH).json(filing(&refused[1])),
+        case("post", "/v1/appeals").token(DISPATCH).json(filing(&refused[1])),
+        case("post", "/v1/appeals").token(DISPATCH).json(filing(&allowed)),
+        case("post", "/v1/appeals").token(DISPATCH).json(filing(&decision_id)),
+        case("post", "/v1/appeals").token(DISPATCH).json(json!({"decision_id": refused[1], "party": "driver"})),
+        case("post", "/v1/appeals").token(REGULATOR).json(filing(&refused[1])),
+        case("post", "/v1/appeals").token(DISPATCH).raw("x", "text/plain"),
+        case("get", "/v1/appeals").token(REGULATOR),
+        case("get", "/v1/appeals").token(REGULATOR).at("/v1/appeals?state=closed".into()),
+        case("get", "/v1/appeals").token(PROVIDER),
+        case("get", "/v1/appeals/{appeal_id}").token(REGULATOR).at(format!("/v1/appeals/{appeal_id}")),
+        case("get", "/v1/appeals/{appeal_id}").token(REGULATOR).at(format!("/v1/appeals/{decision_id}")),
+        case("get", "/v1/appeals/{appeal_id}").token(REGULATOR).at("/v1/appeals/not-a-uuid".into()),
+        case("post", "/v1/appeals/{appeal_id}/resolution").token(DISPATCH).at(format!("/v1/appeals/{appeal_id}/resolution")).json(resolution.clone()),
+        case("post", "/v1/appeals/{appeal_id}/resolution").token(REGULATOR).at(format!("/v1/appeals/{appeal_id}/resolution")).json(json!({"outcome": "overturned", "note": "x"})),
+        case("post", "/v1/appeals/{appeal_id}/resolution").token(REGULATOR).at(format!("/v1/appeals/{appeal_id}/resolution")).json(resolution.clone()),
+        case("post", "/v1/appeals/{appeal_id}/resolution").token(REGULATOR).at(format!("/v1/appeals/{appeal_id}/resolution")).json(resolution.clone()),
+        case("post", "/v1/appeals/{appeal_id}/resolution").token(REGULATOR).at(format!("/v1/appeals/{decision_id}/resolution")).json(resolution.clone()),
+        case("get", "/v1/audit/decisions/{decision_id}").token(REGULATOR).at(format!("/v1/audit/decisions/{}", refused[0])),
         case("post", "/v1/status-events").token(PROVIDER).json(json!({"subject_id": "D-1"})),
         case("post", "/v1/status-events").token(DISPATCH).json(json!({})),
         case("get", "/healthz"),
@@ -242,6 +290,23 @@ async fn real_answers_match_the_document() {
         ("/v1/audit/decisions/{decision_id}", 404),
         ("/v1/status-events", 401),
         ("/metrics", 401),
+        ("/v1/appeals", 201),
+        ("/v1/appeals", 400),
+        ("/v1/appeals", 403),
+        ("/v1/appeals", 404),
+        ("/v1/appeals", 409),
+        ("/v1/appeals", 415),
+        ("/v1/appeals", 422),
+        ("/v1/appeals", 200),
+        ("/v1/appeals/{appeal_id}", 200),
+        ("/v1/appeals/{appeal_id}", 400),
+        ("/v1/appeals/{appeal_id}", 404),
+        ("/v1/appeals/{appeal_id}/resolution", 200),
+        ("/v1/appeals/{appeal_id}/resolution", 400),
+        ("/v1/appeals/{appeal_id}/resolution", 403),
+        ("/v1/appeals/{appeal_id}/resolution", 404),
+        ("/v1/appeals/{appeal_id}/resolution", 409),
+        ("/v1/audit/decisions/{decision_id}", 200),
     ] {
         assert!(
             seen.contains(&expected),
