@@ -131,24 +131,16 @@ impl Viewer {
             .map(|value| cookie(LANG_COOKIE, value, secure))
             .into_iter()
             .collect();
-        let authenticator = request
-            .app_data::<web::Data<Authenticator>>()
-            .ok_or_else(|| {
-                Box::new(message_page(
-                    lang,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "console not configured",
-                ))
-            })?;
-        let reader = request
-            .app_data::<web::Data<AuditReader>>()
-            .ok_or_else(|| {
-                Box::new(message_page(
-                    lang,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "console not configured",
-                ))
-            })?;
+        let (Some(authenticator), Some(reader)) = (
+            request.app_data::<web::Data<Authenticator>>(),
+            request.app_data::<web::Data<AuditReader>>(),
+        ) else {
+            return Err(Box::new(message_page(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "console not configured",
+            )));
+        };
         let path = request.path().to_owned();
         if !authenticator.enabled() {
             let csrf = match request.cookie(CSRF_COOKIE) {

@@ -4,8 +4,6 @@
 //! appeal's records in the chain (verify passes, exports verify on their
 //! own); raw ids kept out of the trail; summary counts and metrics.
 
-use std::process::{Command, Stdio};
-
 use serde_json::{json, Value};
 use tripgate::config::{AuditBackend, Role};
 
@@ -545,30 +543,11 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 fn export_verifies_on_its_own(app: &TestApp, public_key: &str) {
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("trail.ndjson");
-    let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
-        .args(["audit", "export", "--output"])
-        .arg(&export)
-        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
-        .env("TRIPGATE__AUDIT__SQLITE_PATH", app.audit_file())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let empty = tempfile::tempdir().unwrap();
+    crate::helpers::export_trail(&app.audit_file(), &export);
     let key_file = dir.path().join("public.key");
     std::fs::write(&key_file, public_key).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
-        .args(["audit", "verify", "--export"])
-        .arg(&export)
-        .arg("--public-key")
-        .arg(&key_file)
-        .env("TRIPGATE_CONFIG_DIR", empty.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
+    let (code, text) = crate::helpers::verify_export(&export, &key_file);
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains("intact: 7 records"), "{text}");
 }
 

@@ -741,6 +741,38 @@ pub fn audit_verify(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
+/// `tripgate audit export --output out` of the SQLite trail at
+/// `audit_file` (which also writes `out.heads.json`).
+pub fn export_trail(audit_file: &Path, out: &Path) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
+        .args(["audit", "export", "--output"])
+        .arg(out)
+        .env("TRIPGATE_CONFIG_DIR", config_dir())
+        .env("TRIPGATE__AUDIT__SQLITE_PATH", audit_file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tripgate audit export");
+    assert!(output.status.success(), "{output:?}");
+}
+
+/// `tripgate audit verify --export file --public-key key_file`, without
+/// any configuration: its exit code and output.
+pub fn verify_export(file: &Path, key_file: &Path) -> (i32, String) {
+    let empty = tempfile::tempdir().expect("an empty config dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
+        .args(["audit", "verify", "--export"])
+        .arg(file)
+        .arg("--public-key")
+        .arg(key_file)
+        .env("TRIPGATE_CONFIG_DIR", empty.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tripgate audit verify");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
 pub const EVENTS_SECRET: &str = "local-development-events-secret";
 
 impl TestApp {

@@ -549,35 +549,13 @@ async fn an_export_is_checkable_on_its_own_with_the_public_key() {
     let dir = tempfile::tempdir().unwrap();
     let (_, key, _) = decide_and_save_heads(&app, dir.path()).await;
     let export = dir.path().join("trail.ndjson");
-    let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
-        .args(["audit", "export", "--output"])
-        .arg(&export)
-        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
-        .env("TRIPGATE__AUDIT__SQLITE_PATH", app.audit_file())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    crate::helpers::export_trail(&app.audit_file(), &export);
     let heads: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("trail.ndjson.heads.json")).unwrap())
             .unwrap();
     assert_eq!(heads["heads"][0]["seq"], 6, "{heads}");
 
-    let verify = |file: &Path| {
-        let empty = tempfile::tempdir().unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_tripgate"))
-            .args(["audit", "verify", "--export"])
-            .arg(file)
-            .arg("--public-key")
-            .arg(&key)
-            .env("TRIPGATE_CONFIG_DIR", empty.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        (output.status.code().unwrap_or(-1), text)
-    };
+    let verify = |file: &Path| crate::helpers::verify_export(file, &key);
     let (code, out) = verify(&export);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("intact: 6 records in 1 chains"), "{out}");
