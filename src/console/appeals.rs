@@ -1,7 +1,10 @@
 //! `/console/appeals`: open appeals first, oldest first, each with the
-//! form a regulator resolves it with; then the resolved ones. The form
-//! posts to `/console/appeals/{id}/resolution`, which resolves exactly as
+//! form a regulator resolves it with; then the resolved ones (each list
+//! paged on its own). The form posts to
+//! `/console/appeals/{id}/resolution`, which resolves exactly as
 //! `POST /v1/appeals/{id}/resolution` does.
+
+use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,7 +13,7 @@ use maud::{html, Markup};
 use super::pages::viewer;
 use super::{see_other, t, when, Viewer};
 use crate::appeals::{AppealError, Appeals};
-use crate::audit::{AppealFilter, AppealRow};
+use crate::audit::{AppealCursor, AppealFilter, AppealRow, Cursor};
 use crate::config::Role;
 use crate::domain::OverturnCause;
 use crate::messages::Lang;
@@ -79,11 +82,51 @@ fn may_resolve(viewer: &Viewer) -> bool {
         .is_none_or(|c| c.role == Role::Regulator)
 }
 
+/// Appeals per list and page.
+const PAGE: u32 = 50;
+
+/// Where each list's page starts (`?open=` and `?resolved=`: the cursor
+/// of the page before).
+#[derive(Default)]
+struct Pages {
+    open: Option<AppealCursor>,
+    resolved: Option<AppealCursor>,
+}
+
+impl Pages {
+    fn parse(query: &HashMap<String, String>) -> Self {
+        let cursor = |key: &str| {
+            query
+                .get(key)
+                .and_then(|c| Cursor::decode(c).ok())
+                .map(|c| AppealCursor {
+                    filed_at_us: c.decided_at_us,
+                    appeal_id: c.decision_id,
+                })
+        };
+        Self {
+            open: cursor("open"),
+            resolved: cursor("resolved"),
+        }
+    }
+}
+
+fn next_link(list: &str, next: Option<AppealCursor>) -> Option<String> {
+    next.map(|c| {
+        let cursor = Cursor {
+            decided_at_us: c.filed_at_us,
+            decision_id: c.appeal_id,
+        };
+        format!("/console/appeals?{list}={}", cursor.encode())
+    })
+}
+
 async fn render(
     viewer: &Viewer,
     appeals: &Appeals,
     status: StatusCode,
     problem: Option<String>,
+    pages: Pages,
 ) -> HttpResponse {
     let lang = viewer.lang;
     let scope = viewer.scope();
@@ -92,12 +135,18 @@ async fn render(
         cities: scope.cities.clone().unwrap_or_default(),
         ..Default::default()
     };
-    let open = appeals.list(&filter("open"), None, 100).await;
-    let resolved = appeals.list(&filter("resolved"), None, 100).await;
-    let (open, resolved) = match (open, resolved) {
-        (Ok((open, _)), Ok((resolved, _))) => (open, resolved),
+    let open = appeals
+        .list(&filter("open"), pages.open.as_ref(), PAGE)
+        .await;
+    let resolved = appeals
+        .list(&filter("resolved"), pages.resolved.as_ref(), PAGE)
+        .await;
+    let ((open, next_open), (resolved, next_resolved)) = match (open, resolved) {
+        (Ok(open), Ok(resolved)) => (open, resolved),
         (Err(e), _) | (_, Err(e)) => return viewer.unavailable(&e),
     };
+    let next_open = next_link("open", next_open);
+    let next_resolved = next_link("resolved", next_resolved);
     let body = html! {
         @if let Some(problem) = problem { p class="error" id="problem" { (problem) } }
         h2 { (t(lang, "appeals.open")) }
@@ -106,16 +155,29 @@ async fn render(
             (appeal_card(lang, a))
             @if may_resolve(viewer) { (resolve_form(viewer, a)) }
         }
+        @if let Some(next) = next_open { p class="pager" { a href=(next) { (t(lang, "next_page")) } } }
         h2 { (t(lang, "appeals.resolved")) }
         @if resolved.is_empty() { p { (t(lang, "appeals.none_resolved")) } }
-        @for a in resolved.iter().rev() { (appeal_card(lang, a)) }
+        @for a in &resolved { (appeal_card(lang, a)) }
+        @if let Some(next) = next_resolved { p class="pager" { a href=(next) { (t(lang, "next_page")) } } }
     };
     viewer.page(status, t(lang, "appeals.heading"), body)
 }
 
-pub async fn page(request: HttpRequest, appeals: web::Data<Appeals>) -> HttpResponse {
+pub async fn page(
+    request: HttpRequest,
+    appeals: web::Data<Appeals>,
+    query: web::Query<HashMap<String, String>>,
+) -> HttpResponse {
     let viewer = viewer!(request);
-    render(&viewer, &appeals, StatusCode::OK, None).await
+    render(
+        &viewer,
+        &appeals,
+        StatusCode::OK,
+        None,
+        Pages::parse(&query),
+    )
+    .await
 }
 
 #[derive(serde::Deserialize)]
@@ -155,7 +217,14 @@ pub async fn resolve(
         Ok(resolution) => resolution,
         Err(e) => {
             let problem = format!("{}{e}", t(lang, "error.bad_input"));
-            return render(&viewer, &appeals, StatusCode::BAD_REQUEST, Some(problem)).await;
+            return render(
+                &viewer,
+                &appeals,
+                StatusCode::BAD_REQUEST,
+                Some(problem),
+                Pages::default(),
+            )
+            .await;
         }
     };
     match appeals
@@ -175,7 +244,14 @@ pub async fn resolve(
                 AppealError::AlreadyResolved { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };
-            render(&viewer, &appeals, status, Some(e.to_string())).await
+            render(
+                &viewer,
+                &appeals,
+                status,
+                Some(e.to_string()),
+                Pages::default(),
+            )
+            .await
         }
     }
 }

@@ -280,6 +280,7 @@ pub async fn decision(
     reader: web::Data<AuditReader>,
     appeals: web::Data<Appeals>,
     messages: web::Data<Messages>,
+    gate: web::Data<crate::gate::Gate>,
     path: web::Path<String>,
 ) -> HttpResponse {
     let viewer = viewer!(request);
@@ -297,6 +298,16 @@ pub async fn decision(
         Err(e) => return viewer.unavailable(&e),
     };
     let r = &record.record;
+    // The messages as the caller was given them: the city's own (in the
+    // policy now in force), else the catalogue's.
+    let policy = gate.policy();
+    let texts = crate::routes::Texts {
+        catalogue: &messages,
+        city: crate::domain::CityCode::parse(&r.city)
+            .ok()
+            .and_then(|city| policy.city(&city)),
+        lang,
+    };
     let party_name = |party: &str, index: Option<u32>| match index {
         Some(i) => format!("{party} #{i}"),
         None => party.to_owned(),
@@ -323,7 +334,7 @@ pub async fn decision(
                         td { code { (reason.code) } }
                         td { code { (reason.rule) } }
                         td {
-                            @if let Some(code) = ReasonCode::parse(&reason.code) { (messages.text(code, lang)) }
+                            @if let Some(code) = ReasonCode::parse(&reason.code) { (texts.of(code)) }
                             @if let Some(detail) = &reason.detail { " (" (detail) ")" }
                         }
                     }

@@ -56,7 +56,7 @@ pub(crate) struct Texts<'a> {
 }
 
 impl<'a> Texts<'a> {
-    fn of(&self, code: crate::domain::ReasonCode) -> &'a str {
+    pub(crate) fn of(&self, code: crate::domain::ReasonCode) -> &'a str {
         self.city
             .and_then(|city| city.message(code, self.lang))
             .unwrap_or_else(|| self.catalogue.text(code, self.lang))

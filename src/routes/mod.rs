@@ -6,6 +6,7 @@ mod admin;
 pub mod appeals;
 mod audit;
 mod checks;
+pub(crate) use checks::Texts;
 mod error;
 mod events;
 mod guard;

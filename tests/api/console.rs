@@ -508,11 +508,43 @@ async fn console_pages_carry_strict_headers_and_guard_their_forms() {
 }
 
 #[tokio::test]
-async fn with_authentication_off_the_console_opens_directly() {
+async fn with_authentication_off_the_console_opens_directly_and_pages_appeals() {
     let app = TestApp::spawn().await;
     let (status, html) = app.get_text("/console/").await;
     assert_eq!(status, 200, "{html}");
     assert!(html.contains("total-decisions"));
     let (status, _) = app.get_text("/console/sign-in").await;
     assert_eq!(status, 200, "redirected to the overview");
+
+    // 52 open appeals: a page of 50, then the next.
+    app.set_code("D-1", "red", "hangzhou").await;
+    for n in 0..52 {
+        let decision = app
+            .decide(&trip_in("hangzhou", "D-1", &[&format!("P-{n}")]))
+            .await;
+        let (status, filed) = app
+            .post_json(
+                "/v1/appeals",
+                &json!({"decision_id": decision["decision_id"], "party": "driver", "grounds": format!("appeal {n}")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{filed}");
+    }
+    let (status, html) = app.get_text("/console/appeals").await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("<article class=\"appeal open\"").count(), 50);
+    assert!(
+        html.contains(">appeal 0<") && !html.contains(">appeal 51<"),
+        "oldest first"
+    );
+    let next = html
+        .split("<p class=\"pager\"><a href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page link")
+        .replace("&amp;", "&");
+    let (status, html) = app.get_text(&next).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(html.matches("<article class=\"appeal open\"").count(), 2);
+    assert!(html.contains(">appeal 51<"));
 }
