@@ -377,7 +377,7 @@ pub fn appeal_filter(
     }
     let bad = |param: &'static str, problem: String| FilterError { param, problem };
     let state = match params.get("state").map(String::as_str) {
-        None | Some("") => None,
+        None => None,
         Some("open") => Some("open"),
         Some("resolved") => Some("resolved"),
         Some(other) => {
@@ -387,7 +387,6 @@ pub fn appeal_filter(
     let time = |param: &'static str| -> Result<Option<i64>, FilterError> {
         params
             .get(param)
-            .filter(|v| !v.is_empty())
             .map(|v| {
                 chrono::DateTime::parse_from_rfc3339(v)
                     .map(|t| t.timestamp_micros())
@@ -397,7 +396,6 @@ pub fn appeal_filter(
     };
     let city = params
         .get("city")
-        .filter(|v| !v.is_empty())
         .map(|c| {
             CityCode::parse(c)
                 .map(|c| c.as_str().to_owned())
@@ -406,7 +404,6 @@ pub fn appeal_filter(
         .transpose()?;
     let decision_id = params
         .get("decision_id")
-        .filter(|v| !v.is_empty())
         .map(|d| {
             uuid::Uuid::parse_str(d)
                 .map(|d| d.to_string())

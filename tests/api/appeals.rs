@@ -303,6 +303,8 @@ async fn appeal_rules(backend: AuditBackend) {
         "state=closed",
         "from=yesterday",
         "colour=red",
+        "to=",
+        "state=",
         "decision_id=x",
         "limit=0",
     ] {
