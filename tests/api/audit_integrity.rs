@@ -154,7 +154,11 @@ fn audit_env(path: &std::path::Path, provider: &str) -> Vec<(&'static str, Strin
 
 /// Drives checks from several tasks until stopped; returns the decision
 /// ids that were answered with 200.
-async fn drive(url: String, stop: Arc<std::sync::atomic::AtomicBool>, tasks: usize) -> Vec<String> {
+pub(crate) async fn drive(
+    url: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: usize,
+) -> Vec<String> {
     let answered = Arc::new(Mutex::new(Vec::new()));
     let mut handles = Vec::new();
     for t in 0..tasks {
