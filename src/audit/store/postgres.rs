@@ -4,7 +4,8 @@
 //! `audit.postgres_password_file` when one is set.
 //!
 //! A batch is one transaction of two statements whatever its size: the
-//! columns travel as arrays and `UNNEST` turns them into rows. Replicas
+//! columns travel as arrays and `UNNEST` turns them into rows; BEGIN, the
+//! statements and COMMIT go out together, one round trip per batch. Replicas
 //! write side by side without conflicts: each appends only to its own chain
 //! (`instance_id`), and decision ids are UUIDv7. Schema creation takes an
 //! advisory lock so replicas starting together do not race.
@@ -58,6 +59,18 @@ fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {
         })
         .collect()
 }
+
+/// The statement that stores a batch's records: the columns as arrays,
+/// rows by `UNNEST`.
+const INSERT_DECISIONS: &str = "INSERT INTO audit_decisions (decision_id, instance_id, seq, \
+     decided_at, hook, trip_id, city, decision, degraded, policy_version, key_id, reason_mask, \
+     detail, prev_hash, hash, format) \
+     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
+     $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::int8[], \
+     $13::text[], $14::text[], $15::text[], $16::int8[])";
+
+const INSERT_SUBJECTS: &str = "INSERT INTO audit_subjects (subject_ref, decision_id) \
+     SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING";
 
 fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     params
@@ -214,53 +227,63 @@ impl PostgresStore {
         let hashes = column(|r| r.hash.clone());
         let formats: Vec<i64> = rows.iter().map(|r| r.format).collect();
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO audit_decisions (decision_id, instance_id, seq, decided_at, hook, trip_id, \
-                 city, decision, degraded, policy_version, key_id, reason_mask, detail, prev_hash, hash, \
-                 format) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::int8[], $5::text[], \
-                 $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::int8[], \
-                 $13::text[], $14::text[], $15::text[], $16::int8[])",
-            )
-            .await?;
-        tx.execute(
-            &insert,
-            &[
-                &decision_ids,
-                &instance_ids,
-                &seqs,
-                &decided_ats,
-                &hooks,
-                &trip_ids,
-                &cities,
-                &decisions,
-                &degradeds,
-                &policy_versions,
-                &key_ids,
-                &masks,
-                &details,
-                &prev_hashes,
-                &hashes,
-                &formats,
-            ],
-        )
-        .await?;
-        let subjects = tx
-            .prepare_cached(
-                "INSERT INTO audit_subjects (subject_ref, decision_id) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
-            )
-            .await?;
-        tx.execute(&subjects, &[&subject_refs, &subject_decisions])
-            .await?;
-        for change in appeal_changes {
-            let params = boxed(change.params().to_vec());
-            tx.execute(change.sql(), &refs(&params)).await?;
+        let client = self.client().await?;
+        let insert = client.prepare_cached(INSERT_DECISIONS).await?;
+        let subjects = client.prepare_cached(INSERT_SUBJECTS).await?;
+        let params: [&(dyn ToSql + Sync); 16] = [
+            &decision_ids,
+            &instance_ids,
+            &seqs,
+            &decided_ats,
+            &hooks,
+            &trip_ids,
+            &cities,
+            &decisions,
+            &degradeds,
+            &policy_versions,
+            &key_ids,
+            &masks,
+            &details,
+            &prev_hashes,
+            &hashes,
+            &formats,
+        ];
+        let appeal_params: Vec<Vec<Box<dyn ToSql + Sync + Send>>> = appeal_changes
+            .iter()
+            .map(|change| boxed(change.params().to_vec()))
+            .collect();
+        let appeal_refs: Vec<Vec<&(dyn ToSql + Sync)>> =
+            appeal_params.iter().map(|p| refs(p)).collect();
+        // Prepared first: a statement given as text would be prepared
+        // inside its future, and its execution sent after COMMIT.
+        let mut appeal_statements = Vec::with_capacity(appeal_changes.len());
+        for change in &appeal_changes {
+            appeal_statements.push(client.prepare_cached(change.sql()).await?);
         }
-        tx.commit().await?;
+        // One round trip: the statements are queued on the connection in
+        // this order before any answer is awaited (tokio-postgres sends a
+        // request when its future is first polled, and `try_join` polls
+        // them in order). A failed statement aborts the transaction and
+        // its COMMIT rolls back; the first error is the batch's.
+        let appeals = futures_util::future::try_join_all(
+            appeal_statements
+                .iter()
+                .zip(&appeal_refs)
+                .map(|(statement, params)| client.execute(statement, params)),
+        );
+        let written = futures_util::future::try_join4(
+            client.batch_execute("BEGIN"),
+            client.execute(&insert, &params),
+            client.execute(&subjects, &[&subject_refs, &subject_decisions]),
+            futures_util::future::try_join(appeals, client.batch_execute("COMMIT")),
+        )
+        .await;
+        if let Err(error) = written {
+            // Whatever was not sent or not answered: never hand a
+            // connection back inside a transaction.
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(error.into());
+        }
         Ok(())
     }
 

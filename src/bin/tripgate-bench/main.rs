@@ -21,6 +21,7 @@ mod bodies;
 mod instructions;
 mod load;
 mod plot;
+mod postgres;
 mod processes;
 mod scrape;
 
@@ -54,6 +55,16 @@ fn main() {
                 .unwrap_or(default)
         };
         audit_index(arg(2, 10_000_000), arg(3, 7_500), arg(4, 8));
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("postgres") {
+        let out_dir = PathBuf::from(
+            std::env::args()
+                .nth(2)
+                .unwrap_or_else(|| "bench-results".into()),
+        );
+        std::fs::create_dir_all(&out_dir).unwrap();
+        postgres::postgres(&out_dir);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("instructions") {

@@ -189,16 +189,33 @@ pub(crate) fn start_tripgate(
     provider: &str,
     durable: bool,
 ) -> Service {
-    let (port, admin_port) = (free_port(), free_port());
     let audit = if durable {
         dir.join("audit.sqlite3").display().to_string()
     } else {
         ":memory:".to_owned()
     };
+    start_tripgate_with(
+        binary,
+        redis_port,
+        provider,
+        &[("TRIPGATE__AUDIT__SQLITE_PATH", audit)],
+    )
+}
+
+/// `tripgate serve` with the bench's settings and `audit` on top (where
+/// the trail goes).
+pub(crate) fn start_tripgate_with(
+    binary: &Path,
+    redis_port: u16,
+    provider: &str,
+    audit: &[(&str, String)],
+) -> Service {
+    let (port, admin_port) = (free_port(), free_port());
     let process = spawn(
         "tripgate serve",
         Command::new(binary)
             .arg("serve")
+            .envs(audit.iter().map(|(k, v)| (k, v)))
             .env("TRIPGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env(
                 "TRIPGATE__SERVER__ADMIN_LISTEN",
@@ -211,7 +228,6 @@ pub(crate) fn start_tripgate(
             )
             .env("TRIPGATE__CACHE__L1_MAX_ENTRIES", "100000")
             .env("TRIPGATE__PROVIDER__BASE_URL", provider)
-            .env("TRIPGATE__AUDIT__SQLITE_PATH", audit)
             .env("TRIPGATE__LOG__LEVEL", "warn")
             .env("TRIPGATE__LOG__FORMAT", "json")
             .env("TRIPGATE__AUTH__RATE_PER_SEC", "1000000")

@@ -1,0 +1,273 @@
+//! `tripgate-bench postgres [OUT_DIR]` (`scripts/bench --audit postgres`):
+//! the PostgreSQL trail against the SQLite trail, side by side in one run.
+//!
+//! Two `tripgate serve` share Redis and the simulator: one with the SQLite
+//! trail (every batch fsynced to its log), one with a PostgreSQL trail in a
+//! database made for the run on `BENCH_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, the server's own `fsync`
+//! and `synchronous_commit`, reported). Their trip-check peaks are
+//! interleaved (SQLite, PostgreSQL, SQLite, ...; 64 and 256 connections,
+//! `BENCH_REPEATS` times) so a swing of the machine hits both; then the
+//! PostgreSQL one's latency at a fixed 2,000 checks/s (open loop, corrected
+//! for coordinated omission). Figures: both peaks and their ratio, CPU per
+//! decision of each and of the PostgreSQL server's processes (from /proc),
+//! p50/p99/p99.9 at 2,000/s. The database
+//! is dropped at the end.
+
+use super::*;
+
+const PG_RATE: u32 = 2_000;
+
+fn admin_url() -> String {
+    std::env::var("BENCH_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs `sql` on the admin database; returns the first column of each row.
+fn psql(runtime: &tokio::runtime::Runtime, sql: &str) -> Vec<String> {
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {} (BENCH_POSTGRES): {e}", admin_url()));
+        tokio::spawn(connection);
+        client
+            .simple_query(sql)
+            .await
+            .expect(sql)
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+/// CPU seconds of every PostgreSQL server process on this machine (the
+/// server shares the cores: its work for the trail is part of the cost).
+fn postgres_server_cpu_seconds() -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+pub(crate) fn postgres(out_dir: &Path) -> Value {
+    let work = work_dir("tripgate-bench-postgres");
+    let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
+    let seconds = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10u64);
+    let repeats = std::env::var("BENCH_REPEATS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3usize);
+    let duration = format!("{seconds}s");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = format!("tripgate_bench_{}", std::process::id());
+    let fsync = psql(&runtime, "SHOW fsync").join("");
+    let synchronous_commit = psql(&runtime, "SHOW synchronous_commit").join("");
+    psql(&runtime, &format!("CREATE DATABASE {database}"));
+    let mut pg_url = url_with_database(&admin_url(), &database);
+    if !pg_url.contains('?') {
+        pg_url.push_str("?sslmode=disable");
+    }
+
+    let redis_port = free_port();
+    let _redis = spawn(
+        "redis-server",
+        Command::new("redis-server").args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+    );
+    let sim_port = free_port();
+    let provider = format!("http://127.0.0.1:{sim_port}");
+    let _simulator = spawn(
+        "simulator",
+        Command::new(&binary).args([
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{sim_port}"),
+            "--drivers",
+            &DRIVERS.to_string(),
+            "--passengers",
+            &PASSENGERS.to_string(),
+            "--workers",
+            "1",
+        ]),
+    );
+    wait_http(&format!("{provider}/healthz"));
+    let trips = work.join("trips.ndjson");
+    write_bodies(&trips, TRIP_BODIES, 0, 1);
+
+    let sqlite = start_tripgate(&binary, &work, redis_port, &provider, true);
+    let pg = start_tripgate_with(
+        &binary,
+        redis_port,
+        &provider,
+        &[
+            ("TRIPGATE__AUDIT__BACKEND", "postgres".into()),
+            ("TRIPGATE__AUDIT__POSTGRES_URL", pg_url.clone()),
+        ],
+    );
+    let post = |service: &Service, extra: &[&str]| -> Value {
+        let url = format!("{}/v1/checks/trip", service.url);
+        let mut args = vec![
+            "-m",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-Z",
+            trips.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        oha(&args)
+    };
+    eprintln!("warming the cache and both trails");
+    post(&sqlite, &["-n", &(3 * TRIP_BODIES).to_string(), "-c", "64"]);
+    post(&pg, &["-z", "5s", "-c", "64"]);
+    settle(&sqlite);
+
+    eprintln!("trip check peaks, SQLite and PostgreSQL trails interleaved");
+    let usage = |service: &Service| {
+        (
+            cpu_seconds(service.process.0.id()),
+            trip_decisions(&service.admin),
+        )
+    };
+    let (sqlite_before, pg_before) = (usage(&sqlite), usage(&pg));
+    let mut server_cpu = 0.0;
+    let (mut sqlite_tries, mut pg_tries) = (Vec::new(), Vec::new());
+    for _ in 0..repeats.max(1) {
+        let (mut s, mut p) = (Vec::new(), Vec::new());
+        for c in PEAK_CONNECTIONS {
+            s.push(with_connections(
+                post(&sqlite, &["-z", &duration, "-c", c]),
+                c,
+            ));
+            let server_before = postgres_server_cpu_seconds();
+            p.push(with_connections(post(&pg, &["-z", &duration, "-c", c]), c));
+            server_cpu += postgres_server_cpu_seconds() - server_before;
+        }
+        sqlite_tries.push(best_of(s));
+        pg_tries.push(best_of(p));
+    }
+    let cpu_us = |before: (f64, f64), after: (f64, f64)| {
+        1e6 * (after.0 - before.0) / (after.1 - before.1).max(1.0)
+    };
+    let sqlite_cpu_us = cpu_us(sqlite_before, usage(&sqlite));
+    let pg_after = usage(&pg);
+    let pg_cpu_us = cpu_us(pg_before, pg_after);
+    let server_cpu_us = 1e6 * server_cpu / (pg_after.1 - pg_before.1).max(1.0);
+    let (sqlite_peak, sqlite_runs) = median_of_runs(sqlite_tries, rps);
+    let (pg_peak, pg_runs) = median_of_runs(pg_tries, rps);
+    drop(sqlite);
+
+    eprintln!("PostgreSQL trail latency at {PG_RATE}/s");
+    let rate = PG_RATE.to_string();
+    let (pg_latency, pg_p99_runs) = median_of(repeats, p99_ms, || {
+        post(
+            &pg,
+            &[
+                "-z",
+                &duration,
+                "-c",
+                "64",
+                "-q",
+                &rate,
+                "--latency-correction",
+            ],
+        )
+    });
+    drop(pg);
+    psql(
+        &runtime,
+        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+    );
+
+    let ratio = rps(&pg_peak) / rps(&sqlite_peak).max(1.0);
+    let results = json!({
+        "postgres": {"fsync": fsync, "synchronous_commit": synchronous_commit},
+        "seconds_per_measurement": seconds,
+        "repeats": repeats,
+        "sqlite_peak_rps": rps(&sqlite_peak),
+        "sqlite_peak_runs": sqlite_runs,
+        "sqlite_peak_connections": connections(&sqlite_peak),
+        "postgres_peak_rps": rps(&pg_peak),
+        "postgres_peak_runs": pg_runs,
+        "postgres_peak_connections": connections(&pg_peak),
+        "postgres_over_sqlite": ratio,
+        "cpu_us_per_decision_at_peak": {"sqlite": sqlite_cpu_us, "postgres": pg_cpu_us, "postgres_server": server_cpu_us},
+        "postgres_at_2000": {
+            "p50_ms": percentile_ms(&pg_latency, "p50"),
+            "p99_ms": percentile_ms(&pg_latency, "p99"),
+            "p99_9_ms": percentile_ms(&pg_latency, "p99.9"),
+            "ok_share": ok_share(&pg_latency),
+            "p99_runs": pg_p99_runs,
+        },
+    });
+    std::fs::write(
+        out_dir.join("postgres.json"),
+        serde_json::to_string_pretty(&results).unwrap(),
+    )
+    .unwrap();
+    println!(
+        "\nPostgreSQL trail (fsync {fsync}, synchronous_commit {synchronous_commit})\n\
+         trip peak, SQLite trail        {:>9.0} req/s  ({})\n\
+         trip peak, PostgreSQL trail    {:>9.0} req/s  ({})\n\
+         PostgreSQL / SQLite            {:>9.2}   (target >= 0.6)\n\
+         CPU per decision at peak (µs)  tripgate: SQLite trail {sqlite_cpu_us:.0}, PostgreSQL trail {pg_cpu_us:.0}; PostgreSQL server {server_cpu_us:.0}\n\
+         PostgreSQL at {PG_RATE}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (targets 5, 10); {}\n\
+         written: {}/postgres.json",
+        rps(&sqlite_peak),
+        spread(&sqlite_runs, 0),
+        rps(&pg_peak),
+        spread(&pg_runs, 0),
+        ratio,
+        percentile_ms(&pg_latency, "p50"),
+        percentile_ms(&pg_latency, "p99"),
+        percentile_ms(&pg_latency, "p99.9"),
+        spread(&pg_p99_runs, 2),
+        out_dir.display()
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    results
+}
+
+/// `url` with its database path replaced by `database`.
+fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{database}", &base[..authority_end]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
