@@ -80,38 +80,9 @@ pub(crate) fn instructions(out_dir: &Path) -> Value {
     let binary = std::env::var_os("BENCH_TRIPGATE")
         .map(PathBuf::from)
         .unwrap_or_else(|| std::env::current_exe().unwrap().with_file_name("tripgate"));
-    let redis_port = free_port();
-    let _redis = spawn(
-        "redis-server",
-        Command::new("redis-server").args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]),
-    );
-    let sim_port = free_port();
-    let provider = format!("http://127.0.0.1:{sim_port}");
     let this = std::env::current_exe().unwrap().with_file_name("tripgate");
-    let _simulator = spawn(
-        "simulator",
-        Command::new(&this).args([
-            "simulate",
-            "--listen",
-            &format!("127.0.0.1:{sim_port}"),
-            "--drivers",
-            "1000",
-            "--passengers",
-            "10000",
-            "--workers",
-            "1",
-        ]),
-    );
-    wait_http(&format!("{provider}/healthz"));
+    let (_redis, redis_port) = start_redis();
+    let (_simulator, provider) = start_simulator(&this, 1_000, 10_000);
     let (port, admin_port) = (free_port(), free_port());
     eprintln!("starting tripgate under callgrind ({})", binary.display());
     let service = spawn(

@@ -108,37 +108,8 @@ fn main() {
          median of {repeats} runs for the trip check figures"
     );
 
-    let redis_port = free_port();
-    let _redis = spawn(
-        "redis-server",
-        Command::new("redis-server").args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]),
-    );
-    let sim_port = free_port();
-    let provider = format!("http://127.0.0.1:{sim_port}");
-    let _simulator = spawn(
-        "simulator",
-        Command::new(&binary).args([
-            "simulate",
-            "--listen",
-            &format!("127.0.0.1:{sim_port}"),
-            "--drivers",
-            &DRIVERS.to_string(),
-            "--passengers",
-            &PASSENGERS.to_string(),
-            "--workers",
-            "1",
-        ]),
-    );
-    wait_http(&format!("{provider}/healthz"));
+    let (_redis, redis_port) = start_redis();
+    let (_simulator, provider) = start_simulator(&binary, DRIVERS, PASSENGERS);
 
     eprintln!("generating request bodies (Zipf-like popularity)...");
     let trips = work.join("trips.ndjson");

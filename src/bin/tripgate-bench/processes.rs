@@ -41,6 +41,49 @@ pub(crate) fn spawn(name: &'static str, command: &mut Command) -> Process {
     Process(child)
 }
 
+/// A `redis-server` of the run's own on a free port, without persistence:
+/// the process and its port.
+pub(crate) fn start_redis() -> (Process, u16) {
+    let port = free_port();
+    let process = spawn(
+        "redis-server",
+        Command::new("redis-server").args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]),
+    );
+    (process, port)
+}
+
+/// The provider simulator (`binary simulate`) with this population, on a
+/// free port, answering: the process and its base URL.
+pub(crate) fn start_simulator(binary: &Path, drivers: u64, passengers: u64) -> (Process, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let process = spawn(
+        "simulator",
+        Command::new(binary).args([
+            "simulate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--drivers",
+            &drivers.to_string(),
+            "--passengers",
+            &passengers.to_string(),
+            "--workers",
+            "1",
+        ]),
+    );
+    wait_http(&format!("{url}/healthz"));
+    (process, url)
+}
+
 /// This run's scratch directory, `<temp>/<name>-<pid>`. Directories of
 /// earlier runs whose process is gone are removed first: a run ended by a
 /// signal (`BENCH_HOLD`, Ctrl-C) cannot clean up after itself, and each
