@@ -389,14 +389,7 @@ impl Appeals {
 /// Whether a reader's scope admits an appeal: its cities, and a dispatch
 /// client or fleet only what it (or its clients) filed.
 pub fn admits(scope: &ReadScope, appeal: &AppealRow) -> bool {
-    scope
-        .cities
-        .as_ref()
-        .is_none_or(|cities| cities.contains(&appeal.city))
-        && scope
-            .clients
-            .as_ref()
-            .is_none_or(|clients| clients.contains(&appeal.filed_by))
+    scope.admits_parts(&appeal.city, Some(appeal.filed_by.as_str()))
 }
 
 /// The party an appeal names, as the decision recorded it, if the

@@ -32,6 +32,21 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// `client` (of `role`) may not call what only `needed` may.
+    pub fn forbidden(client: &str, role: Role, needed: &[Role]) -> Self {
+        AuthError::Forbidden {
+            client: client.to_owned(),
+            role: role.as_str(),
+            needed: needed
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+}
+
 struct TokenBucket {
     capacity: f64,
     per_second: f64,
@@ -155,15 +170,7 @@ impl Authenticator {
 
     fn admit(&self, client: &Client, needed: &[Role]) -> Result<Caller, AuthError> {
         if !needed.contains(&client.role) {
-            return Err(AuthError::Forbidden {
-                client: client.name.clone(),
-                role: client.role.as_str(),
-                needed: needed
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-            });
+            return Err(AuthError::forbidden(&client.name, client.role, needed));
         }
         let taken = client
             .bucket

@@ -105,31 +105,43 @@ pub struct OutOfScope(pub String);
 impl ReadScope {
     /// Whether the record is within the scope.
     pub fn admits(&self, record: &super::AuditRecord) -> bool {
+        self.admits_parts(&record.city, record.client.as_deref())
+    }
+
+    /// Whether something of `city`, asked for (or filed) by `client`, is
+    /// within the scope (decisions and appeals alike).
+    pub fn admits_parts(&self, city: &str, client: Option<&str>) -> bool {
         self.cities
             .as_ref()
-            .is_none_or(|cities| cities.contains(&record.city))
+            .is_none_or(|cities| cities.iter().any(|c| c == city))
             && self.clients.as_ref().is_none_or(|clients| {
-                record
-                    .client
-                    .as_ref()
-                    .is_some_and(|client| clients.contains(client))
+                client.is_some_and(|client| clients.iter().any(|c| c == client))
             })
+    }
+
+    /// The cities a query may cover: `None` for any; a `city` asked for
+    /// outside the scope is refused, not answered empty.
+    pub fn cities_for(&self, city: Option<&String>) -> Result<Option<Vec<String>>, OutOfScope> {
+        let Some(cities) = &self.cities else {
+            return Ok(None);
+        };
+        if let Some(city) = city {
+            if !cities.contains(city) {
+                return Err(OutOfScope(format!(
+                    "city {city:?} is outside this client's cities ({})",
+                    cities.join(", ")
+                )));
+            }
+        }
+        Ok(Some(cities.clone()))
     }
 
     /// Narrows `filter` to the scope; a filter naming a city or client
     /// outside it is refused rather than answered empty, so a reader is
     /// never left to wonder.
     pub fn restrict(&self, filter: &mut DecisionFilter) -> Result<(), OutOfScope> {
-        if let Some(cities) = &self.cities {
-            if let Some(city) = &filter.city {
-                if !cities.contains(city) {
-                    return Err(OutOfScope(format!(
-                        "city {city:?} is outside this client's cities ({})",
-                        cities.join(", ")
-                    )));
-                }
-            }
-            filter.cities = cities.clone();
+        if let Some(cities) = self.cities_for(filter.city.as_ref())? {
+            filter.cities = cities;
         }
         if let Some(clients) = &self.clients {
             match filter.clients.as_slice() {
@@ -148,7 +160,8 @@ impl ReadScope {
     }
 }
 
-fn timestamp(param: &'static str, raw: &str) -> Result<i64, FilterError> {
+/// An RFC 3339 query parameter as microseconds since the epoch.
+pub fn timestamp(param: &'static str, raw: &str) -> Result<i64, FilterError> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc).timestamp_micros())
         .map_err(|e| {
@@ -252,6 +265,33 @@ impl DecisionFilter {
             cities: Vec::new(),
             with_appeals: false,
         })
+    }
+}
+
+/// Refuses a query parameter not in `known`: a misspelt filter would
+/// silently widen the answer.
+pub fn check_known<'a>(
+    params: impl IntoIterator<Item = &'a String>,
+    known: &[&str],
+) -> Result<(), FilterError> {
+    let mut unknown: Vec<&String> = params
+        .into_iter()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
+    unknown.sort();
+    match unknown.first() {
+        None => Ok(()),
+        Some(first) => {
+            let mut known = known.to_vec();
+            known.sort_unstable();
+            Err(bad(
+                "query",
+                format!(
+                    "unknown parameter {first:?}; known parameters: {}",
+                    known.join(", ")
+                ),
+            ))
+        }
     }
 }
 

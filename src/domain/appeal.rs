@@ -100,21 +100,27 @@ impl FreeText {
     }
 
     /// Whether the text holds a run of digits as long as a phone or ID
-    /// number (spaces and hyphens inside the run allowed).
+    /// number (see `possible_identifier`).
     pub fn possible_identifier(&self) -> bool {
-        let mut run = 0;
-        for c in self.0.chars() {
-            if c.is_ascii_digit() {
-                run += 1;
-                if run >= IDENTIFIER_DIGITS {
-                    return true;
-                }
-            } else if !matches!(c, ' ' | '-') {
-                run = 0;
-            }
-        }
-        false
+        possible_identifier(&self.0)
     }
+}
+
+/// Whether `text` holds a run of digits as long as a phone or ID number
+/// (spaces and hyphens inside the run allowed).
+pub fn possible_identifier(text: &str) -> bool {
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            if run >= IDENTIFIER_DIGITS {
+                return true;
+            }
+        } else if !matches!(c, ' ' | '-') {
+            run = 0;
+        }
+    }
+    false
 }
 
 /// A regulator's answer to an appeal.

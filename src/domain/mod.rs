@@ -17,7 +17,8 @@ mod strictness;
 mod trip_check;
 
 pub use appeal::{
-    AppealOutcome, AppealedParty, FreeText, OverturnCause, MAX_FREE_TEXT_CHARS, REDACTED,
+    possible_identifier, AppealOutcome, AppealedParty, FreeText, OverturnCause,
+    MAX_FREE_TEXT_CHARS, REDACTED,
 };
 pub use decision::{
     record_id_at, Decided, Decision, EligibleAfter, Outcome, PartyReport, Reason, ReasonCode,

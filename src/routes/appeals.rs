@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use crate::appeals::{Appeals, Filing, Resolution};
 use crate::audit::{
-    parse_limit, rfc3339_micros, AppealCursor, AppealFilter, AppealRow, Cursor, FilterError,
-    ReadScope,
+    check_known, parse_limit, rfc3339_micros, timestamp, AppealCursor, AppealFilter, AppealRow,
+    Cursor, FilterError, ReadScope,
 };
 use crate::auth::{AuthError, Caller};
 use crate::config::Role;
@@ -26,15 +26,11 @@ pub fn caller_in(request: &HttpRequest, roles: &[Role]) -> Result<Option<Caller>
     match request.extensions().get::<Caller>() {
         None => Ok(None),
         Some(caller) if roles.contains(&caller.role) => Ok(Some(caller.clone())),
-        Some(caller) => Err(ApiError::Auth(AuthError::Forbidden {
-            client: caller.name.clone(),
-            role: caller.role.as_str(),
-            needed: roles
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()
-                .join(" or "),
-        })),
+        Some(caller) => Err(ApiError::Auth(AuthError::forbidden(
+            &caller.name,
+            caller.role,
+            roles,
+        ))),
     }
 }
 
@@ -159,7 +155,11 @@ pub struct WrittenView {
 const POSSIBLE_ID_WARNING: &str = "the text holds a run of digits as long as a phone or ID number; it is kept as written and flagged. Never put a person's raw id in appeal text";
 
 fn written(w: crate::appeals::Written) -> WrittenView {
-    let flagged = w.appeal.flagged || w.appeal.note.as_deref().is_some_and(note_flagged);
+    let flagged = w.appeal.flagged
+        || w.appeal
+            .note
+            .as_deref()
+            .is_some_and(crate::domain::possible_identifier);
     WrittenView {
         appeal: AppealView::from(&w.appeal),
         redacted: w.redacted,
@@ -169,10 +169,6 @@ fn written(w: crate::appeals::Written) -> WrittenView {
             Vec::new()
         },
     }
-}
-
-fn note_flagged(note: &str) -> bool {
-    FreeText::parse("note", note).is_ok_and(|t| t.possible_identifier())
 }
 
 #[utoipa::path(
@@ -209,13 +205,8 @@ pub async fn file(
         decision_id,
         party: AppealedParty::parse(&body.party, body.index)?,
         grounds: FreeText::parse("grounds", &body.grounds)?,
-        scope: match &caller {
-            Some(c) if c.role == Role::Dispatch => ReadScope {
-                clients: Some(vec![c.name.clone()]),
-                cities: None,
-            },
-            _ => ReadScope::default(),
-        },
+        // A dispatch client appeals only the decisions it asked for.
+        scope: appeal_scope(caller.as_ref()),
         by: caller.map(|c| c.name),
     };
     let done = appeals.file(filing).await?;
@@ -365,16 +356,7 @@ pub fn appeal_filter(
     params: &HashMap<String, String>,
     scope: &ReadScope,
 ) -> Result<AppealFilter, ApiError> {
-    if let Some(unknown) = params.keys().find(|k| !LIST_PARAMS.contains(&k.as_str())) {
-        return Err(FilterError {
-            param: "query",
-            problem: format!(
-                "unknown parameter {unknown:?}; known parameters: {}",
-                LIST_PARAMS.join(", ")
-            ),
-        }
-        .into());
-    }
+    check_known(params.keys(), LIST_PARAMS)?;
     let bad = |param: &'static str, problem: String| FilterError { param, problem };
     let state = match params.get("state").map(String::as_str) {
         None => None,
@@ -384,16 +366,7 @@ pub fn appeal_filter(
             return Err(bad("state", format!("{other:?} is not open or resolved")).into())
         }
     };
-    let time = |param: &'static str| -> Result<Option<i64>, FilterError> {
-        params
-            .get(param)
-            .map(|v| {
-                chrono::DateTime::parse_from_rfc3339(v)
-                    .map(|t| t.timestamp_micros())
-                    .map_err(|e| bad(param, format!("not an RFC 3339 timestamp ({e})")))
-            })
-            .transpose()
-    };
+    let time = |param: &'static str| params.get(param).map(|v| timestamp(param, v)).transpose();
     let city = params
         .get("city")
         .map(|c| {
@@ -410,29 +383,15 @@ pub fn appeal_filter(
                 .map_err(|_| bad("decision_id", "is not a UUID".into()))
         })
         .transpose()?;
-    let mut filter = AppealFilter {
+    Ok(AppealFilter {
         state,
         from_us: time("from")?,
         to_us: time("to")?,
+        cities: scope.cities_for(city.as_ref())?.unwrap_or_default(),
         city,
+        filed_by: scope.clients.clone().unwrap_or_default(),
         decision_id,
-        ..Default::default()
-    };
-    if let Some(cities) = &scope.cities {
-        if let Some(city) = &filter.city {
-            if !cities.contains(city) {
-                return Err(ApiError::OutOfScope(crate::audit::OutOfScope(format!(
-                    "city {city:?} is outside this client's cities ({})",
-                    cities.join(", ")
-                ))));
-            }
-        }
-        filter.cities = cities.clone();
-    }
-    if let Some(clients) = &scope.clients {
-        filter.filed_by = clients.clone();
-    }
-    Ok(filter)
+    })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

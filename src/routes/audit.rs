@@ -51,25 +51,8 @@ fn scoped(
 type Params = web::Query<HashMap<String, String>>;
 
 fn check_known(params: &HashMap<String, String>, extra: &[&str]) -> Result<(), FilterError> {
-    let mut unknown: Vec<&String> = params
-        .keys()
-        .filter(|k| !FILTERS.contains(&k.as_str()) && !extra.contains(&k.as_str()))
-        .collect();
-    unknown.sort();
-    match unknown.first() {
-        None => Ok(()),
-        Some(first) => {
-            let mut known: Vec<&str> = FILTERS.iter().chain(extra).copied().collect();
-            known.sort_unstable();
-            Err(FilterError {
-                param: "query",
-                problem: format!(
-                    "unknown parameter {first:?}; known parameters: {}",
-                    known.join(", ")
-                ),
-            })
-        }
-    }
+    let known: Vec<&str> = FILTERS.iter().chain(extra).copied().collect();
+    crate::audit::check_known(params.keys(), &known)
 }
 
 fn raw_filter(params: &HashMap<String, String>) -> RawFilter {

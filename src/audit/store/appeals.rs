@@ -87,30 +87,29 @@ pub struct AppealRow {
 }
 
 impl AppealRow {
-    pub fn from_columns(
-        mut get: impl FnMut(usize) -> Result<SqlCell, String>,
-    ) -> Result<Self, String> {
-        let text = |cell: SqlCell| cell.text();
-        let index = get(3)?.int()?;
+    /// The row of `APPEAL_COLUMNS`' cells, in order.
+    pub fn from_cells(cells: Vec<SqlCell>) -> Result<Self, String> {
+        let mut cells = cells.into_iter();
+        let mut next = || cells.next().ok_or_else(|| "a column is missing".to_owned());
         Ok(Self {
-            appeal_id: text(get(0)?)?,
-            decision_id: text(get(1)?)?,
-            party: text(get(2)?)?,
-            party_index: u32::try_from(index).ok(),
-            subject_ref: text(get(4)?)?,
-            city: text(get(5)?)?,
-            hook: text(get(6)?)?,
-            filed_at_us: get(7)?.int()?,
-            filed_by: text(get(8)?)?,
-            grounds: text(get(9)?)?,
-            flagged: get(10)?.flag()?,
-            state: text(get(11)?)?,
-            resolution_id: get(12)?.opt_text(),
-            resolved_at_us: get(13)?.opt_int(),
-            resolved_by: get(14)?.opt_text(),
-            outcome: get(15)?.opt_text(),
-            cause: get(16)?.opt_text(),
-            note: get(17)?.opt_text(),
+            appeal_id: next()?.text()?,
+            decision_id: next()?.text()?,
+            party: next()?.text()?,
+            party_index: u32::try_from(next()?.int()?).ok(),
+            subject_ref: next()?.text()?,
+            city: next()?.text()?,
+            hook: next()?.text()?,
+            filed_at_us: next()?.int()?,
+            filed_by: next()?.text()?,
+            grounds: next()?.text()?,
+            flagged: next()?.flag()?,
+            state: next()?.text()?,
+            resolution_id: next()?.opt_text(),
+            resolved_at_us: next()?.opt_int(),
+            resolved_by: next()?.opt_text(),
+            outcome: next()?.opt_text(),
+            cause: next()?.opt_text(),
+            note: next()?.opt_text(),
         })
     }
 }

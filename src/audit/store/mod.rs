@@ -405,7 +405,7 @@ impl AuditStore {
             .await?
             .into_iter()
             .map(|cells| {
-                appeals::AppealRow::from_columns(|i| Ok(cells[i].clone()))
+                appeals::AppealRow::from_cells(cells)
                     .map_err(|e| StoreError::Invalid(format!("audit_appeals: {e}")))
             })
             .collect()

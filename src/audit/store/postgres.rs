@@ -196,11 +196,6 @@ impl PostgresStore {
     }
 
     pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
-        let appeal_changes: Vec<AppealChange> = batch
-            .iter()
-            .filter(|sealed| sealed.record.is_appeal())
-            .filter_map(|sealed| AppealChange::of(&Row::from_sealed(sealed.clone()).0))
-            .collect();
         let mut subject_refs = Vec::new();
         let mut subject_decisions = Vec::new();
         for sealed in &batch {
@@ -210,6 +205,7 @@ impl PostgresStore {
             }
         }
         let (rows, masks): (Vec<Row>, Vec<i64>) = batch.into_iter().map(Row::from_sealed).unzip();
+        let appeal_changes: Vec<AppealChange> = rows.iter().filter_map(AppealChange::of).collect();
         let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<String>>();
         let decision_ids = column(|r| r.decision_id.clone());
         let instance_ids = column(|r| r.instance_id.clone());
