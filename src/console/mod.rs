@@ -126,7 +126,7 @@ impl Viewer {
     /// sign-in page's redirect, a rate-limit page).
     pub fn of(request: &HttpRequest) -> Result<Self, Box<HttpResponse>> {
         let (lang, lang_cookie) = Self::lang_of(request);
-        let secure = request.connection_info().scheme() == "https";
+        let secure = over_tls(request);
         let mut cookies: Vec<Cookie<'static>> = lang_cookie
             .map(|value| cookie(LANG_COOKIE, value, secure))
             .into_iter()
@@ -143,21 +143,15 @@ impl Viewer {
         };
         let path = request.path().to_owned();
         if !authenticator.enabled() {
-            let csrf = match request.cookie(CSRF_COOKIE) {
-                Some(c) if session::is_csrf_value(c.value()) => c.value().to_owned(),
-                _ => {
-                    let value = session::random_hex().map_err(|e| {
-                        tracing::error!(error = %e, "no randomness for a CSRF value");
-                        Box::new(message_page(
-                            lang,
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            t(lang, "error.heading"),
-                        ))
-                    })?;
-                    cookies.push(cookie(CSRF_COOKIE, value.clone(), secure));
-                    value
-                }
-            };
+            let (csrf, new_cookie) = double_submit(request).map_err(|e| {
+                tracing::error!(error = %e, "no randomness for a CSRF value");
+                Box::new(message_page(
+                    lang,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    t(lang, "error.heading"),
+                ))
+            })?;
+            cookies.extend(new_cookie);
             return Ok(Self {
                 lang,
                 caller: None,
@@ -272,13 +266,7 @@ impl Viewer {
         let markup = html! {
             (DOCTYPE)
             html lang=(lang.tag()) {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (title) " · " (t(lang, "title")) }
-                    link rel="stylesheet" href="/console/static/console.css";
-                    link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml";
-                }
+                (head(lang, title))
                 body {
                     header {
                         a class="brand" href="/console/" { "tripgate" }
@@ -333,6 +321,40 @@ impl Viewer {
     }
 }
 
+/// Every page's `<head>`: the compiled-in style sheet and icon only.
+pub fn head(lang: Lang, title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · " (t(lang, "title")) }
+            link rel="stylesheet" href="/console/static/console.css";
+            link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml";
+        }
+    }
+}
+
+/// Whether the request came over TLS (directly, or as the ingress says
+/// with X-Forwarded-Proto): the console's cookies are Secure then.
+pub fn over_tls(request: &HttpRequest) -> bool {
+    request.connection_info().scheme() == "https"
+}
+
+/// The double-submit CSRF value of a viewer without a session: the
+/// request's `tripgate_csrf` cookie, or a new one with the cookie to set.
+pub fn double_submit(
+    request: &HttpRequest,
+) -> Result<(String, Option<Cookie<'static>>), getrandom::Error> {
+    match request.cookie(CSRF_COOKIE) {
+        Some(c) if session::is_csrf_value(c.value()) => Ok((c.value().to_owned(), None)),
+        _ => {
+            let value = session::random_hex()?;
+            let new = cookie(CSRF_COOKIE, value.clone(), over_tls(request));
+            Ok((value, Some(new)))
+        }
+    }
+}
+
 /// A cookie of the console: HttpOnly, SameSite=Strict, scoped to
 /// /console, Secure when the request came over TLS.
 pub fn cookie(name: &'static str, value: impl Into<String>, secure: bool) -> Cookie<'static> {
@@ -349,12 +371,7 @@ fn message_page(lang: Lang, status: StatusCode, text: &str) -> HttpResponse {
     let markup = html! {
         (DOCTYPE)
         html lang=(lang.tag()) {
-            head {
-                meta charset="utf-8";
-                title { (t(lang, "title")) }
-                link rel="stylesheet" href="/console/static/console.css";
-                    link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml";
-            }
+            (head(lang, t(lang, "error.heading")))
             body { main { h1 { (t(lang, "error.heading")) } p class="notice" { (text) } } }
         }
     };

@@ -244,11 +244,9 @@ pub async fn rejections(
             .collect();
         params.sort();
         params.push(("cursor".into(), c.encode()));
-        let query: Vec<String> = params
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencoding(v)))
-            .collect();
-        format!("/console/rejections?{}", query.join("&"))
+        // Strings always encode.
+        let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+        format!("/console/rejections?{query}")
     });
     let body = html! {
         (form)
@@ -259,20 +257,6 @@ pub async fn rejections(
         }
     };
     viewer.page(StatusCode::OK, t(lang, "nav.rejections"), body)
-}
-
-/// Percent-encodes a query value (cursors are base64url; filters are
-/// grammar-checked words and timestamps, whose '+' and ':' need it).
-fn urlencoding(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
 }
 
 pub async fn decision(

@@ -92,7 +92,7 @@ impl Session {
         })
     }
 
-    /// The CSRF token of this session's forms.
+    /// The CSRF token of the forms this sign-in is shown.
     pub fn csrf(&self, key: &[u8; 32]) -> String {
         crate::hexcode::encode(&mac(key, &[b"csrf", self.nonce.as_bytes()]))
     }

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
 use super::session::{self, Session, CSRF_COOKIE, SESSION_COOKIE};
-use super::{cookie, see_other, t};
+use super::{cookie, double_submit, head, over_tls, see_other, t};
 use crate::audit::AuditReader;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Role;
@@ -21,16 +21,12 @@ fn page(
     status: StatusCode,
     problem: Option<&str>,
 ) -> HttpResponse {
-    let secure = request.connection_info().scheme() == "https";
-    let (csrf, new_cookie) = match request.cookie(CSRF_COOKIE) {
-        Some(c) if session::is_csrf_value(c.value()) => (c.value().to_owned(), None),
-        _ => match session::random_hex() {
-            Ok(value) => (value.clone(), Some(cookie(CSRF_COOKIE, value, secure))),
-            Err(e) => {
-                tracing::error!(error = %e, "no randomness for a CSRF value");
-                return HttpResponse::InternalServerError().finish();
-            }
-        },
+    let (csrf, new_cookie) = match double_submit(request) {
+        Ok(value) => value,
+        Err(e) => {
+            tracing::error!(error = %e, "no randomness for a CSRF value");
+            return HttpResponse::InternalServerError().finish();
+        }
     };
     let other = match lang {
         Lang::ZhCn => "en",
@@ -39,13 +35,7 @@ fn page(
     let markup = html! {
         (maud::DOCTYPE)
         html lang=(lang.tag()) {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (t(lang, "signin.heading")) " · " (t(lang, "title")) }
-                link rel="stylesheet" href="/console/static/console.css";
-                    link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml";
-            }
+            (head(lang, t(lang, "signin.heading")))
             body {
                 header {
                     a class="brand" href="/console/" { "tripgate" }
@@ -145,7 +135,7 @@ pub async fn submit(
         }
     };
     tracing::info!(client = %caller.name, "console sign-in");
-    let secure = request.connection_info().scheme() == "https";
+    let secure = over_tls(&request);
     let mut session_cookie = cookie(SESSION_COOKIE, session.cookie_value(&key), secure);
     session_cookie.set_max_age(actix_web::cookie::time::Duration::seconds(
         session::SESSION_SECS,
@@ -170,7 +160,7 @@ pub async fn sign_out(request: HttpRequest, form: web::Form<SignOutForm>) -> Htt
     if !viewer.check_form(&request, &form.csrf) {
         return viewer.message(StatusCode::FORBIDDEN, t(viewer.lang, "error.csrf"));
     }
-    let secure = request.connection_info().scheme() == "https";
+    let secure = over_tls(&request);
     let mut gone = cookie(SESSION_COOKIE, "", secure);
     gone.make_removal();
     HttpResponse::SeeOther()

@@ -418,7 +418,7 @@ async fn console_pages_carry_strict_headers_and_guard_their_forms() {
         .to_str()
         .unwrap()
         .contains("Secure"));
-    // A tampered session is no session.
+    // A tampered session cookie signs no one in.
     let tampered = session_pair.replacen("regulator-console", "regulator-consolf", 1);
     let page = http
         .get(app.url("/console/"))
@@ -427,7 +427,7 @@ async fn console_pages_carry_strict_headers_and_guard_their_forms() {
         .await
         .unwrap();
     assert_eq!(page.status(), 303);
-    // A resolution without the session's CSRF token, or from another
+    // A resolution without the sign-in's CSRF token, or from another
     // origin, is refused.
     let target = app.url(&format!(
         "/console/appeals/{}/resolution",
@@ -547,4 +547,25 @@ async fn with_authentication_off_the_console_opens_directly_and_pages_appeals() 
     assert_eq!(status, 200, "{next}");
     assert_eq!(html.matches("<article class=\"appeal open\"").count(), 2);
     assert!(html.contains(">appeal 51<"));
+
+    // The 52 refusals: a page of 50 rejections, and the next page keeps
+    // the filters.
+    let (status, html) = app
+        .get_text("/console/rejections?city=hangzhou&from=2000-01-01T00%3A00%3A00Z")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("href=\"/console/decisions/").count(), 50);
+    let next = html
+        .split("<a rel=\"next\" href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a next page link")
+        .replace("&amp;", "&");
+    assert!(
+        next.contains("city=hangzhou") && next.contains("from=2000-01-01T00%3A00%3A00Z"),
+        "{next}"
+    );
+    let (status, html) = app.get_text(&next).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(html.matches("href=\"/console/decisions/").count(), 2);
 }
