@@ -57,28 +57,8 @@ pub async fn secured_on(
     .await
 }
 
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    token: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let mut request = app.http.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    let response = request.send().await.expect("send");
-    let status = response.status().as_u16();
-    (status, response.json().await.expect("JSON answer"))
-}
-
-async fn post_as(app: &TestApp, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    send(app, reqwest::Method::POST, token, path, Some(body)).await
-}
-
 async fn decide(app: &TestApp, token: &str, body: &Value) -> (String, String) {
-    let (status, answer) = post_as(app, token, "/v1/checks/trip", body).await;
+    let (status, answer) = app.post_json_as(token, "/v1/checks/trip", body).await;
     assert_eq!(status, 200, "{answer}");
     (
         answer["decision_id"].as_str().unwrap().to_owned(),
@@ -181,34 +161,29 @@ async fn appeal_rules(backend: AuditBackend) {
         ),
     ];
     for (token, body, status, code) in cases {
-        let (got, answer) = post_as(&app, token, "/v1/appeals", &body).await;
+        let (got, answer) = app.post_json_as(token, "/v1/appeals", &body).await;
         assert_eq!(
             (got, error_code(&answer)),
             (status, code),
             "{body}: {answer}"
         );
     }
-    let (status, _) = send(
-        &app,
-        reqwest::Method::POST,
-        "nope",
-        "/v1/appeals",
-        Some(&filing(&refused, "passenger", "x")),
-    )
-    .await;
+    let (status, _) = app
+        .post_json_as("nope", "/v1/appeals", &filing(&refused, "passenger", "x"))
+        .await;
     assert_eq!(status, 401);
 
     // Filed on the passenger's behalf; their raw id typed into the grounds
     // is replaced, a phone-like number flagged.
     let grounds =
         format!("I am {PASSENGER}; my code turned green this morning, call 139 0000 1111");
-    let (status, filed) = post_as(
-        &app,
-        DISPATCH_A,
-        "/v1/appeals",
-        &filing(&refused, "passenger", &grounds),
-    )
-    .await;
+    let (status, filed) = app
+        .post_json_as(
+            DISPATCH_A,
+            "/v1/appeals",
+            &filing(&refused, "passenger", &grounds),
+        )
+        .await;
     assert_eq!(status, 201, "{filed}");
     assert_eq!(filed["state"], "open");
     assert_eq!(filed["decision_id"], refused.as_str());
@@ -225,13 +200,9 @@ async fn appeal_rules(backend: AuditBackend) {
     let appeal_id = filed["appeal_id"].as_str().unwrap().to_owned();
 
     // One open appeal per decision and party.
-    let (status, again) = post_as(
-        &app,
-        OPS,
-        "/v1/appeals",
-        &filing(&refused, "passenger", "again"),
-    )
-    .await;
+    let (status, again) = app
+        .post_json_as(OPS, "/v1/appeals", &filing(&refused, "passenger", "again"))
+        .await;
     assert_eq!(
         (status, error_code(&again)),
         (409, "APPEAL_ALREADY_OPEN"),
@@ -243,13 +214,13 @@ async fn appeal_rules(backend: AuditBackend) {
         .contains(&appeal_id));
 
     // Ops may file too (here: the Xiamen refusal).
-    let (status, filed_xm) = post_as(
-        &app,
-        OPS,
-        "/v1/appeals",
-        &filing(&refused_xm, "passenger", "wrong data"),
-    )
-    .await;
+    let (status, filed_xm) = app
+        .post_json_as(
+            OPS,
+            "/v1/appeals",
+            &filing(&refused_xm, "passenger", "wrong data"),
+        )
+        .await;
     assert_eq!(status, 201, "{filed_xm}");
     assert_eq!(filed_xm["possible_identifier"], false);
     assert!(filed_xm["warnings"].as_array().unwrap().is_empty());
@@ -378,38 +349,40 @@ async fn appeal_rules(backend: AuditBackend) {
             "APPEAL_NOT_FOUND",
         ),
     ] {
-        let (got, answer) = post_as(&app, token, &path, &body).await;
+        let (got, answer) = app.post_json_as(token, &path, &body).await;
         assert_eq!(
             (got, error_code(&answer)),
             (status, code),
             "{body}: {answer}"
         );
     }
-    let (status, resolved) = post_as(
-        &app,
-        REGULATOR,
-        &path,
-        &resolution("overturned", Some("provider_data_wrong")),
-    )
-    .await;
+    let (status, resolved) = app
+        .post_json_as(
+            REGULATOR,
+            &path,
+            &resolution("overturned", Some("provider_data_wrong")),
+        )
+        .await;
     assert_eq!(status, 200, "{resolved}");
     assert_eq!(resolved["state"], "resolved");
     assert_eq!(resolved["resolution"]["outcome"], "overturned");
     assert_eq!(resolved["resolution"]["cause"], "provider_data_wrong");
     assert_eq!(resolved["resolution"]["resolved_by"], "regulator");
-    let (status, answer) = post_as(&app, REGULATOR, &path, &resolution("upheld", None)).await;
+    let (status, answer) = app
+        .post_json_as(REGULATOR, &path, &resolution("upheld", None))
+        .await;
     assert_eq!(
         (status, error_code(&answer)),
         (409, "APPEAL_ALREADY_RESOLVED"),
         "{answer}"
     );
-    let (status, answer) = post_as(
-        &app,
-        REGULATOR,
-        &format!("/v1/appeals/{}/resolution", uuid::Uuid::now_v7()),
-        &resolution("upheld", None),
-    )
-    .await;
+    let (status, answer) = app
+        .post_json_as(
+            REGULATOR,
+            &format!("/v1/appeals/{}/resolution", uuid::Uuid::now_v7()),
+            &resolution("upheld", None),
+        )
+        .await;
     assert_eq!((status, error_code(&answer)), (404, "APPEAL_NOT_FOUND"));
 
     // The decision now carries its appeal and why it was overturned.
@@ -444,13 +417,13 @@ async fn appeal_rules(backend: AuditBackend) {
     assert_eq!(status, 404);
 
     // Resolved, the party may appeal again.
-    let (status, second) = post_as(
-        &app,
-        DISPATCH_A,
-        "/v1/appeals",
-        &filing(&refused, "passenger", "new evidence"),
-    )
-    .await;
+    let (status, second) = app
+        .post_json_as(
+            DISPATCH_A,
+            "/v1/appeals",
+            &filing(&refused, "passenger", "new evidence"),
+        )
+        .await;
     assert_eq!(status, 201, "{second}");
 
     // Decisions listed are decisions only; the summary counts appeals.
@@ -576,8 +549,8 @@ async fn replicas_file_and_resolve_an_appeal_once() {
         let body =
             json!({"decision_id": refused, "party": "driver", "grounds": format!("round {round}")});
         let (a, b) = tokio::join!(
-            post_as(&one, DISPATCH_A, "/v1/appeals", &body),
-            post_as(&two, DISPATCH_A, "/v1/appeals", &body),
+            one.post_json_as(DISPATCH_A, "/v1/appeals", &body),
+            two.post_json_as(DISPATCH_A, "/v1/appeals", &body),
         );
         let mut statuses = vec![a.0, b.0];
         statuses.sort();
@@ -589,8 +562,8 @@ async fn replicas_file_and_resolve_an_appeal_once() {
         let path = format!("/v1/appeals/{appeal_id}/resolution");
         let body = json!({"outcome": "upheld", "note": "the code was red"});
         let (a, b) = tokio::join!(
-            post_as(&one, REGULATOR, &path, &body),
-            post_as(&two, REGULATOR, &path, &body),
+            one.post_json_as(REGULATOR, &path, &body),
+            two.post_json_as(REGULATOR, &path, &body),
         );
         let mut statuses = vec![a.0, b.0];
         statuses.sort();

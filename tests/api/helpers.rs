@@ -556,6 +556,12 @@ impl TestApp {
         self.data_dir.path().join("audit.sqlite3")
     }
 
+    /// POSTs `body` as JSON with a bearer token; the status and the JSON
+    /// answer.
+    pub async fn post_json_as(&self, token: &str, path: &str, body: &Value) -> (u16, Value) {
+        Self::status_and_json(self.http.post(self.url(path)).bearer_auth(token).json(body)).await
+    }
+
     /// POSTs `body` as JSON to the API; the status and the JSON answer.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         let response = self

@@ -60,19 +60,6 @@ impl Case {
     }
 }
 
-async fn post_as(app: &TestApp, token: &str, path: &str, body: &Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 /// The schema of `reference` (a `$ref` or an inline schema) with the
 /// document's components alongside, so its own `$ref`s resolve.
 fn schema_with_components(schema: &Value, doc: &Value) -> Value {
@@ -106,14 +93,20 @@ async fn real_answers_match_the_document() {
     // an allow, for the appeal routes.
     let mut refused = Vec::new();
     for _ in 0..2 {
-        let (_, answer) = post_as(&app, DISPATCH, "/v1/checks/trip", &trip("D-2", &["P-1"])).await;
+        let (_, answer) = app
+            .post_json_as(DISPATCH, "/v1/checks/trip", &trip("D-2", &["P-1"]))
+            .await;
         refused.push(answer["decision_id"].as_str().unwrap().to_owned());
     }
-    let (_, allowed) = post_as(&app, DISPATCH, "/v1/checks/trip", &trip("D-1", &["P-1"])).await;
+    let (_, allowed) = app
+        .post_json_as(DISPATCH, "/v1/checks/trip", &trip("D-1", &["P-1"]))
+        .await;
     let allowed = allowed["decision_id"].as_str().unwrap().to_owned();
     let filing =
         |id: &str| json!({"decision_id": id, "party": "driver", "grounds": "the code was wrong"});
-    let (status, filed) = post_as(&app, DISPATCH, "/v1/appeals", &filing(&refused[0])).await;
+    let (status, filed) = app
+        .post_json_as(DISPATCH, "/v1/appeals", &filing(&refused[0]))
+        .await;
     assert_eq!(status, 201, "{filed}");
     let appeal_id = filed["appeal_id"].as_str().unwrap().to_owned();
     let resolution =

@@ -20,6 +20,22 @@ pub(crate) fn oha(args: &[&str]) -> Value {
     report
 }
 
+/// oha POSTing the lines of `bodies` (a JSON body each, drawn at random)
+/// to `url`, with `extra` arguments.
+pub(crate) fn post_bodies(url: &str, bodies: &Path, extra: &[&str]) -> Value {
+    let mut args = vec![
+        "-m",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-Z",
+        bodies.to_str().expect("a UTF-8 temp path"),
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    oha(&args)
+}
+
 pub(crate) const LOAD_GENERATOR_CPU: &str = "tripgate_bench_load_generator_cpu_seconds";
 
 /// CPU seconds of every child process waited for so far (oha runs are

@@ -122,30 +122,17 @@ fn main() {
     let service = start_tripgate(&binary, &work, redis_port, &provider, true);
     let hook = format!("{}/v1/checks/trip", service.url);
     let filter = format!("{}/v1/checks/candidates", service.url);
-    let post = |url: &str, bodies: &Path, extra: &[&str]| -> Value {
-        let mut args = vec![
-            "-m",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-Z",
-            bodies.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        args.push(url);
-        oha(&args)
-    };
 
     // oha draws body lines at random: three draws per line reach about 95%
     // of them, so nearly every subject the measurements name is cached
     // (steady state), and the audit file has some history.
     eprintln!("warming the cache (three draws per request body)...");
-    post(
+    post_bodies(
         &hook,
         &trips,
         &["-n", &(3 * TRIP_BODIES).to_string(), "-c", "64"],
     );
-    post(
+    post_bodies(
         &filter,
         &candidates,
         &["-n", &(3 * CANDIDATE_BODIES).to_string(), "-c", "16"],
@@ -197,7 +184,7 @@ fn main() {
     eprintln!("starting a second tripgate with a non-durable in-memory audit sink");
     let memory = start_tripgate(&binary, &work, redis_port, &provider, false);
     let memory_hook = format!("{}/v1/checks/trip", memory.url);
-    post(&memory_hook, &trips, &["-z", "5s", "-c", "32"]);
+    post_bodies(&memory_hook, &trips, &["-z", "5s", "-c", "32"]);
     settle(&service);
 
     eprintln!("(b) trip check peak, (e) the same with the in-memory audit sink, interleaved");
@@ -236,8 +223,9 @@ fn main() {
     for _ in 0..repeats.max(1) {
         let (mut durable, mut memory) = (Vec::new(), Vec::new());
         for c in PEAK_CONNECTIONS {
-            let peak =
-                |url: &str| with_connections(post(url, &trips, &["-z", &duration, "-c", c]), c);
+            let peak = |url: &str| {
+                with_connections(post_bodies(url, &trips, &["-z", &duration, "-c", c]), c)
+            };
             durable.push(peak(&hook));
             memory.push(peak(&memory_hook));
         }
@@ -286,7 +274,7 @@ fn main() {
     let stages_before = stages();
     let rate_lookups_before = lookup_counts();
     let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
-        post(
+        post_bodies(
             &hook,
             &trips,
             &[
@@ -313,7 +301,7 @@ fn main() {
     let [status_over_2ms, audit_over_2ms, resume_over_2ms] =
         [0, 1, 2].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.002));
     eprintln!("(d) candidate filter (50 drivers) latency");
-    let candidate_latency = post(
+    let candidate_latency = post_bodies(
         &filter,
         &candidates,
         &[
@@ -326,11 +314,11 @@ fn main() {
             "--latency-correction",
         ],
     );
-    let candidate_peak = post(&filter, &candidates, &["-z", &duration, "-c", "32"]);
+    let candidate_peak = post_bodies(&filter, &candidates, &["-z", &duration, "-c", "32"]);
 
     eprintln!("(f) resident memory across 1,000,000 distinct passengers");
     let rss_before = rss_mib(service.process.0.id());
-    post(
+    post_bodies(
         &hook,
         &distinct,
         &["-n", &(PASSENGERS / 3).to_string(), "-c", "64"],

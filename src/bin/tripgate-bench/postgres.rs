@@ -100,18 +100,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
         ],
     );
     let post = |service: &Service, extra: &[&str]| -> Value {
-        let url = format!("{}/v1/checks/trip", service.url);
-        let mut args = vec![
-            "-m",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-Z",
-            trips.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        oha(&args)
+        post_bodies(&format!("{}/v1/checks/trip", service.url), &trips, extra)
     };
     eprintln!("warming the cache and both trails");
     post(&sqlite, &["-n", &(3 * TRIP_BODIES).to_string(), "-c", "64"]);
