@@ -483,30 +483,31 @@ impl SqlWhere {
             conditions.push(format!("trip_id = {value}"));
         }
         if !filter.subject_refs.is_empty() {
-            let mut bound = |r: &String| bind(SqlValue::Text(r.clone()), &mut params);
-            let refs: Vec<String> = filter.subject_refs.iter().map(&mut bound).collect();
-            match dialect.lookups {
-                Lookups::Tables => conditions.push(format!(
-                    "decision_id IN (SELECT decision_id FROM audit_subjects WHERE subject_ref IN ({}))",
-                    refs.join(", ")
-                )),
-                Lookups::DerivedIndex => {
-                    let keys: Vec<String> = filter
-                        .subject_refs
-                        .iter()
-                        .map(|r| bind(SqlValue::Int(lookup_key(r)), &mut params))
-                        .collect();
-                    let named: Vec<String> =
-                        refs.iter().map(|r| format!("instr(detail, {r}) > 0")).collect();
-                    conditions.push(format!(
-                        "rowid IN (SELECT row FROM idx.subject_rows WHERE \
-                         run IN (SELECT run FROM idx.index_runs) AND subject_key IN ({})) \
-                         AND ({})",
-                        keys.join(", "),
-                        named.join(" OR ")
-                    ));
-                }
-            }
+            // Rows filed under one of the refs' keys, and among them those
+            // whose record names one of the refs: a key shared by two refs
+            // never returns the other's decisions.
+            let keys: Vec<String> = filter
+                .subject_refs
+                .iter()
+                .map(|r| bind(SqlValue::Int(lookup_key(r)), &mut params))
+                .collect();
+            let named: Vec<String> = filter
+                .subject_refs
+                .iter()
+                .map(|r| (dialect.detail_contains)(&bind(SqlValue::Text(r.clone()), &mut params)))
+                .collect();
+            let filed = match dialect.lookups {
+                Lookups::Tables => format!(
+                    "decision_id IN (SELECT decision_id FROM audit_subject_keys WHERE subject_key IN ({}))",
+                    keys.join(", ")
+                ),
+                Lookups::DerivedIndex => format!(
+                    "rowid IN (SELECT row FROM idx.subject_rows WHERE \
+                     run IN (SELECT run FROM idx.index_runs) AND subject_key IN ({}))",
+                    keys.join(", ")
+                ),
+            };
+            conditions.push(format!("{filed} AND ({})", named.join(" OR ")));
         }
         if let Some(cursor) = cursor {
             let at = bind(SqlValue::Int(cursor.decided_at_us), &mut params);

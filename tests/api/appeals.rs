@@ -492,7 +492,7 @@ async fn appeal_rules(backend: AuditBackend) {
         }
         Some(postgres) => {
             let client = postgres.client().await;
-            for table in ["audit_decisions", "audit_appeals", "audit_subjects"] {
+            for table in ["audit_decisions", "audit_appeals", "audit_subject_keys"] {
                 let row = client
                     .query_one(
                         &format!("SELECT COUNT(*) FROM {table} t WHERE t::text LIKE $1"),

@@ -229,6 +229,80 @@ async fn postgres_every_decision_is_recorded_and_found_by_each_filter() {
     every_decision_is_recorded_and_found_by_each_filter(AuditBackend::Postgres).await;
 }
 
+/// The subject answers of `five_decisions`, in the order of `SUBJECT_QUERIES`.
+const SUBJECT_QUERIES: [(&str, [usize; 4], usize); 4] = [
+    ("subject=13912345678", [3, 0, 0, 0], 1),
+    ("subject=D-1", [4, 3, 2, 0], 4),
+    ("subject=P-1&decision=reject", [4, 1, 0, 0], 2),
+    ("subject=nobody", [0, 0, 0, 0], 0),
+];
+
+async fn subject_answers_hold(app: &TestApp, answers: &[Value], when: &str) {
+    for (query, order, count) in SUBJECT_QUERIES {
+        let (status, page) = app.get_json(&format!("/v1/audit/decisions?{query}")).await;
+        assert_eq!(status, 200, "{when}: {query}: {page}");
+        let expected: Vec<String> = order[..count].iter().map(|i| id_of(&answers[*i])).collect();
+        assert_eq!(ids(&page), expected, "{when}: {query}");
+    }
+}
+
+/// A PostgreSQL trail written by a build that kept subject refs in
+/// `audit_subjects` is moved to 64-bit keys at start-up and answers the
+/// same; and keys that collide (here: every key filed under every
+/// decision) never return another subject's decisions, because the record
+/// itself is checked for the ref.
+#[tokio::test]
+async fn postgres_subject_lookups_survive_the_move_to_keys_and_collisions() {
+    let postgres = TestPostgres::create().await;
+    let spawn_on = |url: String| {
+        TestApp::spawn_with(Options {
+            customise: Box::new(move |s| {
+                s.audit.backend = AuditBackend::Postgres;
+                s.audit.postgres_url = url;
+            }),
+            ..Default::default()
+        })
+    };
+    let mut app = spawn_on(postgres.url.clone()).await;
+    let answers = five_decisions(&app).await;
+    subject_answers_hold(&app, &answers, "as written").await;
+    app.stop().await;
+
+    let admin = postgres.client().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE audit_subjects (subject_ref TEXT NOT NULL, decision_id TEXT NOT NULL, \
+             PRIMARY KEY (subject_ref, decision_id)); \
+             INSERT INTO audit_subjects SELECT p->>'subject_ref', decision_id \
+             FROM audit_decisions, jsonb_array_elements(detail::jsonb->'parties') p; \
+             DROP TABLE audit_subject_keys;",
+        )
+        .await
+        .unwrap();
+    let app = spawn_on(postgres.url.clone()).await;
+    subject_answers_hold(&app, &answers, "after the move").await;
+    let old = admin
+        .query_one("SELECT to_regclass('audit_subjects') IS NULL", &[])
+        .await
+        .unwrap();
+    assert!(
+        old.get::<_, bool>(0),
+        "the old table is dropped after the move"
+    );
+
+    let filed = admin
+        .execute(
+            "INSERT INTO audit_subject_keys \
+             SELECT k.subject_key, d.decision_id FROM (SELECT DISTINCT subject_key FROM audit_subject_keys) k \
+             CROSS JOIN audit_decisions d ON CONFLICT DO NOTHING",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(filed > 10, "collisions were filed: {filed}");
+    subject_answers_hold(&app, &answers, "with every key colliding").await;
+}
+
 #[tokio::test]
 async fn bad_query_parameters_are_refused_naming_the_parameter() {
     let app = TestApp::spawn().await;

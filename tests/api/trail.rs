@@ -209,7 +209,7 @@ async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() 
             "newest" => {
                 admin
                     .batch_execute(
-                        "DELETE FROM audit_subjects; DELETE FROM audit_decisions WHERE seq > 4",
+                        "DELETE FROM audit_subject_keys; DELETE FROM audit_decisions WHERE seq > 4",
                     )
                     .await
                     .unwrap();

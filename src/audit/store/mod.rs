@@ -5,8 +5,10 @@
 //!
 //! Schema: `audit_decisions` holds one row per decision (indexed columns for
 //! the filters, reasons and parties in a JSON `detail` column, the chain
-//! link); `audit_subjects` maps subject refs to decisions for the `subject`
-//! filter (in PostgreSQL a table beside it, in SQLite a derived index file);
+//! link); subject refs are filed under 64-bit keys (`lookup_key`) for the
+//! `subject` filter (in PostgreSQL the `audit_subject_keys` table beside it,
+//! in SQLite a derived index file), and the record itself is then checked
+//! for the ref;
 //! `audit_checkpoints` keeps, per chain, the last purged link.
 
 pub mod appeals;
@@ -508,12 +510,33 @@ pub const POSTGRES_SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS audit_decisions_decision_time ON audit_decisions (decision, decided_at, decision_id)",
     "CREATE INDEX IF NOT EXISTS audit_decisions_city_time ON audit_decisions (city, decided_at, decision_id)",
     "CREATE INDEX IF NOT EXISTS audit_decisions_trip ON audit_decisions (trip_id)",
-    "CREATE TABLE IF NOT EXISTS audit_subjects (
-        subject_ref TEXT NOT NULL,
+    // A subject's decisions: its ref's 64-bit `lookup_key` (an index entry
+    // of 8 bytes and a decision id; the ref's 64 hex characters made the
+    // index five times wider and every insertion a text comparison). A key
+    // shared by two refs only widens the candidates: queries check the
+    // record's detail for the ref itself.
+    "CREATE TABLE IF NOT EXISTS audit_subject_keys (
+        subject_key BIGINT NOT NULL,
         decision_id TEXT NOT NULL,
-        PRIMARY KEY (subject_ref, decision_id)
+        PRIMARY KEY (subject_key, decision_id)
     )",
 ];
+
+/// Moves the rows of the `audit_subjects` table earlier builds kept (one
+/// per subject ref and decision) to `audit_subject_keys`, under the same
+/// key `lookup_key` computes (the first 8 bytes of the ref's SHA-256, big
+/// endian), and drops it. Runs under the schema lock; nothing when the old
+/// table is gone.
+pub const POSTGRES_MOVE_SUBJECTS: &str = "DO $$ BEGIN
+    IF to_regclass('audit_subjects') IS NOT NULL THEN
+        INSERT INTO audit_subject_keys (subject_key, decision_id)
+            SELECT DISTINCT ('x' || substr(encode(sha256(convert_to(subject_ref, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint,
+                   decision_id
+            FROM audit_subjects
+            ON CONFLICT DO NOTHING;
+        DROP TABLE audit_subjects;
+    END IF;
+END $$";
 
 /// How the two engines' SQL differs.
 pub struct Dialect {
@@ -525,12 +548,15 @@ pub struct Dialect {
     /// `p`" (the client filter: a record's client is the last field of its
     /// detail).
     pub detail_ends_with: fn(&str) -> String,
+    /// The condition "the detail column contains the text of parameter
+    /// `p`" (a subject ref found under its key is checked in the record).
+    pub detail_contains: fn(&str) -> String,
 }
 
 /// Where subject refs and trip ids are indexed.
 pub enum Lookups {
-    /// Beside the records: an `audit_subjects` table and an index on
-    /// `trip_id` (PostgreSQL).
+    /// Beside the records: the `audit_subject_keys` table (subjects by
+    /// `lookup_key`) and an index on `trip_id` (PostgreSQL).
     Tables,
     /// In the derived index file attached as `idx` (SQLite): row ids by run
     /// and by `lookup_key` of the value; the record itself is then checked

@@ -20,9 +20,9 @@ use super::appeals::{
     AppealChange, ColumnKind, SqlCell, APPEALS_SCHEMA, PURGE_SQL as PURGE_APPEALS,
 };
 use super::{
-    page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row, StoreError,
-    ADDED_COLUMNS, HEAD_COLUMNS, POSTGRES_SCHEMA, SCHEMA, SELECT_COLUMNS, UPSERT_CHECKPOINT,
-    UPSERT_HEAD,
+    lookup_key, page_sql, reason_rows, summary_sql, Dialect, LinkPosition, Lookups, Row,
+    StoreError, ADDED_COLUMNS, HEAD_COLUMNS, POSTGRES_MOVE_SUBJECTS, POSTGRES_SCHEMA, SCHEMA,
+    SELECT_COLUMNS, UPSERT_CHECKPOINT, UPSERT_HEAD,
 };
 use crate::audit::chain::ChainHead;
 use crate::audit::query::{Cursor, DecisionFilter, GroupBy, SqlValue, SummaryRow};
@@ -44,6 +44,7 @@ const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("${n}"),
     lookups: Lookups::Tables,
     detail_ends_with: |p| format!("right(detail, length({p})) = {p}"),
+    detail_contains: |p| format!("strpos(detail, {p}) > 0"),
 };
 
 fn boxed(params: Vec<SqlValue>) -> Vec<Box<dyn ToSql + Sync + Send>> {
@@ -69,8 +70,9 @@ const INSERT_DECISIONS: &str = "INSERT INTO audit_decisions (decision_id, instan
      $6::text[], $7::text[], $8::text[], $9::bool[], $10::text[], $11::text[], $12::int8[], \
      $13::text[], $14::text[], $15::text[], $16::int8[])";
 
-const INSERT_SUBJECTS: &str = "INSERT INTO audit_subjects (subject_ref, decision_id) \
-     SELECT * FROM UNNEST($1::text[], $2::text[]) ON CONFLICT DO NOTHING";
+/// A batch's subject keys, one row per distinct key of a record.
+const INSERT_SUBJECTS: &str = "INSERT INTO audit_subject_keys (subject_key, decision_id) \
+     SELECT * FROM UNNEST($1::int8[], $2::text[])";
 
 fn refs(params: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
     params
@@ -185,6 +187,7 @@ impl PostgresStore {
         for statement in SCHEMA.iter().chain(POSTGRES_SCHEMA).chain(APPEALS_SCHEMA) {
             tx.batch_execute(statement).await?;
         }
+        tx.batch_execute(POSTGRES_MOVE_SUBJECTS).await?;
         for (table, column, definition) in ADDED_COLUMNS {
             tx.batch_execute(&format!(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
@@ -196,11 +199,14 @@ impl PostgresStore {
     }
 
     pub async fn append(&self, batch: Vec<SealedRecord>) -> Result<(), StoreError> {
-        let mut subject_refs = Vec::new();
+        let mut subject_keys = Vec::new();
         let mut subject_decisions = Vec::new();
         for sealed in &batch {
-            for subject_ref in sealed.record.subject_refs() {
-                subject_refs.push(subject_ref.to_owned());
+            let mut keys: Vec<i64> = sealed.record.subject_refs().map(lookup_key).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                subject_keys.push(key);
                 subject_decisions.push(sealed.record.decision_id.clone());
             }
         }
@@ -270,7 +276,7 @@ impl PostgresStore {
         let written = futures_util::future::try_join4(
             client.batch_execute("BEGIN"),
             client.execute(&insert, &params),
-            client.execute(&subjects, &[&subject_refs, &subject_decisions]),
+            client.execute(&subjects, &[&subject_keys, &subject_decisions]),
             futures_util::future::try_join(appeals, client.batch_execute("COMMIT")),
         )
         .await;
@@ -537,7 +543,7 @@ impl PostgresStore {
             )
             .await?;
             tx.execute(
-                "DELETE FROM audit_subjects WHERE decision_id IN \
+                "DELETE FROM audit_subject_keys WHERE decision_id IN \
                  (SELECT decision_id FROM audit_decisions WHERE instance_id = $1 AND seq <= $2)",
                 &[&instance_id, &seq],
             )

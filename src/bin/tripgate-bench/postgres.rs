@@ -25,21 +25,29 @@ fn admin_url() -> String {
 
 /// Runs `sql` on the admin database; returns the first column of each row.
 fn psql(runtime: &tokio::runtime::Runtime, sql: &str) -> Vec<String> {
+    try_psql(runtime, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// `psql` for statements the run can do without (a role may lack the
+/// right): the error instead of a panic.
+fn try_psql(
+    runtime: &tokio::runtime::Runtime,
+    sql: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
     runtime.block_on(async {
         let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {} (BENCH_POSTGRES): {e}", admin_url()));
         tokio::spawn(connection);
-        client
+        Ok(client
             .simple_query(sql)
-            .await
-            .expect(sql)
+            .await?
             .into_iter()
             .filter_map(|m| match m {
                 tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
                 _ => None,
             })
-            .collect()
+            .collect())
     })
 }
 
@@ -115,6 +123,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
         )
     };
     let (sqlite_before, pg_before) = (usage(&sqlite), usage(&pg));
+    let wal_before = psql(&runtime, "SELECT pg_current_wal_lsn()::text").join("");
     let mut server_cpu = 0.0;
     let (mut sqlite_tries, mut pg_tries) = (Vec::new(), Vec::new());
     for _ in 0..repeats.max(1) {
@@ -138,10 +147,35 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
     let pg_after = usage(&pg);
     let pg_cpu_us = cpu_us(pg_before, pg_after);
     let server_cpu_us = 1e6 * server_cpu / (pg_after.1 - pg_before.1).max(1.0);
+    let wal_bytes: f64 = psql(
+        &runtime,
+        &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{wal_before}')::text"),
+    )
+    .join("")
+    .parse()
+    .unwrap_or(f64::NAN);
+    let wal_per_decision = wal_bytes / (pg_after.1 - pg_before.1).max(1.0);
     let (sqlite_peak, sqlite_runs) = median_of_runs(sqlite_tries, rps);
     let (pg_peak, pg_runs) = median_of_runs(pg_tries, rps);
     drop(sqlite);
 
+    // The peaks leave a checkpoint's worth of dirty pages behind, written
+    // out over the next minutes beside the trail's own fsyncs: a forced
+    // checkpoint first, as the SQLite side settles, so the fixed rate
+    // measures the steady state. Checkpoints during it are counted.
+    if let Err(e) = try_psql(&runtime, "CHECKPOINT") {
+        eprintln!("CHECKPOINT refused ({e}): the fixed rate runs beside the peaks' write-out");
+    }
+    let checkpoints = || -> f64 {
+        psql(
+            &runtime,
+            "SELECT (checkpoints_timed + checkpoints_req)::text FROM pg_stat_bgwriter",
+        )
+        .join("")
+        .parse()
+        .unwrap_or(f64::NAN)
+    };
+    let checkpoints_before = checkpoints();
     eprintln!("PostgreSQL trail latency at {PG_RATE}/s");
     let rate = PG_RATE.to_string();
     let (pg_latency, pg_p99_runs) = median_of(repeats, p99_ms, || {
@@ -158,6 +192,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
             ],
         )
     });
+    let checkpoints_during = checkpoints() - checkpoints_before;
     drop(pg);
     psql(
         &runtime,
@@ -177,12 +212,14 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
         "postgres_peak_connections": connections(&pg_peak),
         "postgres_over_sqlite": ratio,
         "cpu_us_per_decision_at_peak": {"sqlite": sqlite_cpu_us, "postgres": pg_cpu_us, "postgres_server": server_cpu_us},
+        "postgres_wal_bytes_per_decision_at_peak": wal_per_decision,
         "postgres_at_2000": {
             "p50_ms": percentile_ms(&pg_latency, "p50"),
             "p99_ms": percentile_ms(&pg_latency, "p99"),
             "p99_9_ms": percentile_ms(&pg_latency, "p99.9"),
             "ok_share": ok_share(&pg_latency),
             "p99_runs": pg_p99_runs,
+            "checkpoints_during": checkpoints_during,
         },
     });
     std::fs::write(
@@ -196,7 +233,8 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
          trip peak, PostgreSQL trail    {:>9.0} req/s  ({})\n\
          PostgreSQL / SQLite            {:>9.2}   (target >= 0.6)\n\
          CPU per decision at peak (µs)  tripgate: SQLite trail {sqlite_cpu_us:.0}, PostgreSQL trail {pg_cpu_us:.0}; PostgreSQL server {server_cpu_us:.0}\n\
-         PostgreSQL at {PG_RATE}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (targets 5, 10); {}\n\
+         WAL per decision at peak       {wal_per_decision:>9.0} bytes\n\
+         PostgreSQL at {PG_RATE}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (targets 5, 10); {}; {checkpoints_during} checkpoints during\n\
          written: {}/postgres.json",
         rps(&sqlite_peak),
         spread(&sqlite_runs, 0),

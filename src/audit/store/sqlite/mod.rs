@@ -74,6 +74,7 @@ const DIALECT: Dialect = Dialect {
     placeholder: |n| format!("?{n}"),
     lookups: Lookups::DerivedIndex,
     detail_ends_with: |p| format!("substr(detail, -length({p})) = {p}"),
+    detail_contains: |p| format!("instr(detail, {p}) > 0"),
 };
 
 impl rusqlite::ToSql for SqlValue {
