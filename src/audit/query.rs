@@ -510,11 +510,15 @@ impl SqlWhere {
             conditions.push(format!("{filed} AND ({})", named.join(" OR ")));
         }
         if let Some(cursor) = cursor {
+            // The plain bound first: an index on decided_at starts there
+            // (behind an OR alone, PostgreSQL scanned from the top of the
+            // range on every page, so a long export went quadratic).
+            let bound = bind(SqlValue::Int(cursor.decided_at_us), &mut params);
             let at = bind(SqlValue::Int(cursor.decided_at_us), &mut params);
             let at_again = bind(SqlValue::Int(cursor.decided_at_us), &mut params);
             let id = bind(SqlValue::Text(cursor.decision_id.clone()), &mut params);
             conditions.push(format!(
-                "(decided_at < {at} OR (decided_at = {at_again} AND decision_id < {id}))"
+                "decided_at <= {bound} AND (decided_at < {at} OR (decided_at = {at_again} AND decision_id < {id}))"
             ));
         }
         let clause = if conditions.is_empty() {

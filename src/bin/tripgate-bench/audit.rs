@@ -4,38 +4,81 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// `tripgate-bench audit-query [RECORDS]`: fills an SQLite audit file with
-/// RECORDS synthetic sealed records spread over 180 days (10% rejections,
-/// two cities) and times the regulator's queries on it.
-pub(crate) fn audit_query(records: u64) {
+/// `tripgate-bench audit-query [RECORDS] [sqlite|postgres]`: fills an audit
+/// store (an SQLite file, or a PostgreSQL database made on `BENCH_POSTGRES`
+/// and dropped at the end) with RECORDS synthetic sealed records spread over
+/// 180 days (10% rejections, two cities, a driver of 100,000 and a
+/// passenger of 1,000,000 each) and times the regulator's queries on it;
+/// then, on PostgreSQL, exports 1,000,000 and 100,000 of them with
+/// `tripgate audit export` and reports its peak resident memory.
+pub(crate) fn audit_query(records: u64, engine: &str) {
     use tripgate::audit::{DecisionFilter, GroupBy};
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async move {
-        let (dir, store, _keys) = bench_store("tripgate-audit-bench").await;
+    let postgres = (engine == "postgres").then(|| postgres::BenchDatabase::create(&runtime));
+    runtime.block_on(async {
+        let (dir, store) = match &postgres {
+            Some(database) => (None, database.store().await),
+            None => {
+                let (dir, store, _keys) = bench_store("tripgate-audit-bench").await;
+                (Some(dir), store)
+            }
+        };
         let day_us: i64 = 86_400_000_000;
         let end = chrono::Utc::now().timestamp_micros();
         let start = end - 180 * day_us;
         let step = (end - start) / records as i64;
         let filled = Instant::now();
-        let mut head = (0i64, tripgate::audit::GENESIS_HASH.to_owned());
-        let mut batch = Vec::with_capacity(10_000);
-        for n in 0..records {
-            let decided_at_us = start + n as i64 * step;
-            let record = synthetic_record(n, decided_at_us, vec![]);
-            let link = tripgate::audit::seal(&tripgate::audit::ChainHead { seq: head.0, hash: head.1.clone() }, record);
-            head = (link.seq, link.hash.clone());
-            batch.push(link);
-            if batch.len() == 10_000 {
-                store.append(std::mem::take(&mut batch)).await.unwrap();
-                if n % 1_000_000 == 999_999 {
-                    eprintln!("  {} records written", n + 1);
+        // Sealing (a thread) and storing overlap, two batches in flight:
+        // the order rows land in does not matter to the queries, and the
+        // chain is whole once every batch is in.
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<tripgate::audit::SealedRecord>>(4);
+        let sealer = std::thread::spawn(move || {
+            let mut head = tripgate::audit::ChainHead { seq: 0, hash: tripgate::audit::GENESIS_HASH.to_owned() };
+            let mut batch = Vec::with_capacity(10_000);
+            for n in 0..records {
+                let decided_at_us = start + n as i64 * step;
+                let record = synthetic_record(n, decided_at_us, synthetic_parties(n));
+                let link = tripgate::audit::seal(&head, record);
+                head = tripgate::audit::ChainHead { seq: link.seq, hash: link.hash.clone() };
+                batch.push(link);
+                if batch.len() == 10_000 && sender.send(std::mem::take(&mut batch)).is_err() {
+                    return;
                 }
             }
+            if !batch.is_empty() {
+                let _ = sender.send(batch);
+            }
+        });
+        let batches = futures_util::stream::iter(std::iter::from_fn(|| receiver.recv().ok()));
+        let mut stored = 0usize;
+        let fill_store = store.clone();
+        let mut appends = std::pin::pin!(futures_util::StreamExt::buffer_unordered(
+            futures_util::StreamExt::map(batches, |batch| {
+                let store = fill_store.clone();
+                async move {
+                    let count = batch.len();
+                    store.append(batch).await.unwrap();
+                    count
+                }
+            }),
+            2
+        ));
+        while let Some(count) = futures_util::StreamExt::next(&mut appends).await {
+            let before = stored;
+            stored += count;
+            if before / 1_000_000 != stored / 1_000_000 {
+                eprintln!("  {stored} records written in {:.0} s", filled.elapsed().as_secs_f64());
+            }
         }
-        if !batch.is_empty() {
-            store.append(batch).await.unwrap();
-        }
+        sealer.join().unwrap();
         eprintln!("filled {records} records in {:.0} s", filled.elapsed().as_secs_f64());
+        if let Some(database) = &postgres {
+            // What autovacuum does on a server that runs it (this one may
+            // not): the planner's statistics of the filled tables.
+            let t = Instant::now();
+            database.execute("ANALYZE").await;
+            eprintln!("analyzed in {:.1} s", t.elapsed().as_secs_f64());
+        }
         let day_start = end - 10 * day_us;
         let day = DecisionFilter {
             from_us: Some(day_start),
@@ -52,7 +95,7 @@ pub(crate) fn audit_query(records: u64) {
         let warm = DecisionFilter { trip_id: Some("T-0".into()), ..Default::default() };
         store.page(&warm, None, 1).await.unwrap();
         eprintln!("loaded and indexed in {:.1} s", t.elapsed().as_secs_f64());
-        println!("\n{records} audit records over 180 days, SQLite\n\n| query | rows | time |\n| --- | --- | --- |");
+        println!("\n{records} audit records over 180 days, {engine}\n\n| query | rows | time |\n| --- | --- | --- |");
         let t = Instant::now();
         let page = store.page(&rejections, None, 100).await.unwrap();
         timed("a day's rejections, first page of 100", t, page.records.len());
@@ -79,9 +122,63 @@ pub(crate) fn audit_query(records: u64) {
         let trip = DecisionFilter { trip_id: Some(format!("T-{}", records / 2)), ..Default::default() };
         let page = store.page(&trip, None, 100).await.unwrap();
         timed("one trip's decisions, any day", t, page.records.len());
+        let t = Instant::now();
+        let driver = DecisionFilter {
+            subject_refs: vec![synthetic_parties(records / 2)[0].subject_ref.clone()],
+            ..Default::default()
+        };
+        let mut cursor = None;
+        let mut total = 0;
+        loop {
+            let page = store.page(&driver, cursor.as_ref(), 100).await.unwrap();
+            total += page.records.len();
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        timed("one driver's decisions, any day, every page of 100", t, total);
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(dir) = dir {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     });
+    if let Some(database) = postgres {
+        let day_us: i64 = 86_400_000_000;
+        let end = chrono::Utc::now().timestamp_micros();
+        for wanted in [1_000_000u64, 100_000] {
+            let days = wanted as f64 / records as f64 * 180.0;
+            let from = end - 20 * day_us - (days * day_us as f64) as i64;
+            database.export_memory(from, end - 20 * day_us);
+        }
+        database.drop_database(&runtime);
+    }
+}
+
+/// Driver `n mod 100,000` and passenger `n mod 1,000,000` of record `n`,
+/// with refs of the length real ones have: a driver is in one record in
+/// 100 (every driver in about 100 of 10 million), a passenger in one in
+/// 1,000,000.
+pub(crate) fn synthetic_parties(n: u64) -> Vec<tripgate::audit::AuditParty> {
+    let party = |role: &str, subject_ref: String| tripgate::audit::AuditParty {
+        party: role.into(),
+        index: (role == "passenger").then_some(0),
+        subject_ref,
+        status: "green".into(),
+        color: Some("green".into()),
+        issuer: Some("hangzhou".into()),
+        source: Some("l1".into()),
+        status_age_secs: Some(60),
+        eligible: None,
+        eligible_after_us: None,
+    };
+    vec![
+        party("driver", format!("bench-driver-{:030}", n % 100_000)),
+        party(
+            "passenger",
+            format!("bench-passenger-{:027}", n % 1_000_000),
+        ),
+    ]
 }
 
 /// A fresh SQLite audit store in a temporary directory named after `name`

@@ -23,7 +23,9 @@ mod load;
 mod plot;
 mod postgres;
 mod processes;
+mod replicas;
 mod scrape;
+mod soak;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -67,6 +69,26 @@ fn main() {
         postgres::postgres(&out_dir);
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("replicas") {
+        let out_dir = PathBuf::from(
+            std::env::args()
+                .nth(2)
+                .unwrap_or_else(|| "bench-results".into()),
+        );
+        std::fs::create_dir_all(&out_dir).unwrap();
+        replicas::replicas(&out_dir);
+        return;
+    }
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        let out_dir = PathBuf::from(
+            std::env::args()
+                .nth(2)
+                .unwrap_or_else(|| "bench-results".into()),
+        );
+        std::fs::create_dir_all(&out_dir).unwrap();
+        soak::soak(&out_dir);
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("instructions") {
         let out_dir = PathBuf::from(
             std::env::args()
@@ -82,7 +104,12 @@ fn main() {
             .nth(2)
             .and_then(|n| n.parse().ok())
             .unwrap_or(10_000_000);
-        audit_query(records);
+        let engine = std::env::args().nth(3).unwrap_or_else(|| "sqlite".into());
+        assert!(
+            engine == "sqlite" || engine == "postgres",
+            "audit-query [RECORDS] [sqlite|postgres]"
+        );
+        audit_query(records, &engine);
         return;
     }
     let out_dir = PathBuf::from(

@@ -67,6 +67,126 @@ fn postgres_server_cpu_seconds() -> f64 {
         .sum()
 }
 
+/// A database of the run's own on `BENCH_POSTGRES`, dropped by
+/// `drop_database` (a killed run leaves it; its name says which run).
+pub(crate) struct BenchDatabase {
+    pub(crate) name: String,
+    /// Its URL, `sslmode=disable` unless the admin URL says otherwise.
+    pub(crate) url: String,
+}
+
+impl BenchDatabase {
+    pub(crate) fn create(runtime: &tokio::runtime::Runtime) -> Self {
+        let name = format!("tripgate_bench_{}", std::process::id());
+        psql(runtime, &format!("CREATE DATABASE {name}"));
+        let mut url = url_with_database(&admin_url(), &name);
+        if !url.contains('?') {
+            url.push_str("?sslmode=disable");
+        }
+        Self { name, url }
+    }
+
+    /// The audit store on it, as `tripgate serve` opens it.
+    pub(crate) async fn store(&self) -> tripgate::audit::AuditStore {
+        let config = tripgate::audit::StoreConfig::Postgres {
+            url: self.url.clone(),
+            pool_size: 4,
+            access: Default::default(),
+        };
+        tripgate::audit::AuditStore::open(&config).await.unwrap()
+    }
+
+    pub(crate) async fn execute(&self, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("the bench database");
+        tokio::spawn(connection);
+        client.batch_execute(sql).await.expect(sql);
+    }
+
+    /// How many of these decision ids the trail holds.
+    pub(crate) async fn count_stored(&self, decision_ids: &[String]) -> i64 {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .expect("the bench database");
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT COUNT(*) FROM audit_decisions WHERE decision_id = ANY($1)",
+                &[&decision_ids],
+            )
+            .await
+            .expect("counting stored decisions")
+            .get(0)
+    }
+
+    /// Runs `tripgate audit export` of the records decided in [from, to)
+    /// to a pipe it drains, and prints the records, bytes, time and the
+    /// exporter's peak resident memory.
+    pub(crate) fn export_memory(&self, from_us: i64, to_us: i64) {
+        use std::io::Read;
+        let time = |us: i64| {
+            chrono::DateTime::from_timestamp_micros(us)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        };
+        let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .args(["audit", "export", "--postgres", &self.url])
+            .args(["--from", &time(from_us), "--to", &time(to_us)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tripgate audit export");
+        let mut stdout = child.stdout.take().unwrap();
+        let (mut lines, mut bytes, mut buffer) = (0u64, 0u64, vec![0u8; 1 << 16]);
+        loop {
+            let n = stdout.read(&mut buffer).expect("the export's output");
+            if n == 0 {
+                break;
+            }
+            bytes += n as u64;
+            lines += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+        }
+        // SAFETY: wait4 writes the child's status and usage into the zeroed
+        // values it is given; the child is reaped here, not by `wait`.
+        let (status, usage) = unsafe {
+            let mut status = 0;
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::wait4(child.id() as i32, &mut status, 0, &mut usage);
+            (status, usage)
+        };
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "tripgate audit export failed"
+        );
+        println!(
+            "| export of {lines} records ({:.0} MiB of NDJSON) | {:.1} s | peak resident memory {:.1} MiB |",
+            bytes as f64 / (1 << 20) as f64,
+            started.elapsed().as_secs_f64(),
+            usage.ru_maxrss as f64 / 1024.0
+        );
+    }
+
+    /// Writes out what earlier load left dirty (a checkpoint), so a
+    /// fixed-rate run after a warm-up or peaks measures the steady state;
+    /// a role without the right only gets a warning.
+    pub(crate) fn checkpoint(runtime: &tokio::runtime::Runtime) {
+        if let Err(e) = try_psql(runtime, "CHECKPOINT") {
+            eprintln!("CHECKPOINT refused ({e}): the next run shares the disk with the write-out");
+        }
+    }
+
+    pub(crate) fn drop_database(self, runtime: &tokio::runtime::Runtime) {
+        psql(
+            runtime,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
 pub(crate) fn postgres(out_dir: &Path) -> Value {
     let work = work_dir("tripgate-bench-postgres");
     let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
@@ -83,14 +203,9 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
         .enable_all()
         .build()
         .unwrap();
-    let database = format!("tripgate_bench_{}", std::process::id());
     let fsync = psql(&runtime, "SHOW fsync").join("");
     let synchronous_commit = psql(&runtime, "SHOW synchronous_commit").join("");
-    psql(&runtime, &format!("CREATE DATABASE {database}"));
-    let mut pg_url = url_with_database(&admin_url(), &database);
-    if !pg_url.contains('?') {
-        pg_url.push_str("?sslmode=disable");
-    }
+    let database = BenchDatabase::create(&runtime);
 
     let (_redis, redis_port) = start_redis();
     let (_simulator, provider) = start_simulator(&binary, DRIVERS, PASSENGERS);
@@ -104,7 +219,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
         &provider,
         &[
             ("TRIPGATE__AUDIT__BACKEND", "postgres".into()),
-            ("TRIPGATE__AUDIT__POSTGRES_URL", pg_url.clone()),
+            ("TRIPGATE__AUDIT__POSTGRES_URL", database.url.clone()),
         ],
     );
     let post = |service: &Service, extra: &[&str]| -> Value {
@@ -163,9 +278,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
     // out over the next minutes beside the trail's own fsyncs: a forced
     // checkpoint first, as the SQLite side settles, so the fixed rate
     // measures the steady state. Checkpoints during it are counted.
-    if let Err(e) = try_psql(&runtime, "CHECKPOINT") {
-        eprintln!("CHECKPOINT refused ({e}): the fixed rate runs beside the peaks' write-out");
-    }
+    BenchDatabase::checkpoint(&runtime);
     let checkpoints = || -> f64 {
         psql(
             &runtime,
@@ -194,10 +307,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
     });
     let checkpoints_during = checkpoints() - checkpoints_before;
     drop(pg);
-    psql(
-        &runtime,
-        &format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
-    );
+    database.drop_database(&runtime);
 
     let ratio = rps(&pg_peak) / rps(&sqlite_peak).max(1.0);
     let results = json!({
