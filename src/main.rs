@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use tripgate::audit_commands::{self, ExportFlags, VerifyFlags};
+use tripgate::audit_commands::{self, ExportFlags, StoreFlags, VerifyFlags};
 use tripgate::config::Settings;
 use tripgate::demo::{self, DemoOptions};
 use tripgate::policy::Policy;
@@ -113,6 +113,10 @@ enum AuditCommand {
     },
     /// Write matching records as NDJSON or CSV, newest first.
     Export(Box<ExportFlags>),
+    /// Bring the store's schema up to this build's and exit (what `serve`
+    /// does at start-up: run it first when that could take longer than
+    /// the start-up probe allows).
+    Migrate(StoreFlags),
 }
 
 #[derive(Subcommand)]
@@ -167,6 +171,9 @@ async fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export(flags),
         } => audit_commands::export(*flags).await,
+        Command::Audit {
+            command: AuditCommand::Migrate(flags),
+        } => audit_commands::migrate(flags).await,
         Command::Healthcheck => match tripgate::ops_commands::healthcheck().await {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::from(1),

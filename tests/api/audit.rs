@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use serde_json::{json, Value};
 use tripgate::config::AuditBackend;
 
-use crate::helpers::{audit_bytes, audit_log_dir, trip, trip_in, Options, TestApp, TestPostgres};
+use crate::helpers::{
+    audit_bytes, audit_command, audit_log_dir, trip, trip_in, Options, TestApp, TestPostgres,
+};
 
 const PHONE: &str = "13912345678";
 
@@ -279,15 +281,40 @@ async fn postgres_subject_lookups_survive_the_move_to_keys_and_collisions() {
         )
         .await
         .unwrap();
-    let app = spawn_on(postgres.url.clone()).await;
+    let mut app = spawn_on(postgres.url.clone()).await;
     subject_answers_hold(&app, &answers, "after the move").await;
-    let old = admin
-        .query_one("SELECT to_regclass('audit_subjects') IS NULL", &[])
+    let old_is_gone = || async {
+        admin
+            .query_one("SELECT to_regclass('audit_subjects') IS NULL", &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    };
+    assert!(
+        old_is_gone().await,
+        "the old table is dropped after the move"
+    );
+    app.stop().await;
+
+    // A replica of the earlier build recreated the old table and filed two
+    // decisions' subjects there only: the next start merges them.
+    let (t2, t4) = (id_of(&answers[1]), id_of(&answers[3]));
+    admin
+        .batch_execute(&format!(
+            "CREATE TABLE audit_subjects (subject_ref TEXT NOT NULL, decision_id TEXT NOT NULL, \
+             PRIMARY KEY (subject_ref, decision_id)); \
+             INSERT INTO audit_subjects SELECT p->>'subject_ref', decision_id \
+             FROM audit_decisions, jsonb_array_elements(detail::jsonb->'parties') p \
+             WHERE decision_id IN ('{t2}', '{t4}'); \
+             DELETE FROM audit_subject_keys WHERE decision_id IN ('{t2}', '{t4}');"
+        ))
         .await
         .unwrap();
+    let app = spawn_on(postgres.url.clone()).await;
+    subject_answers_hold(&app, &answers, "after merging").await;
     assert!(
-        old.get::<_, bool>(0),
-        "the old table is dropped after the move"
+        old_is_gone().await,
+        "the old table is dropped after merging"
     );
 
     let filed = admin

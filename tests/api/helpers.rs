@@ -732,16 +732,22 @@ pub fn spawn_simulator() -> String {
 
 /// Runs `tripgate audit verify` with extra arguments; (exit code, stdout).
 pub fn audit_verify(args: &[&str], env: &[(&str, String)]) -> (i32, String) {
+    audit_command("verify", args, env)
+}
+
+/// `tripgate audit <subcommand> args...` with the test configuration:
+/// its exit code and its output.
+pub fn audit_command(subcommand: &str, args: &[&str], env: &[(&str, String)]) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tripgate"));
     command
-        .args(["audit", "verify"])
+        .args(["audit", subcommand])
         .args(args)
         .env("TRIPGATE_CONFIG_DIR", config_dir())
         .stdin(Stdio::null());
     for (key, value) in env {
         command.env(key, value);
     }
-    let output = command.output().expect("run tripgate audit verify");
+    let output = command.output().expect("run tripgate audit");
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.code().unwrap_or(-1), text)

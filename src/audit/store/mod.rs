@@ -525,17 +525,34 @@ pub const POSTGRES_SCHEMA: &[&str] = &[
 /// Moves the rows of the `audit_subjects` table earlier builds kept (one
 /// per subject ref and decision) to `audit_subject_keys`, under the same
 /// key `lookup_key` computes (the first 8 bytes of the ref's SHA-256, big
-/// endian), and drops it. Runs under the schema lock; nothing when the old
-/// table is gone.
+/// endian), and drops it. Into an empty `audit_subject_keys` (the first
+/// start of this build) the rows go before its primary key is built: one
+/// sort instead of an index insertion per row. Into one that has rows (an
+/// earlier build's replica recreated the old table after the move) they
+/// are merged. Runs under the schema lock; nothing when the old table is
+/// gone.
 pub const POSTGRES_MOVE_SUBJECTS: &str = "DO $$ BEGIN
-    IF to_regclass('audit_subjects') IS NOT NULL THEN
+    IF to_regclass('audit_subjects') IS NULL THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM audit_subject_keys) THEN
         INSERT INTO audit_subject_keys (subject_key, decision_id)
             SELECT DISTINCT ('x' || substr(encode(sha256(convert_to(subject_ref, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint,
                    decision_id
             FROM audit_subjects
             ON CONFLICT DO NOTHING;
-        DROP TABLE audit_subjects;
+    ELSE
+        DROP TABLE audit_subject_keys;
+        CREATE TABLE audit_subject_keys AS
+            SELECT DISTINCT ('x' || substr(encode(sha256(convert_to(subject_ref, 'UTF8')), 'hex'), 1, 16))::bit(64)::bigint AS subject_key,
+                   decision_id
+            FROM audit_subjects;
+        ALTER TABLE audit_subject_keys
+            ALTER COLUMN subject_key SET NOT NULL,
+            ALTER COLUMN decision_id SET NOT NULL,
+            ADD PRIMARY KEY (subject_key, decision_id);
     END IF;
+    DROP TABLE audit_subjects;
 END $$";
 
 /// How the two engines' SQL differs.

@@ -79,3 +79,18 @@ pub(crate) fn write_distinct_bodies(path: &Path, distinct: u64) {
         writeln!(out, "{}", json!({"trip_id": format!("U-{n}"), "city": "hangzhou", "driver": {"id": format!("D-{:06}", n % DRIVERS)}, "passengers": ps})).unwrap();
     }
 }
+
+/// Driver-shift and passenger-order bodies made from trip bodies: the same
+/// subjects, so the same popularity.
+pub(crate) fn write_shift_and_order_bodies(trips: &Path, shifts: &Path, orders: &Path) {
+    let text = std::fs::read_to_string(trips).unwrap();
+    let mut shift_out = std::io::BufWriter::new(std::fs::File::create(shifts).unwrap());
+    let mut order_out = std::io::BufWriter::new(std::fs::File::create(orders).unwrap());
+    for (n, line) in text.lines().enumerate() {
+        let trip: Value = serde_json::from_str(line).unwrap();
+        let shift = json!({"city": trip["city"], "driver": trip["driver"]});
+        let order = json!({"city": trip["city"], "order_id": format!("O-{n}"), "passengers": trip["passengers"]});
+        writeln!(shift_out, "{shift}").unwrap();
+        writeln!(order_out, "{order}").unwrap();
+    }
+}

@@ -123,6 +123,8 @@ impl BenchDatabase {
     /// Runs `tripgate audit export` of the records decided in [from, to)
     /// to a pipe it drains, and prints the records, bytes, time and the
     /// exporter's peak resident memory.
+    // The child is reaped by wait4 (for its resource usage), not `wait`.
+    #[allow(clippy::zombie_processes)]
     pub(crate) fn export_memory(&self, from_us: i64, to_us: i64) {
         use std::io::Read;
         let time = |us: i64| {

@@ -64,21 +64,33 @@ pub(crate) fn start_redis() -> (Process, u16) {
 /// The provider simulator (`binary simulate`) with this population, on a
 /// free port, answering: the process and its base URL.
 pub(crate) fn start_simulator(binary: &Path, drivers: u64, passengers: u64) -> (Process, String) {
+    start_simulator_with(binary, drivers, passengers, &[])
+}
+
+/// `start_simulator` with `extra` arguments (pushes, transitions).
+pub(crate) fn start_simulator_with(
+    binary: &Path,
+    drivers: u64,
+    passengers: u64,
+    extra: &[String],
+) -> (Process, String) {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let process = spawn(
         "simulator",
-        Command::new(binary).args([
-            "simulate",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--drivers",
-            &drivers.to_string(),
-            "--passengers",
-            &passengers.to_string(),
-            "--workers",
-            "1",
-        ]),
+        Command::new(binary)
+            .args([
+                "simulate",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--drivers",
+                &drivers.to_string(),
+                "--passengers",
+                &passengers.to_string(),
+                "--workers",
+                "1",
+            ])
+            .args(extra),
     );
     wait_http(&format!("{url}/healthz"));
     (process, url)
@@ -253,7 +265,19 @@ pub(crate) fn start_tripgate_with(
     provider: &str,
     audit: &[(&str, String)],
 ) -> Service {
-    let (port, admin_port) = (free_port(), free_port());
+    start_tripgate_on(binary, free_port(), redis_port, provider, audit)
+}
+
+/// `start_tripgate_with` on a port chosen beforehand (the simulator's
+/// pushes are addressed to it before it starts).
+pub(crate) fn start_tripgate_on(
+    binary: &Path,
+    port: u16,
+    redis_port: u16,
+    provider: &str,
+    audit: &[(&str, String)],
+) -> Service {
+    let admin_port = free_port();
     let process = spawn(
         "tripgate serve",
         Command::new(binary)
