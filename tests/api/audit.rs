@@ -310,12 +310,17 @@ async fn postgres_subject_lookups_survive_the_move_to_keys_and_collisions() {
         ))
         .await
         .unwrap();
-    let app = spawn_on(postgres.url.clone()).await;
-    subject_answers_hold(&app, &answers, "after merging").await;
+    // Run ahead of the service, as an operator does when the move could
+    // outlast the start-up probe.
+    let (code, out) = audit_command("migrate", &["--postgres", &postgres.url], &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("schema up to date"), "{out}");
     assert!(
         old_is_gone().await,
-        "the old table is dropped after merging"
+        "the old table is dropped by audit migrate"
     );
+    let app = spawn_on(postgres.url.clone()).await;
+    subject_answers_hold(&app, &answers, "after merging").await;
 
     let filed = admin
         .execute(

@@ -160,17 +160,8 @@ pub(crate) fn audit_query(records: u64, engine: &str) {
 /// 100 (every driver in about 100 of 10 million), a passenger in one in
 /// 1,000,000.
 pub(crate) fn synthetic_parties(n: u64) -> Vec<tripgate::audit::AuditParty> {
-    let party = |role: &str, subject_ref: String| tripgate::audit::AuditParty {
-        party: role.into(),
-        index: (role == "passenger").then_some(0),
-        subject_ref,
-        status: "green".into(),
-        color: Some("green".into()),
-        issuer: Some("hangzhou".into()),
-        source: Some("l1".into()),
-        status_age_secs: Some(60),
-        eligible: None,
-        eligible_after_us: None,
+    let party = |role: &str, subject_ref: String| {
+        green_party(role, (role == "passenger").then_some(0), subject_ref)
     };
     vec![
         party("driver", format!("bench-driver-{:030}", n % 100_000)),
@@ -255,6 +246,22 @@ pub(crate) fn synthetic_record(
     }
 }
 
+/// A green party of a synthetic record, found in L1.
+fn green_party(role: &str, index: Option<u32>, subject_ref: String) -> tripgate::audit::AuditParty {
+    tripgate::audit::AuditParty {
+        party: role.into(),
+        index,
+        subject_ref,
+        status: "green".into(),
+        color: Some("green".into()),
+        issuer: Some("hangzhou".into()),
+        source: Some("l1".into()),
+        status_age_secs: Some(60),
+        eligible: None,
+        eligible_after_us: None,
+    }
+}
+
 /// `tripgate-bench audit-index [TODAY] [PER_CATCH_UP] [ROUNDS]`: what the
 /// lookup index costs late in a busy day. Fills an SQLite audit file with
 /// TODAY records of one day (a driver and a passenger each, random subject
@@ -262,7 +269,7 @@ pub(crate) fn synthetic_record(
 /// (default 7,500: the 15 s between two catch-ups at 500 decisions/s),
 /// loads them, and measures the bytes the index catch-up reads and writes.
 pub(crate) fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
-    use tripgate::audit::{AuditParty, DecisionFilter};
+    use tripgate::audit::DecisionFilter;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let (dir, store, _keys) = bench_store("tripgate-index-bench").await;
@@ -270,17 +277,8 @@ pub(crate) fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
         let midnight = chrono::Utc::now().timestamp_micros() / day_us * day_us;
         let step_us = (day_us - 1) / (today + rounds * per_catch_up) as i64;
         let mut rng = fastrand::Rng::with_seed(7);
-        let party = |rng: &mut fastrand::Rng, party: &str| AuditParty {
-            party: party.into(),
-            index: None,
-            subject_ref: format!("{:016x}", rng.u64(..)),
-            status: "green".into(),
-            color: Some("green".into()),
-            issuer: Some("hangzhou".into()),
-            source: Some("l1".into()),
-            status_age_secs: Some(60),
-            eligible: None,
-            eligible_after_us: None,
+        let party = |rng: &mut fastrand::Rng, party: &str| {
+            green_party(party, None, format!("{:016x}", rng.u64(..)))
         };
         let mut head = tripgate::audit::ChainHead { seq: 0, hash: tripgate::audit::GENESIS_HASH.to_owned() };
         let written_so_far = std::cell::Cell::new(0u64);

@@ -213,11 +213,7 @@ pub(crate) fn instructions(out_dir: &Path) -> Value {
         "instructions_per_request": figures,
         "trip_over_healthz": trip / healthz,
     });
-    std::fs::write(
-        out_dir.join("instructions.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
+    write_results(out_dir, "instructions.json", &results);
     eprintln!(
         "trip check / healthz: {:.2}; written: {}/instructions.json",
         trip / healthz,

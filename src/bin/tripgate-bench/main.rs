@@ -48,7 +48,39 @@ pub(crate) const RATE: u32 = 5_000;
 pub(crate) const TRIP_BODIES: usize = 100_000;
 pub(crate) const CANDIDATE_BODIES: usize = 3_000;
 
+/// The directory named by argument `n` (default `bench-results`), made.
+fn out_dir_arg(n: usize) -> PathBuf {
+    let out_dir = PathBuf::from(
+        std::env::args()
+            .nth(n)
+            .unwrap_or_else(|| "bench-results".into()),
+    );
+    std::fs::create_dir_all(&out_dir).unwrap();
+    out_dir
+}
+
+/// Writes a mode's figures as pretty JSON to `out_dir/name`.
+pub(crate) fn write_results(out_dir: &Path, name: &str, results: &Value) {
+    std::fs::write(
+        out_dir.join(name),
+        serde_json::to_string_pretty(results).unwrap(),
+    )
+    .unwrap();
+}
+
 fn main() {
+    // The modes that write into an output directory (argument 2).
+    let out_dir_mode: Option<fn(&Path)> = match std::env::args().nth(1).as_deref() {
+        Some("postgres") => Some(|out| drop(postgres::postgres(out))),
+        Some("replicas") => Some(|out| drop(replicas::replicas(out))),
+        Some("soak") => Some(|out| drop(soak::soak(out))),
+        Some("instructions") => Some(|out| drop(instructions::instructions(out))),
+        _ => None,
+    };
+    if let Some(run) = out_dir_mode {
+        run(&out_dir_arg(2));
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("audit-index") {
         let arg = |n: usize, default: u64| {
             std::env::args()
@@ -57,46 +89,6 @@ fn main() {
                 .unwrap_or(default)
         };
         audit_index(arg(2, 10_000_000), arg(3, 7_500), arg(4, 8));
-        return;
-    }
-    if std::env::args().nth(1).as_deref() == Some("postgres") {
-        let out_dir = PathBuf::from(
-            std::env::args()
-                .nth(2)
-                .unwrap_or_else(|| "bench-results".into()),
-        );
-        std::fs::create_dir_all(&out_dir).unwrap();
-        postgres::postgres(&out_dir);
-        return;
-    }
-    if std::env::args().nth(1).as_deref() == Some("replicas") {
-        let out_dir = PathBuf::from(
-            std::env::args()
-                .nth(2)
-                .unwrap_or_else(|| "bench-results".into()),
-        );
-        std::fs::create_dir_all(&out_dir).unwrap();
-        replicas::replicas(&out_dir);
-        return;
-    }
-    if std::env::args().nth(1).as_deref() == Some("soak") {
-        let out_dir = PathBuf::from(
-            std::env::args()
-                .nth(2)
-                .unwrap_or_else(|| "bench-results".into()),
-        );
-        std::fs::create_dir_all(&out_dir).unwrap();
-        soak::soak(&out_dir);
-        return;
-    }
-    if std::env::args().nth(1).as_deref() == Some("instructions") {
-        let out_dir = PathBuf::from(
-            std::env::args()
-                .nth(2)
-                .unwrap_or_else(|| "bench-results".into()),
-        );
-        std::fs::create_dir_all(&out_dir).unwrap();
-        instructions::instructions(&out_dir);
         return;
     }
     if std::env::args().nth(1).as_deref() == Some("audit-query") {
@@ -390,11 +382,7 @@ fn main() {
         "l1_hit_share": {"peak": l1_share, "at_rate": l1_share_at_rate},
         "rss_mib": {"before": rss_before, "after_1m_distinct_passengers": rss_after},
     });
-    std::fs::write(
-        out_dir.join("results.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
+    write_results(&out_dir, "results.json", &results);
     svg_plot(
         &out_dir.join("latency.svg"),
         &[

@@ -123,8 +123,6 @@ impl BenchDatabase {
     /// Runs `tripgate audit export` of the records decided in [from, to)
     /// to a pipe it drains, and prints the records, bytes, time and the
     /// exporter's peak resident memory.
-    // The child is reaped by wait4 (for its resource usage), not `wait`.
-    #[allow(clippy::zombie_processes)]
     pub(crate) fn export_memory(&self, from_us: i64, to_us: i64) {
         use std::io::Read;
         let time = |us: i64| {
@@ -143,7 +141,21 @@ impl BenchDatabase {
             .spawn()
             .expect("tripgate audit export");
         let mut stdout = child.stdout.take().unwrap();
+        // The exporter's own high-water mark (VmHWM belongs to the program
+        // after exec; a fork's usage would count this process's memory),
+        // read while it runs.
+        let high_water = || {
+            std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+                })
+        };
         let (mut lines, mut bytes, mut buffer) = (0u64, 0u64, vec![0u8; 1 << 16]);
+        let mut peak_kib = 0.0f64;
+        let mut sampled = Instant::now();
         loop {
             let n = stdout.read(&mut buffer).expect("the export's output");
             if n == 0 {
@@ -151,24 +163,19 @@ impl BenchDatabase {
             }
             bytes += n as u64;
             lines += buffer[..n].iter().filter(|b| **b == b'\n').count() as u64;
+            if sampled.elapsed() > Duration::from_millis(10) {
+                peak_kib = peak_kib.max(high_water().unwrap_or(0.0));
+                sampled = Instant::now();
+            }
         }
-        // SAFETY: wait4 writes the child's status and usage into the zeroed
-        // values it is given; the child is reaped here, not by `wait`.
-        let (status, usage) = unsafe {
-            let mut status = 0;
-            let mut usage: libc::rusage = std::mem::zeroed();
-            libc::wait4(child.id() as i32, &mut status, 0, &mut usage);
-            (status, usage)
-        };
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "tripgate audit export failed"
-        );
+        peak_kib = peak_kib.max(high_water().unwrap_or(0.0));
+        let status = child.wait().expect("tripgate audit export");
+        assert!(status.success(), "tripgate audit export failed");
         println!(
             "| export of {lines} records ({:.0} MiB of NDJSON) | {:.1} s | peak resident memory {:.1} MiB |",
             bytes as f64 / (1 << 20) as f64,
             started.elapsed().as_secs_f64(),
-            usage.ru_maxrss as f64 / 1024.0
+            peak_kib / 1024.0
         );
     }
 
@@ -334,11 +341,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
             "checkpoints_during": checkpoints_during,
         },
     });
-    std::fs::write(
-        out_dir.join("postgres.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
+    write_results(out_dir, "postgres.json", &results);
     println!(
         "\nPostgreSQL trail (fsync {fsync}, synchronous_commit {synchronous_commit})\n\
          trip peak, SQLite trail        {:>9.0} req/s  ({})\n\

@@ -213,11 +213,7 @@ pub(crate) fn replicas(out_dir: &Path) -> Value {
         "answered_and_stored": stored,
         "trail_verifies": verified,
     });
-    std::fs::write(
-        out_dir.join("replicas.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
+    write_results(out_dir, "replicas.json", &results);
     let seconds_line: Vec<String> = per_second.iter().map(|p| format!("{p:.1}")).collect();
     println!(
         "\ntwo replicas, one PostgreSQL, one Redis; SIGKILL to one at {kill_second} s under {REPLICAS_RATE}/s\n\

@@ -212,11 +212,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
 
     let mut results = verdicts(rows, pushes, verified, &verify_out, rate, transitions);
     results["code_changes_refused"] = json!(pushes_refused);
-    std::fs::write(
-        out_dir.join("soak.json"),
-        serde_json::to_string_pretty(&results).unwrap(),
-    )
-    .unwrap();
+    write_results(out_dir, "soak.json", &results);
     minutes_plot(&out_dir.join("soak.svg"), &results["minutes"]);
     println!(
         "\nsoak: {minutes} min at {rate}/s, {pushes} code changes pushed ({pushes_refused} refused)\n\
