@@ -30,8 +30,8 @@ pub use chain::{
 pub use export::{links_of_export, rfc3339_micros, verify_store, ExportFormat, RecordView};
 pub use keys::{AuditKeys, KeyError};
 pub use query::{
-    check_known, parse_limit, timestamp, Cursor, DecisionFilter, FilterError, GroupBy, OutOfScope,
-    Page, RawFilter, ReadScope, SqlValue, SummaryRow, MAX_PAGE_LIMIT,
+    check_known, parse_limit, time_range, timestamp, Cursor, DecisionFilter, FilterError, GroupBy,
+    OutOfScope, Page, RawFilter, ReadScope, SqlValue, SummaryRow, MAX_PAGE_LIMIT,
 };
 pub use reader::{export_stream, AuditReader, HeadCheck};
 pub use record::{

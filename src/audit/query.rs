@@ -172,19 +172,25 @@ pub fn timestamp(param: &'static str, raw: &str) -> Result<i64, FilterError> {
         })
 }
 
+/// The `from` and `to` parameters of a listing, in µs; `from` after `to`
+/// is refused rather than answered with an empty page.
+pub fn time_range(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Option<i64>, Option<i64>), FilterError> {
+    let from_us = from.map(|v| timestamp("from", v)).transpose()?;
+    let to_us = to.map(|v| timestamp("to", v)).transpose()?;
+    if let (Some(from), Some(to)) = (from_us, to_us) {
+        if from > to {
+            return Err(bad("from", "is after `to`"));
+        }
+    }
+    Ok((from_us, to_us))
+}
+
 impl DecisionFilter {
     pub fn parse(raw: &RawFilter, keys: &AuditKeys) -> Result<Self, FilterError> {
-        let from_us = raw
-            .from
-            .as_deref()
-            .map(|v| timestamp("from", v))
-            .transpose()?;
-        let to_us = raw.to.as_deref().map(|v| timestamp("to", v)).transpose()?;
-        if let (Some(from), Some(to)) = (from_us, to_us) {
-            if from > to {
-                return Err(bad("from", "is after `to`"));
-            }
-        }
+        let (from_us, to_us) = time_range(raw.from.as_deref(), raw.to.as_deref())?;
         let decision = match raw.decision.as_deref() {
             None => None,
             Some("allow") => Some("allow"),

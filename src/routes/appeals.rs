@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiError;
 use crate::appeals::{Appeals, Filing, Resolution};
 use crate::audit::{
-    check_known, parse_limit, rfc3339_micros, timestamp, AppealCursor, AppealFilter, AppealRow,
+    check_known, parse_limit, rfc3339_micros, time_range, AppealCursor, AppealFilter, AppealRow,
     Cursor, FilterError, ReadScope,
 };
 use crate::auth::{AuthError, Caller};
@@ -366,7 +366,10 @@ pub fn appeal_filter(
             return Err(bad("state", format!("{other:?} is not open or resolved")).into())
         }
     };
-    let time = |param: &'static str| params.get(param).map(|v| timestamp(param, v)).transpose();
+    let (from_us, to_us) = time_range(
+        params.get("from").map(String::as_str),
+        params.get("to").map(String::as_str),
+    )?;
     let city = params
         .get("city")
         .map(|c| {
@@ -385,8 +388,8 @@ pub fn appeal_filter(
         .transpose()?;
     Ok(AppealFilter {
         state,
-        from_us: time("from")?,
-        to_us: time("to")?,
+        from_us,
+        to_us,
         cities: scope.cities_for(city.as_ref())?.unwrap_or_default(),
         city,
         filed_by: scope.clients.clone().unwrap_or_default(),

@@ -275,6 +275,7 @@ async fn appeal_rules(backend: AuditBackend) {
         "from=yesterday",
         "colour=red",
         "to=",
+        "from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",
         "state=",
         "decision_id=x",
         "limit=0",
