@@ -12,14 +12,14 @@
 //!   ids replaced when it was filed).
 //! - Who is looking is settled once per request (`Viewer::of`): with
 //!   authentication off, anyone (as the API); with it on, a signed-in
-//!   regulator (`session`), re-checked against the configured clients on
+//!   regulator (`sign_in_cookie`), re-checked against the configured clients on
 //!   every request, and rate-limited like the API.
 //! - Every state-changing form carries a CSRF token (`Viewer::check_form`).
 
 mod appeals;
 mod charts;
 mod pages;
-mod session;
+mod sign_in_cookie;
 mod signin;
 mod text;
 
@@ -34,7 +34,7 @@ use crate::audit::{AuditReader, ReadScope};
 use crate::auth::{AuthError, Authenticator, Caller};
 use crate::config::Role;
 use crate::messages::Lang;
-use session::{Session, CSRF_COOKIE, LANG_COOKIE, SESSION_COOKIE};
+use sign_in_cookie::{SignIn, CSRF_COOKIE, LANG_COOKIE, SIGN_IN_COOKIE};
 pub use text::t;
 
 /// Sent with every console response.
@@ -161,13 +161,13 @@ impl Viewer {
             });
         }
         let sign_in = || Box::new(see_other("/console/sign-in"));
-        let value = request.cookie(SESSION_COOKIE).ok_or_else(sign_in)?;
-        let client = Session::claimed_client(value.value()).ok_or_else(sign_in)?;
+        let value = request.cookie(SIGN_IN_COOKIE).ok_or_else(sign_in)?;
+        let client = SignIn::claimed_client(value.value()).ok_or_else(sign_in)?;
         let digest = authenticator.token_digest(client).ok_or_else(sign_in)?;
-        let key = session::client_key(reader.keys().console_session_key(), &digest);
+        let key = sign_in_cookie::client_key(reader.keys().console_session_key(), &digest);
         let now = chrono::Utc::now().timestamp();
-        let session = Session::verify(value.value(), &key, now).ok_or_else(sign_in)?;
-        let caller = match authenticator.caller_named(&session.client, &[Role::Regulator]) {
+        let signed_in = SignIn::verify(value.value(), &key, now).ok_or_else(sign_in)?;
+        let caller = match authenticator.caller_named(&signed_in.client, &[Role::Regulator]) {
             Ok(caller) => caller,
             Err(AuthError::RateLimited {
                 retry_after_secs, ..
@@ -188,7 +188,7 @@ impl Viewer {
         Ok(Self {
             lang,
             caller: Some(caller),
-            csrf: session.csrf(&key),
+            csrf: signed_in.csrf(&key),
             cookies,
             path,
         })
@@ -246,7 +246,7 @@ impl Viewer {
                     .unwrap_or(false)
             }
         };
-        origin_ok && session::constant_time_eq(token.as_bytes(), self.csrf.as_bytes())
+        origin_ok && sign_in_cookie::constant_time_eq(token.as_bytes(), self.csrf.as_bytes())
     }
 
     /// A whole page: the layout around `body`, with the viewer's cookies.
@@ -340,15 +340,15 @@ pub fn over_tls(request: &HttpRequest) -> bool {
     request.connection_info().scheme() == "https"
 }
 
-/// The double-submit CSRF value of a viewer without a session: the
+/// The double-submit CSRF value of a viewer without a sign-in: the
 /// request's `tripgate_csrf` cookie, or a new one with the cookie to set.
 pub fn double_submit(
     request: &HttpRequest,
 ) -> Result<(String, Option<Cookie<'static>>), getrandom::Error> {
     match request.cookie(CSRF_COOKIE) {
-        Some(c) if session::is_csrf_value(c.value()) => Ok((c.value().to_owned(), None)),
+        Some(c) if sign_in_cookie::is_csrf_value(c.value()) => Ok((c.value().to_owned(), None)),
         _ => {
-            let value = session::random_hex()?;
+            let value = sign_in_cookie::random_hex()?;
             let new = cookie(CSRF_COOKIE, value.clone(), over_tls(request));
             Ok((value, Some(new)))
         }

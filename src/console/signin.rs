@@ -1,4 +1,4 @@
-//! Signing in with a regulator token (once: a session cookie follows) and
+//! Signing in with a regulator token (once: a sign-in cookie follows) and
 //! signing out. With authentication off there is nothing to sign in to,
 //! and these pages send the viewer to the overview.
 
@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use maud::html;
 
-use super::session::{self, Session, CSRF_COOKIE, SESSION_COOKIE};
+use super::sign_in_cookie::{self, SignIn, CSRF_COOKIE, SIGN_IN_COOKIE};
 use super::{cookie, double_submit, head, over_tls, see_other, t};
 use crate::audit::AuditReader;
 use crate::auth::{AuthError, Authenticator};
@@ -14,7 +14,7 @@ use crate::config::Role;
 use crate::messages::Lang;
 
 /// The sign-in page (and its answer when a token is refused). It has no
-/// session, so its form's CSRF token is a double-submit cookie value.
+/// sign-in yet, so its form's CSRF token is a double-submit cookie value.
 fn page(
     request: &HttpRequest,
     lang: Lang,
@@ -92,7 +92,8 @@ pub async fn submit(
         .cookie(CSRF_COOKIE)
         .map(|c| c.value().to_owned())
         .unwrap_or_default();
-    if expected.is_empty() || !session::constant_time_eq(expected.as_bytes(), form.csrf.as_bytes())
+    if expected.is_empty()
+        || !sign_in_cookie::constant_time_eq(expected.as_bytes(), form.csrf.as_bytes())
     {
         return page(
             &request,
@@ -126,23 +127,23 @@ pub async fn submit(
             Some(t(lang, "signin.unknown")),
         );
     };
-    let key = session::client_key(reader.keys().console_session_key(), &digest);
-    let session = match Session::new(&caller.name, chrono::Utc::now().timestamp()) {
-        Ok(session) => session,
+    let key = sign_in_cookie::client_key(reader.keys().console_session_key(), &digest);
+    let signed_in = match SignIn::new(&caller.name, chrono::Utc::now().timestamp()) {
+        Ok(signed_in) => signed_in,
         Err(e) => {
-            tracing::error!(error = %e, "no randomness for a session");
+            tracing::error!(error = %e, "no randomness for a sign-in");
             return HttpResponse::InternalServerError().finish();
         }
     };
     tracing::info!(client = %caller.name, "console sign-in");
     let secure = over_tls(&request);
-    let mut session_cookie = cookie(SESSION_COOKIE, session.cookie_value(&key), secure);
-    session_cookie.set_max_age(actix_web::cookie::time::Duration::seconds(
-        session::SESSION_SECS,
+    let mut sign_in = cookie(SIGN_IN_COOKIE, signed_in.cookie_value(&key), secure);
+    sign_in.set_max_age(actix_web::cookie::time::Duration::seconds(
+        sign_in_cookie::SIGN_IN_SECS,
     ));
     HttpResponse::SeeOther()
         .insert_header((actix_web::http::header::LOCATION, "/console/"))
-        .cookie(session_cookie)
+        .cookie(sign_in)
         .finish()
 }
 
@@ -161,7 +162,7 @@ pub async fn sign_out(request: HttpRequest, form: web::Form<SignOutForm>) -> Htt
         return viewer.message(StatusCode::FORBIDDEN, t(viewer.lang, "error.csrf"));
     }
     let secure = over_tls(&request);
-    let mut gone = cookie(SESSION_COOKIE, "", secure);
+    let mut gone = cookie(SIGN_IN_COOKIE, "", secure);
     gone.make_removal();
     HttpResponse::SeeOther()
         .insert_header((actix_web::http::header::LOCATION, "/console/sign-in"))

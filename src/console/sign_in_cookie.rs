@@ -1,16 +1,17 @@
-//! Console sign-in sessions and CSRF tokens, with no server-side state
+//! The console's sign-in cookie and CSRF tokens, with no server-side state
 //! (any replica can check them).
 //!
-//! A session is a cookie `<client>~<expires unix>~<nonce>~<mac>`: the mac
-//! is an HMAC over the rest under a key derived from the active audit key
+//! A sign-in is the cookie `tripgate_session` =
+//! `<client>~<expires unix>~<nonce>~<mac>`: the mac is an HMAC over the
+//! rest under a key derived from the active audit key
 //! (`AuditKeys::console_session_key`, secret and the same on every
-//! replica) and the SHA-256 of the client's token, so a session ends at its
+//! replica) and the SHA-256 of the client's token, so a sign-in ends at its
 //! expiry, when the client is removed, or when its token changes. The
 //! cookie is HttpOnly, SameSite=Strict, Path=/console, and Secure when the
 //! request came over TLS.
 //!
-//! CSRF: a form of a signed-in page carries an HMAC of the session's nonce;
-//! without a session (authentication off, or the sign-in form itself) it
+//! CSRF: a form of a signed-in page carries an HMAC of the sign-in's nonce;
+//! without a sign-in (authentication off, or the sign-in form itself) it
 //! carries the value of a random `tripgate_csrf` cookie (double submit).
 //! Every POST also has its Origin, when sent, checked against its Host.
 
@@ -19,11 +20,11 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
-pub const SESSION_COOKIE: &str = "tripgate_session";
+pub const SIGN_IN_COOKIE: &str = "tripgate_session";
 pub const CSRF_COOKIE: &str = "tripgate_csrf";
 pub const LANG_COOKIE: &str = "tripgate_lang";
 /// How long a sign-in lasts.
-pub const SESSION_SECS: i64 = 8 * 3600;
+pub const SIGN_IN_SECS: i64 = 8 * 3600;
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
@@ -34,24 +35,25 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// The key of one client's sessions.
+/// The key of one client's sign-ins (the label is part of the cookie
+/// format: changing it would end every sign-in).
 pub fn client_key(console_key: &[u8], token_sha256: &[u8; 32]) -> [u8; 32] {
     mac(console_key, &[b"session", token_sha256])
 }
 
-/// A signed-in session, as its cookie says.
+/// A sign-in, as its cookie says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Session {
+pub struct SignIn {
     pub client: String,
     pub expires: i64,
     pub nonce: String,
 }
 
-impl Session {
+impl SignIn {
     pub fn new(client: &str, now: i64) -> Result<Self, getrandom::Error> {
         Ok(Self {
             client: client.to_owned(),
-            expires: now + SESSION_SECS,
+            expires: now + SIGN_IN_SECS,
             nonce: random_hex()?,
         })
     }
@@ -71,7 +73,7 @@ impl Session {
             .filter(|c| crate::auth::is_client_name(c))
     }
 
-    /// The session, if the cookie is intact under `key` and not expired.
+    /// The sign-in, if the cookie is intact under `key` and not expired.
     pub fn verify(value: &str, key: &[u8; 32], now: i64) -> Option<Self> {
         let (body, tag) = value.rsplit_once('~')?;
         let expected = crate::hexcode::encode(&mac(key, &[body.as_bytes()]));
@@ -119,26 +121,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sessions_verify_only_intact_unexpired_and_under_their_key() {
+    fn sign_ins_verify_only_intact_unexpired_and_under_their_key() {
         let key = client_key(b"console key", &[7; 32]);
-        let session = Session::new("regulator", 1_000).unwrap();
-        let cookie = session.cookie_value(&key);
-        assert_eq!(Session::claimed_client(&cookie), Some("regulator"));
-        assert_eq!(Session::verify(&cookie, &key, 1_001), Some(session.clone()));
-        assert_eq!(Session::verify(&cookie, &key, 1_000 + SESSION_SECS), None);
+        let sign_in = SignIn::new("regulator", 1_000).unwrap();
+        let cookie = sign_in.cookie_value(&key);
+        assert_eq!(SignIn::claimed_client(&cookie), Some("regulator"));
+        assert_eq!(SignIn::verify(&cookie, &key, 1_001), Some(sign_in.clone()));
+        assert_eq!(SignIn::verify(&cookie, &key, 1_000 + SIGN_IN_SECS), None);
         let other_token = client_key(b"console key", &[8; 32]);
-        assert_eq!(Session::verify(&cookie, &other_token, 1_001), None);
+        assert_eq!(SignIn::verify(&cookie, &other_token, 1_001), None);
         let longer = cookie.replacen(
-            &format!("~{}~", session.expires),
-            &format!("~{}~", session.expires + 99_999),
+            &format!("~{}~", sign_in.expires),
+            &format!("~{}~", sign_in.expires + 99_999),
             1,
         );
-        assert_eq!(Session::verify(&longer, &key, 1_001), None);
+        assert_eq!(SignIn::verify(&longer, &key, 1_001), None);
         let renamed = cookie.replacen("regulator", "regulatoR", 1);
-        assert_eq!(Session::verify(&renamed, &key, 1_001), None);
+        assert_eq!(SignIn::verify(&renamed, &key, 1_001), None);
         assert_ne!(
-            session.csrf(&key),
-            Session::new("regulator", 1_000).unwrap().csrf(&key)
+            sign_in.csrf(&key),
+            SignIn::new("regulator", 1_000).unwrap().csrf(&key)
         );
     }
 }
