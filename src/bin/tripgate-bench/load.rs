@@ -36,6 +36,34 @@ pub(crate) fn post_bodies(url: &str, bodies: &Path, extra: &[&str]) -> Value {
     oha(&args)
 }
 
+/// oha's arguments for a fixed-rate run: `rate` requests a second over
+/// `connections` for `duration`, open loop, each timed from when it was due
+/// (corrected for coordinated omission).
+pub(crate) fn at_fixed_rate<'a>(
+    duration: &'a str,
+    connections: &'a str,
+    rate: &'a str,
+) -> [&'a str; 7] {
+    [
+        "-z",
+        duration,
+        "-c",
+        connections,
+        "-q",
+        rate,
+        "--latency-correction",
+    ]
+}
+
+/// A number from the environment variable `name`, or `default` when it is
+/// unset or not a number.
+pub(crate) fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub(crate) const LOAD_GENERATOR_CPU: &str = "tripgate_bench_load_generator_cpu_seconds";
 
 /// CPU seconds of every child process waited for so far (oha runs are

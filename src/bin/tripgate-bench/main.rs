@@ -104,24 +104,13 @@ fn main() {
         audit_query(records, &engine);
         return;
     }
-    let out_dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "bench-results".into()),
-    );
-    std::fs::create_dir_all(&out_dir).unwrap();
+    let out_dir = out_dir_arg(1);
     let work = work_dir("tripgate-bench");
     let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let seconds = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10u64);
+    let seconds: u64 = env_number("BENCH_SECONDS", 10);
     let duration = format!("{seconds}s");
-    let repeats = std::env::var("BENCH_REPEATS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3usize);
+    let repeats: usize = env_number("BENCH_REPEATS", 3);
     eprintln!(
         "tripgate benchmark on {cores} cores; {seconds} s per measurement, \
          median of {repeats} runs for the trip check figures"
@@ -186,16 +175,9 @@ fn main() {
         / healthz_requests.max(1.0);
     let healthz_load_generator_us = load_generator_us(&healthz_runs);
     let healthz = best_of(healthz_runs);
-    let healthz_latency = oha(&[
-        "-z",
-        &duration,
-        "-c",
-        "64",
-        "-q",
-        &RATE.to_string(),
-        "--latency-correction",
-        &healthz_url,
-    ]);
+    let rate = RATE.to_string();
+    let healthz_latency =
+        oha(&[&at_fixed_rate(&duration, "64", &rate)[..], &[&healthz_url]].concat());
     // The in-memory sink prices durability: its peaks are interleaved with
     // the durable ones (durable, in-memory, durable, ...), so a swing in
     // the machine's speed hits both alike. Both share Redis and the
@@ -281,7 +263,6 @@ fn main() {
 
     settle(&service);
     eprintln!("(c) trip check latency at {RATE}/s");
-    let rate = RATE.to_string();
     let (cpu_before, checks_before) = (
         cpu_seconds(service.process.0.id()),
         trip_decisions(&service.admin),
@@ -293,19 +274,7 @@ fn main() {
     let stages_before = stages();
     let rate_lookups_before = lookup_counts();
     let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
-        post_bodies(
-            &hook,
-            &trips,
-            &[
-                "-z",
-                &duration,
-                "-c",
-                "64",
-                "-q",
-                &rate,
-                "--latency-correction",
-            ],
-        )
+        post_bodies(&hook, &trips, &at_fixed_rate(&duration, "64", &rate))
     });
     // CPU per decision is steadier than throughput on a shared machine.
     let cpu_us_per_decision = 1e6 * (cpu_seconds(service.process.0.id()) - cpu_before)
@@ -320,19 +289,8 @@ fn main() {
     let [status_over_2ms, audit_over_2ms, resume_over_2ms] =
         [0, 1, 2].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.002));
     eprintln!("(d) candidate filter (50 drivers) latency");
-    let candidate_latency = post_bodies(
-        &filter,
-        &candidates,
-        &[
-            "-z",
-            &duration,
-            "-c",
-            "32",
-            "-q",
-            "500",
-            "--latency-correction",
-        ],
-    );
+    let candidate_latency =
+        post_bodies(&filter, &candidates, &at_fixed_rate(&duration, "32", "500"));
     let candidate_peak = post_bodies(&filter, &candidates, &["-z", &duration, "-c", "32"]);
 
     eprintln!("(f) resident memory across 1,000,000 distinct passengers");

@@ -199,14 +199,8 @@ impl BenchDatabase {
 pub(crate) fn postgres(out_dir: &Path) -> Value {
     let work = work_dir("tripgate-bench-postgres");
     let binary = std::env::current_exe().unwrap().with_file_name("tripgate");
-    let seconds = std::env::var("BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10u64);
-    let repeats = std::env::var("BENCH_REPEATS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3usize);
+    let seconds: u64 = env_number("BENCH_SECONDS", 10);
+    let repeats: usize = env_number("BENCH_REPEATS", 3);
     let duration = format!("{seconds}s");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -301,18 +295,7 @@ pub(crate) fn postgres(out_dir: &Path) -> Value {
     eprintln!("PostgreSQL trail latency at {PG_RATE}/s");
     let rate = PG_RATE.to_string();
     let (pg_latency, pg_p99_runs) = median_of(repeats, p99_ms, || {
-        post(
-            &pg,
-            &[
-                "-z",
-                &duration,
-                "-c",
-                "64",
-                "-q",
-                &rate,
-                "--latency-correction",
-            ],
-        )
+        post(&pg, &at_fixed_rate(&duration, "64", &rate))
     });
     let checkpoints_during = checkpoints() - checkpoints_before;
     drop(pg);

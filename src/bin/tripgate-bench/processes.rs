@@ -20,6 +20,24 @@ impl Drop for Process {
     }
 }
 
+impl Process {
+    /// SIGTERM, then wait: the service stops as it would in production
+    /// (the audit writer commits what is queued and signs a closed head).
+    pub(crate) fn stop_cleanly(&mut self) {
+        send_signal(self.0.id(), libc::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` to the process `pid` (a child of the harness).
+pub(crate) fn send_signal(pid: u32, signal: i32) {
+    // SAFETY: kill only asks the kernel to signal a process; no memory of
+    // ours is touched.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
 pub(crate) fn spawn(name: &'static str, command: &mut Command) -> Process {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of ours.

@@ -103,10 +103,7 @@ pub(crate) fn replicas(out_dir: &Path) -> Value {
             let due = interval * n as u32;
             tokio::time::sleep_until(begun + due).await;
             if !killed && due >= KILL_AT {
-                // SAFETY: a signal to our own child; no memory is touched.
-                unsafe {
-                    libc::kill(doomed_pid as i32, libc::SIGKILL);
-                }
+                send_signal(doomed_pid, libc::SIGKILL);
                 killed = true;
             }
             let replica = if killed { 0 } else { (n % 2) as usize };
@@ -182,12 +179,7 @@ pub(crate) fn replicas(out_dir: &Path) -> Value {
         .count();
 
     // Stop the survivor cleanly, then check the trail.
-    let survivor_pid = replicas[0].process.0.id();
-    // SAFETY: a signal to our own child.
-    unsafe {
-        libc::kill(survivor_pid as i32, libc::SIGTERM);
-    }
-    let _ = replicas[0].process.0.wait();
+    replicas[0].process.stop_cleanly();
     let _ = replicas[1].process.0.wait();
     let answered: Vec<String> = outcomes
         .iter()

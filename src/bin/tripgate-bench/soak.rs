@@ -29,13 +29,6 @@ const MIX: [(&str, f64, &str, &str); 4] = [
 
 const EVENTS_SECRET: &str = "the soak's provider push secret";
 
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 pub(crate) fn soak(out_dir: &Path) -> Value {
     let minutes: usize = env_number("BENCH_SOAK_MINUTES", 30);
     let rate: f64 = env_number("BENCH_SOAK_RATE", 2_000.0);
@@ -129,15 +122,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
                         let report = post_bodies(
                             &url,
                             &bodies,
-                            &[
-                                "-z",
-                                "60s",
-                                "-c",
-                                connections,
-                                "-q",
-                                &hook_rate,
-                                "--latency-correction",
-                            ],
+                            &at_fixed_rate("60s", connections, &hook_rate),
                         );
                         (*hook, report)
                     })
@@ -189,11 +174,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
     );
 
     eprintln!("stopping tripgate cleanly and verifying the trail");
-    // SAFETY: kill sends a signal to our own child; it cannot touch memory.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGTERM);
-    }
-    let _ = service.process.0.wait();
+    service.process.stop_cleanly();
     let store = match &database {
         Some(database) => vec!["--postgres".to_owned(), database.url.clone()],
         None => vec!["--sqlite".to_owned(), audit_file.display().to_string()],
