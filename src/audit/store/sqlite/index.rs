@@ -10,7 +10,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::super::{lookup_key, StoreError};
-use super::{locked, writeback};
+use super::locked;
+use super::writeback::{self, Pace};
 
 /// Where the derived lookup index of an audit file lives.
 pub(super) fn index_path(path: &Path) -> PathBuf {
@@ -101,9 +102,16 @@ const TOP_LEVEL: i64 = 3;
 /// holds 17 hours of entries (tens of millions on a busy day), and in one
 /// transaction it held the index for minutes (queries wait for it) and
 /// grew the WAL by gigabytes in one go. By key range instead, a chunk at a
-/// time, a query waits for one chunk at most (measured: about 40 MB
-/// written with its checkpoint, one second).
-const MERGE_CHUNK_ENTRIES: i64 = 500_000;
+/// time, a query waits for one chunk at most. A chunk's pages (its entries
+/// written, the merged runs' deleted) fit the connection's page cache
+/// (`INDEX_CACHE_KIB`): past it SQLite spills pages to the WAL mid-way and
+/// writes some of them twice.
+const MERGE_CHUNK_ENTRIES: i64 = 250_000;
+
+/// The index connection's page cache, KiB (see `Indexer::open`). SQLite
+/// also sizes a statement's in-memory sort by it: a merge chunk's sort
+/// beyond it goes on in a temporary file.
+const INDEX_CACHE_KIB: i64 = 16 * 1024;
 
 /// Only the subject refs of a record's detail (the rest is skipped unread).
 #[derive(serde::Deserialize)]
@@ -128,7 +136,11 @@ impl Indexer {
             connection.pragma_update(None, "synchronous", "OFF")?;
             // Checkpointed by the indexer, paced (see `writeback`).
             connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-            connection.pragma_update(None, "cache_size", -65_536)?;
+            // Catch-ups append sorted runs and merges read and write runs
+            // in key order, so a few pages per table are hot. A larger cache only
+            // fills with pages nobody reads again, and the process grows
+            // for as long as it fills.
+            connection.pragma_update(None, "cache_size", -INDEX_CACHE_KIB)?;
             let healthy: String = connection.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
             if healthy != "ok" {
                 return Err(StoreError::Invalid(format!("index damaged: {healthy}")));
@@ -217,7 +229,10 @@ impl Indexer {
                     tx.execute("DELETE FROM index_runs WHERE run = ?1", [run])?;
                 }
                 tx.commit()?;
-                writeback::checkpoint(&connections.1, false, true)?;
+                let rest = writeback::checkpoint_unsynced(&connections.1)?;
+                drop(connections);
+                // Retention's purge runs beside the decisions.
+                rest.run(Pace::Gentle, false)?;
                 if last {
                     break;
                 }
@@ -230,8 +245,10 @@ impl Indexer {
     /// Indexes every committed record not indexed yet and moves one chunk
     /// of a merge, if one is due; returns how many records it indexed.
     /// Queries call this: they wait for one chunk of a merge at most, the
-    /// indexer thread moves the rest (`merge_rest`).
-    pub(super) fn catch_up(&self) -> Result<usize, StoreError> {
+    /// indexer thread moves the rest (`merge_rest`). What it wrote goes out
+    /// to the disk at `pace` (never synced: the index is derived), the
+    /// last of it after the index is free for queries again.
+    pub(super) fn catch_up(&self, pace: Pace) -> Result<usize, StoreError> {
         let mut connections = locked(&self.connections);
         let (main, index) = &mut *connections;
         let mut indexed = 0;
@@ -241,19 +258,21 @@ impl Indexer {
             if step < INDEX_STEP_RECORDS {
                 break;
             }
-            // Not synced (the index is derived), only paced.
-            writeback::checkpoint(index, false, true)?;
+            // A long catch-up (a rebuild) keeps its WAL a step long.
+            writeback::checkpoint_unsynced(index)?.run(pace, false)?;
         }
         let merged = merge_chunk(main, index, MERGE_CHUNK_ENTRIES)?;
         if indexed > 0 || merged != Merge::Idle {
-            writeback::checkpoint(index, false, true)?;
+            let rest = writeback::checkpoint_unsynced(index)?;
+            drop(connections);
+            rest.run(pace, false)?;
         }
         Ok(indexed)
     }
 
     /// Moves the chunks of due merges one at a time, letting queries in
-    /// between.
-    pub(super) fn merge_rest(&self) -> Result<(), StoreError> {
+    /// between (each chunk's pages go out at `pace` while they run).
+    pub(super) fn merge_rest(&self, pace: Pace) -> Result<(), StoreError> {
         loop {
             let mut connections = locked(&self.connections);
             let (main, index) = &mut *connections;
@@ -261,7 +280,9 @@ impl Indexer {
             if merged == Merge::Idle {
                 return Ok(());
             }
-            writeback::checkpoint(index, false, true)?;
+            let rest = writeback::checkpoint_unsynced(index)?;
+            drop(connections);
+            rest.run(pace, false)?;
         }
     }
 }

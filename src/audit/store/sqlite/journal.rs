@@ -511,7 +511,11 @@ fn read_all(dir: &Path, salvage: bool) -> Result<Vec<JournalRow>, StoreError> {
 /// durable in the SQLite file): kept as spares for later segments, up to
 /// `MAX_SPARES`, the rest deleted. The owner never writes to those again,
 /// so this needs no lock on the journal.
-pub fn remove_segments_before(dir: &Path, segment: u64, paced: bool) -> Result<(), StoreError> {
+pub fn remove_segments_before(
+    dir: &Path,
+    segment: u64,
+    pace: super::writeback::Pace,
+) -> Result<(), StoreError> {
     let mut spare_count = spares(dir)?.len();
     for retired in segments(dir)?.into_iter().filter(|s| s.n < segment) {
         if !retired.legacy && spare_count < MAX_SPARES {
@@ -521,7 +525,7 @@ pub fn remove_segments_before(dir: &Path, segment: u64, paced: bool) -> Result<(
             sync_dir(dir)?;
             spare_count += 1;
         } else {
-            super::writeback::remove_file(&retired.path, paced)
+            super::writeback::remove_file(&retired.path, pace)
                 .map_err(|e| io_error("remove", &retired.path, e))?;
         }
     }
@@ -571,7 +575,7 @@ fn prepare_segment(dir: &Path, n: u64, bytes: u64) -> Result<File, StoreError> {
         written += chunk.len() as u64;
     }
     // 64 MB in one sync would stall the log syncs behind it for ~60 ms.
-    super::writeback::write_out(&file, &[(0, bytes)], false, true)
+    super::writeback::write_out(&file, &[(0, bytes)], false, super::writeback::Pace::Steady)
         .and_then(|()| file.sync_all())
         .map_err(|e| io_error("sync", &path, e))?;
     // The new name must survive a crash as well as what is written to it.

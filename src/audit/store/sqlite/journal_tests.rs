@@ -1,6 +1,7 @@
 //! Tests of the journal: framing, recycling, damage, ownership.
 
 use super::super::super::Row;
+use super::super::writeback::Pace;
 use super::*;
 
 fn own() -> JournalAccess {
@@ -194,7 +195,7 @@ fn a_second_owner_waits_for_the_lock_then_refuses_and_readers_never_lock() {
     );
     assert_eq!(read(dir.path(), 1).len(), 3, "a reader sees every record");
 
-    remove_segments_before(owner.dir(), owner.active(), false).unwrap();
+    remove_segments_before(owner.dir(), owner.active(), Pace::Full).unwrap();
     assert_eq!(read(dir.path(), 1).len(), 1);
     drop(owner);
     assert!(Journal::open(dir.path(), 1, own())
@@ -229,7 +230,7 @@ fn a_loaded_segment_is_recycled_and_its_old_records_are_not_read_again() {
     use std::os::unix::fs::MetadataExt;
     let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
     let retired = [0, 1].map(|n| inode(&segment_path(dir.path(), n)));
-    remove_segments_before(owner.dir(), owner.active(), false).unwrap();
+    remove_segments_before(owner.dir(), owner.active(), Pace::Full).unwrap();
     let left = read(dir.path(), bytes);
     assert!(left.iter().all(|r| r.row.seq > 0) && (left.len() as i64) < written);
 
@@ -281,7 +282,7 @@ fn numbering_goes_on_above_the_spares_even_with_no_segment_left() {
     {
         let mut owner = owner(dir.path(), bytes);
         append_until_segment(&mut owner, 2, &mut 0);
-        remove_segments_before(owner.dir(), 2, false).unwrap();
+        remove_segments_before(owner.dir(), 2, Pace::Full).unwrap();
     }
     // Say an operator deleted the segments, leaving the spares.
     for segment in segments(dir.path()).unwrap() {
@@ -315,7 +316,7 @@ fn segments_of_earlier_formats_are_read_and_a_legacy_one_deleted_not_recycled() 
         5,
         "new segments number on from the old ones"
     );
-    remove_segments_before(owner.dir(), owner.active(), false).unwrap();
+    remove_segments_before(owner.dir(), owner.active(), Pace::Full).unwrap();
     assert!(!legacy.exists());
     assert!(
         !spare_path(dir.path(), 3).exists(),

@@ -12,7 +12,8 @@ use super::super::appeals::AppealChange;
 use super::super::StoreError;
 use super::index::Indexer;
 use super::journal::{self, Journal, JournalRow};
-use super::{locked, writeback};
+use super::locked;
+use super::writeback::{self, Pace};
 
 /// The journal and the rows in it that are not in the SQLite file yet.
 pub(super) struct Journaled {
@@ -100,10 +101,14 @@ pub(super) fn load_pending(
     }
     // Pacing keeps the p99 low while there is headroom; once records pile
     // up, catching up comes first (the log and memory must stay bounded).
-    let paced = state.pending_bytes < URGENT_PENDING_BYTES;
+    let pace = if state.pending_bytes < URGENT_PENDING_BYTES {
+        Pace::Steady
+    } else {
+        Pace::Full
+    };
     drop(state);
     // Rows appended after the take went to segment `active` or later.
-    remove_loaded_segments(connection, &dir, active, paced)?;
+    remove_loaded_segments(connection, &dir, active, pace)?;
     Ok(rows.len())
 }
 
@@ -115,11 +120,10 @@ pub(super) fn remove_loaded_segments(
     connection: &Connection,
     dir: &Path,
     active: u64,
-    paced: bool,
+    pace: Pace,
 ) -> Result<(), StoreError> {
-    if writeback::checkpoint(connection, true, paced)? && journal::has_segments_before(dir, active)?
-    {
-        journal::remove_segments_before(dir, active, paced)?;
+    if writeback::checkpoint(connection, pace)? && journal::has_segments_before(dir, active)? {
+        journal::remove_segments_before(dir, active, pace)?;
     }
     Ok(())
 }
@@ -212,7 +216,10 @@ fn indexer_loop(indexer: std::sync::Weak<Indexer>) {
         let Some(indexer) = indexer.upgrade() else {
             return;
         };
-        if let Err(error) = indexer.catch_up().and_then(|_| indexer.merge_rest()) {
+        if let Err(error) = indexer
+            .catch_up(Pace::Gentle)
+            .and_then(|_| indexer.merge_rest(Pace::Gentle))
+        {
             tracing::warn!(error = %crate::telemetry::error_chain(&error), "audit lookup index could not catch up; will retry");
         }
     }

@@ -40,6 +40,10 @@ use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 
 const READ_POOL: usize = 4;
 
+/// The write connection's page cache, KiB (see `SqliteStore::open`); a load
+/// bigger than it spills pages to the WAL before its commit, harmlessly.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
@@ -163,7 +167,10 @@ impl SqliteStore {
             // checkpoint) and leaves the loader's commits unsynced, so they
             // do not queue fsyncs in front of the journal's.
             connection.pragma_update(None, "synchronous", "NORMAL")?;
-            connection.pragma_update(None, "cache_size", -65_536)?;
+            // Loads append at the right edge of the table and its indexes,
+            // so few pages are hot; a bigger cache only fills, slowly, with
+            // pages nobody reads again, and the process grows while it does.
+            connection.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
             for statement in SCHEMA.iter().chain(APPEALS_SCHEMA) {
                 connection.execute(statement, [])?;
             }
@@ -194,7 +201,12 @@ impl SqliteStore {
                     // Only this process checkpoints, after each load.
                     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
                     // Nothing waits on a start-up: no pacing.
-                    remove_loaded_segments(&writer, journal.dir(), journal.active(), false)?;
+                    remove_loaded_segments(
+                        &writer,
+                        journal.dir(),
+                        journal.active(),
+                        writeback::Pace::Full,
+                    )?;
                     Some(Arc::new(Mutex::new(Journaled {
                         journal,
                         pending: Vec::new(),
@@ -378,7 +390,9 @@ impl SqliteStore {
             .clone()
             .filter(|_| !filter.subject_refs.is_empty() || filter.trip_id.is_some());
         move || match indexer {
-            Some(indexer) => indexer.catch_up().map(|_| ()),
+            // A query waits for what the catch-up writes out: at the
+            // steady pace, not the background's gentle one.
+            Some(indexer) => indexer.catch_up(writeback::Pace::Steady).map(|_| ()),
             None => Ok(()),
         }
     }

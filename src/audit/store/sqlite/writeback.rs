@@ -17,9 +17,12 @@
 //! Which pages are dirty is read off the WAL (each frame names its page),
 //! so a file of any size costs only its changed pages. Log segments that
 //! must be zero-filled or deleted (most are recycled, see `journal`) go at
-//! the same bounded rate. Pacing only ever
-//! slows background threads (the loader, the indexer, the segment
-//! preparer); when records pile up, the loader writes at full speed.
+//! the same bounded rate. The lookup index, derived and free to fall
+//! behind, goes slower still (`Pace::Gentle`), and writes out after it has
+//! let go of its connection, so queries do not wait for its disk. Pacing
+//! only ever slows background threads (the loader, the indexer, the
+//! segment preparer); when records pile up, the loader writes at full
+//! speed.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -34,52 +37,120 @@ use super::super::StoreError;
 /// Bytes written out between pauses: with a log sync every few hundred µs
 /// under load, each one carries at most this much of ours (~0.1 ms).
 const SLICE_BYTES: u64 = 128 * 1024;
-/// The pause after each slice: caps background writes at ~100 MB/s, above
-/// what the trail produces at its peak.
-const PAUSE: Duration = Duration::from_millis(1);
 /// What one write request counts for besides its bytes (see `write_out`).
 const RANGE_COST: u64 = 16 * 1024;
 
 const WAL_HEADER: u64 = 32;
 const FRAME_HEADER: u64 = 24;
 
-/// Copies the WAL of `connection`'s file into the file, writing both out at
-/// a bounded rate; returns whether every frame was copied (readers can hold
-/// a checkpoint back). The connection must have `wal_autocheckpoint=0`.
+/// How fast a background thread's writes go out to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As fast as the disk takes them: records are piling up, or nothing
+    /// waits (start-up).
+    Full,
+    /// A slice, then a millisecond's pause (about 100 MB/s at most): the
+    /// audit file and the log's segments, which must keep up with the
+    /// trail at its peak.
+    Steady,
+    /// A slice, then eight milliseconds' pause (about 16 MB/s at most): the
+    /// lookup index, derived and free to fall behind. A merge of its runs
+    /// writes tens of MB at once; at the steady pace the disk took them as
+    /// fast as it could and the log's syncs queued behind them.
+    Gentle,
+}
+
+impl Pace {
+    fn pause(self) -> Option<Duration> {
+        match self {
+            Pace::Full => None,
+            Pace::Steady => Some(Duration::from_millis(1)),
+            Pace::Gentle => Some(Duration::from_millis(8)),
+        }
+    }
+}
+
+/// Byte ranges of files that a checkpoint left dirty in the page cache, to
+/// be written out at a pace (`run`).
+#[must_use = "dirty pages left to the kernel go out in one burst"]
+pub struct WriteOut {
+    files: Vec<(PathBuf, Vec<(u64, u64)>)>,
+}
+
+impl WriteOut {
+    /// Writes every range out at `pace`; syncs each file if `sync`.
+    pub fn run(self, pace: Pace, sync: bool) -> Result<(), StoreError> {
+        for (path, ranges) in self.files {
+            let file = File::open(&path).map_err(failed(&path))?;
+            write_out(&file, &ranges, sync, pace).map_err(failed(&path))?;
+        }
+        Ok(())
+    }
+}
+
+fn failed(what: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let what = what.display().to_string();
+    move |e| StoreError::Invalid(format!("cannot write out {what}: {e}"))
+}
+
+/// Copies the WAL of `connection`'s file into the file, which must be
+/// crash-safe (`synchronous=NORMAL`), writing both out at `pace`; returns
+/// whether every frame was copied (readers can hold a checkpoint back).
+/// The connection must have `wal_autocheckpoint=0`.
 ///
-/// `durable`: the file is at `synchronous=NORMAL` and must be crash-safe.
-/// The WAL is then synced before any page is copied, the copy itself runs
+/// The WAL is synced before any page is copied, the copy itself runs
 /// without SQLite's own syncs (its bursts are what this avoids), and the
 /// file is synced before returning, so before the WAL can be overwritten
 /// (only the next write on this connection, which the caller holds, does
-/// that). Otherwise (the derived index) nothing is synced, only paced.
-///
-/// `paced`: false when records are piling up (see the loader), or when
-/// nothing waits (start-up); the pages are then written out at full speed.
-pub fn checkpoint(connection: &Connection, durable: bool, paced: bool) -> Result<bool, StoreError> {
+/// that).
+pub fn checkpoint(connection: &Connection, pace: Pace) -> Result<bool, StoreError> {
+    let (complete, rest) = copy_wal(connection, Some(pace))?;
+    rest.run(pace, true)?;
+    Ok(complete)
+}
+
+/// Copies the WAL of a derived file (the lookup index: never synced, rebuilt
+/// if damaged) into the file, in the page cache only, and returns what is
+/// left to write out. The caller writes it out once it has let go of the
+/// connection, so a query waiting for the connection waits for the copy,
+/// not for the disk.
+pub fn checkpoint_unsynced(connection: &Connection) -> Result<WriteOut, StoreError> {
+    Ok(copy_wal(connection, None)?.1)
+}
+
+/// The checkpoint itself. With `synced_at` the WAL is first written out at
+/// that pace and synced, and the copy runs at `synchronous=OFF` (restored
+/// after); without, the WAL's frames are left to the returned `WriteOut`.
+fn copy_wal(
+    connection: &Connection,
+    synced_at: Option<Pace>,
+) -> Result<(bool, WriteOut), StoreError> {
+    let mut rest = WriteOut { files: Vec::new() };
     let Some(path) = connection
         .path()
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
     else {
-        return Ok(false);
+        return Ok((false, rest));
     };
     let wal_path = wal_of(&path);
     let page_size: u64 = connection.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let failed = |what: &Path| {
-        let what = what.display().to_string();
-        move |e: std::io::Error| StoreError::Invalid(format!("cannot write out {what}: {e}"))
-    };
     let pages = match File::open(&wal_path) {
         Ok(wal) => {
             let pages = frame_pages(&wal, page_size).map_err(failed(&wal_path))?;
             let frames_end = WAL_HEADER + pages.len() as u64 * (FRAME_HEADER + page_size);
-            write_out(&wal, &[(0, frames_end)], durable, paced).map_err(failed(&wal_path))?;
+            match synced_at {
+                Some(pace) => {
+                    write_out(&wal, &[(0, frames_end)], true, pace).map_err(failed(&wal_path))?
+                }
+                None => rest.files.push((wal_path, vec![(0, frames_end)])),
+            }
             pages
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(failed(&wal_path)(e)),
     };
+    let durable = synced_at.is_some();
     if durable {
         connection.pragma_update(None, "synchronous", "OFF")?;
     }
@@ -94,9 +165,8 @@ pub fn checkpoint(connection: &Connection, durable: bool, paced: bool) -> Result
         connection.pragma_update(None, "synchronous", "NORMAL")?;
     }
     let (busy, wal_frames, checkpointed) = copied?;
-    let file = File::open(&path).map_err(failed(&path))?;
-    write_out(&file, &page_ranges(pages, page_size), durable, paced).map_err(failed(&path))?;
-    Ok(busy == 0 && wal_frames == checkpointed)
+    rest.files.push((path, page_ranges(pages, page_size)));
+    Ok((busy == 0 && wal_frames == checkpointed, rest))
 }
 
 /// Deletes a file a slice at a time. On a filesystem mounted with
@@ -105,13 +175,13 @@ pub fn checkpoint(connection: &Connection, durable: bool, paced: bool) -> Result
 /// behind it for 23 ms; shrinking it first, a slice per pause, for 3.
 /// A crash part-way leaves a shorter file, which is what the log reader
 /// sees as a torn tail; its records are all in the SQLite file already.
-pub fn remove_file(path: &Path, paced: bool) -> std::io::Result<()> {
+pub fn remove_file(path: &Path, pace: Pace) -> std::io::Result<()> {
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
     let mut len = file.metadata()?.len();
-    while paced && len > 0 {
+    while let (Some(pause), true) = (pace.pause(), len > 0) {
         len = len.saturating_sub(SLICE_BYTES);
         file.set_len(len)?;
-        std::thread::sleep(PAUSE);
+        std::thread::sleep(pause);
     }
     std::fs::remove_file(path)
 }
@@ -165,7 +235,7 @@ pub fn write_out(
     file: &File,
     ranges: &[(u64, u64)],
     sync: bool,
-    paced: bool,
+    pace: Pace,
 ) -> std::io::Result<()> {
     let mut since_pause = 0;
     for &(start, end) in ranges {
@@ -190,8 +260,8 @@ pub fn write_out(
             }
             offset += len;
             since_pause += len;
-            if paced && since_pause >= SLICE_BYTES {
-                std::thread::sleep(PAUSE);
+            if let (Some(pause), true) = (pace.pause(), since_pause >= SLICE_BYTES) {
+                std::thread::sleep(pause);
                 since_pause = 0;
             }
         }
@@ -237,7 +307,7 @@ mod tests {
         let wal = File::open(wal_of(&path)).unwrap();
         let pages = frame_pages(&wal, 4096).unwrap();
         assert!(pages.len() >= 75, "{} frames", pages.len());
-        assert!(checkpoint(&connection, true, true).unwrap());
+        assert!(checkpoint(&connection, Pace::Steady).unwrap());
         let synchronous: i64 = connection
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
@@ -251,14 +321,56 @@ mod tests {
     }
 
     #[test]
+    fn an_unsynced_checkpoint_copies_every_frame_and_leaves_the_writing_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite3");
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .unwrap();
+        connection.pragma_update(None, "synchronous", "OFF").unwrap();
+        connection
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .unwrap();
+        connection.execute("CREATE TABLE t (x BLOB)", []).unwrap();
+        for _ in 0..100 {
+            connection
+                .execute("INSERT INTO t VALUES (randomblob(1000))", [])
+                .unwrap();
+        }
+        let frames = frame_pages(&File::open(wal_of(&path)).unwrap(), 4096)
+            .unwrap()
+            .len() as u64;
+        let rest = checkpoint_unsynced(&connection).unwrap();
+        // Copied: nothing is left in the WAL for the next checkpoint.
+        let (busy, wal_frames, copied): (i64, i64, i64) = connection
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((busy, wal_frames, copied), (0, frames as i64, frames as i64));
+        // Left to the caller: the WAL's frames, then the file's pages.
+        assert_eq!(rest.files.len(), 2);
+        assert_eq!(rest.files[0].0, wal_of(&path));
+        assert_eq!(
+            rest.files[0].1,
+            vec![(0, WAL_HEADER + frames * (FRAME_HEADER + 4096))]
+        );
+        assert_eq!(rest.files[1].0, path);
+        let file_bytes: u64 = rest.files[1].1.iter().map(|(a, b)| b - a).sum();
+        assert!(file_bytes >= 25 * 4096, "{file_bytes} bytes of pages");
+        rest.run(Pace::Gentle, false).unwrap();
+    }
+
+    #[test]
     fn a_file_removed_in_slices_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
         std::fs::write(&path, vec![0u8; 3 * SLICE_BYTES as usize + 5]).unwrap();
-        remove_file(&path, true).unwrap();
+        remove_file(&path, Pace::Steady).unwrap();
         assert!(!path.exists());
         assert!(
-            remove_file(&path, true).is_err(),
+            remove_file(&path, Pace::Steady).is_err(),
             "a missing file is an error"
         );
     }
