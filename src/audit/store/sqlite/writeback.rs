@@ -284,26 +284,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_paced_checkpoint_copies_every_frame_and_keeps_the_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.sqlite3");
-        let connection = Connection::open(&path).unwrap();
+    /// A WAL-mode file checkpointed by hand, holding `rows` rows of 1,000
+    /// bytes, all still in its WAL.
+    fn table_in_wal(path: &Path, synchronous: &str, rows: usize) -> Connection {
+        let connection = Connection::open(path).unwrap();
         connection
             .pragma_update(None, "journal_mode", "WAL")
             .unwrap();
         connection
-            .pragma_update(None, "synchronous", "NORMAL")
+            .pragma_update(None, "synchronous", synchronous)
             .unwrap();
         connection
             .pragma_update(None, "wal_autocheckpoint", 0)
             .unwrap();
         connection.execute("CREATE TABLE t (x BLOB)", []).unwrap();
-        for _ in 0..300 {
+        for _ in 0..rows {
             connection
                 .execute("INSERT INTO t VALUES (randomblob(1000))", [])
                 .unwrap();
         }
+        connection
+    }
+
+    #[test]
+    fn a_paced_checkpoint_copies_every_frame_and_keeps_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sqlite3");
+        let connection = table_in_wal(&path, "NORMAL", 300);
         let wal = File::open(wal_of(&path)).unwrap();
         let pages = frame_pages(&wal, 4096).unwrap();
         assert!(pages.len() >= 75, "{} frames", pages.len());
@@ -324,20 +331,7 @@ mod tests {
     fn an_unsynced_checkpoint_copies_every_frame_and_leaves_the_writing_to_the_caller() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index.sqlite3");
-        let connection = Connection::open(&path).unwrap();
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
-            .unwrap();
-        connection.pragma_update(None, "synchronous", "OFF").unwrap();
-        connection
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .unwrap();
-        connection.execute("CREATE TABLE t (x BLOB)", []).unwrap();
-        for _ in 0..100 {
-            connection
-                .execute("INSERT INTO t VALUES (randomblob(1000))", [])
-                .unwrap();
-        }
+        let connection = table_in_wal(&path, "OFF", 100);
         let frames = frame_pages(&File::open(wal_of(&path)).unwrap(), 4096)
             .unwrap()
             .len() as u64;
@@ -348,7 +342,10 @@ mod tests {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .unwrap();
-        assert_eq!((busy, wal_frames, copied), (0, frames as i64, frames as i64));
+        assert_eq!(
+            (busy, wal_frames, copied),
+            (0, frames as i64, frames as i64)
+        );
         // Left to the caller: the WAL's frames, then the file's pages.
         assert_eq!(rest.files.len(), 2);
         assert_eq!(rest.files[0].0, wal_of(&path));
