@@ -338,13 +338,10 @@ pub(crate) fn audit_index(today: u64, per_catch_up: u64, rounds: u64) {
             times.push(took);
         }
         let (_, after_rounds) = process_io();
-        written.sort_by(f64::total_cmp);
-        times.sort_by(f64::total_cmp);
+        let (written, took) = (median(written), median(times));
         println!(
-            "\nmedian catch-up: {:.1} MiB written ({:.0} bytes per entry), {:.0} ms",
-            written[written.len() / 2],
-            written[written.len() / 2] * (1 << 20) as f64 / (per_catch_up * 3) as f64,
-            times[times.len() / 2]
+            "\nmedian catch-up: {written:.1} MiB written ({:.0} bytes per entry), {took:.0} ms",
+            written * (1 << 20) as f64 / (per_catch_up * 3) as f64,
         );
         println!(
             "all writes (log, loads, catch-ups, merges by queries or the indexer thread): \

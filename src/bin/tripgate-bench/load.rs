@@ -139,6 +139,13 @@ pub(crate) fn median_of_runs(mut runs: Vec<Value>, key: fn(&Value) -> f64) -> (V
     (runs.swap_remove(middle), keys)
 }
 
+/// The middle value of `values` once sorted (the upper one of an even
+/// count); NaN when there is none.
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
 pub(crate) fn spread(keys: &[f64], digits: usize) -> String {
     let all: Vec<String> = keys.iter().map(|k| format!("{k:.digits$}")).collect();
     format!("runs: {}", all.join(", "))

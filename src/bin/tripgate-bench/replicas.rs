@@ -154,9 +154,7 @@ pub(crate) fn replicas(out_dir: &Path) -> Value {
     let kill_second = KILL_AT.as_secs() as usize;
     // The usual second before the kill, leaving out the first five
     // (connections opening).
-    let mut before: Vec<f64> = per_second[5..kill_second].to_vec();
-    before.sort_by(f64::total_cmp);
-    let p99_before = before[before.len() / 2];
+    let p99_before = median(per_second[5..kill_second].to_vec());
     let bound = 2.0 * p99_before;
     let recovered_after = (kill_second..=seconds - STEADY_SECONDS)
         .find(|&s| {
