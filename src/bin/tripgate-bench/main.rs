@@ -311,6 +311,8 @@ fn main() {
     // per decision.
     let ceiling_server_us =
         2.0 * (healthz_load_generator_us + healthz_server_us) - trip_load_generator_us;
+    // Issue 21's cost target: a durable decision's CPU against /healthz's.
+    let cost_ratio = durable_cpu_us / healthz_server_us.max(f64::MIN_POSITIVE);
     let results = json!({
         "machine": {"cores": cores, "load_generator": "oha, same machine"},
         "repeats": {"count": repeats, "trip_peak_rps": trip_peak_runs, "trip_p99_ms": trip_p99_runs, "memory_sink_peak_rps": memory_peak_runs},
@@ -331,6 +333,7 @@ fn main() {
         "tripgate_cpu_us_per_decision_at_rate": cpu_us_per_decision,
         "percent_over_2ms_at_rate": {"status": status_over_2ms, "audit": audit_over_2ms, "resume": resume_over_2ms},
         "tripgate_cpu_us_per_decision_at_peak": {"durable": durable_cpu_us, "memory_sink": memory_cpu_us},
+        "durable_cpu_per_decision_over_healthz_cpu": cost_ratio,
         "durable_cpu_us_per_decision_by_thread": cpu_by_thread.iter().map(|(name, us)| json!({"thread": name, "us": us})).collect::<Vec<_>>(),
         "memory_sink_peak_rps": rps(&memory_peak),
         "durability_cost": 1.0 - rps(&trip_peak) / rps(&memory_peak),
@@ -377,12 +380,12 @@ fn main() {
                 spread(&trip_peak_runs, 0),
                 connections(&trip_peak)
             ),
-            format!("{} >= 20000", check(rps(&trip_peak) >= 20_000.0)),
+            String::new(),
         ),
         (
             "trip / healthz",
             format!("{:.0}%", 100.0 * rps(&trip_peak) / rps(&healthz)),
-            format!("{} >= 50%", check(rps(&trip_peak) >= 0.5 * rps(&healthz))),
+            String::new(),
         ),
         (
             "CPU per request at peak, tripgate + oha (µs): /healthz, trip",
@@ -393,9 +396,9 @@ fn main() {
             String::new(),
         ),
         (
-            "tripgate CPU per decision that 50% of /healthz allows (µs)",
-            format!("{ceiling_server_us:.1} (measured {durable_cpu_us:.1})"),
-            String::new(),
+            "durable CPU per decision / /healthz CPU per request",
+            format!("{cost_ratio:.1}"),
+            format!("{} <= 2.5", check(cost_ratio <= 2.5)),
         ),
         (
             "GET /healthz p99 / p99.9 @5000/s (ms): the harness's floor",
@@ -414,7 +417,7 @@ fn main() {
         (
             "trip p99 @5000/s (ms)",
             format!("{trip_p99:.3} ({})", spread(&trip_p99_runs, 1)),
-            format!("{} <= 2", check(trip_p99 <= 2.0)),
+            String::new(),
         ),
         (
             "trip p99.9 @5000/s (ms)",
@@ -437,7 +440,7 @@ fn main() {
         (
             "candidates(50) p99 @500/s (ms)",
             format!("{candidate_p99:.3}"),
-            format!("{} <= 3x trip p99", check(candidate_p99 <= 3.0 * trip_p99)),
+            String::new(),
         ),
         (
             "candidates(50) peak (req/s)",
@@ -474,10 +477,7 @@ fn main() {
                 "{:.0}%",
                 100.0 * (1.0 - rps(&trip_peak) / rps(&memory_peak))
             ),
-            format!(
-                "{} <= 20%",
-                check(rps(&trip_peak) >= 0.8 * rps(&memory_peak))
-            ),
+            String::new(),
         ),
         (
             "Redis round trips / decision",
@@ -510,7 +510,7 @@ fn main() {
         ),
     ];
     println!("\ntripgate benchmark, {cores} cores, load generator on the same machine\n");
-    println!("| measure | value | target |\n| --- | --- | --- |");
+    println!("| measure | value | target (issue 21) |\n| --- | --- | --- |");
     for (name, value, target) in rows {
         println!("| {name} | {value} | {target} |");
     }

@@ -104,7 +104,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         "soak: {minutes} minutes at {rate} checks/s (trip 60%, order 20%, shift 15%, \
          candidates of 50 5%), {transitions} code changes a second pushed"
     );
-    let pushes_before = pushes_received(&service.admin);
+    let pushes_before = Pushes::read(&service.admin);
     let mut rows = Vec::with_capacity(minutes);
     let stages =
         || ["status", "audit"].map(|stage| stage_buckets(&metrics_text(&service.admin), stage));
@@ -167,11 +167,9 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         eprintln!("{line}");
         rows.push(row);
     }
-    let pushes_after = pushes_received(&service.admin);
-    let (pushes, pushes_refused) = (
-        pushes_after.0 - pushes_before.0,
-        pushes_after.1 - pushes_before.1,
-    );
+    let push_counts = Pushes::read(&service.admin).since(&pushes_before);
+    let pushes = push_counts["pushed"].as_f64().unwrap_or(0.0);
+    let pushes_refused = push_counts["refused"].as_f64().unwrap_or(0.0);
 
     eprintln!("stopping tripgate cleanly and verifying the trail");
     service.process.stop_cleanly();
@@ -193,15 +191,20 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
 
     let mut results = verdicts(rows, pushes, verified, &verify_out, rate, transitions);
     results["code_changes_refused"] = json!(pushes_refused);
+    results["code_changes_refused_by_status"] = push_counts["refused_by_status"].clone();
+    results["redis_write_errors"] = push_counts["redis_write_errors"].clone();
     write_results(out_dir, "soak.json", &results);
     minutes_plot(&out_dir.join("soak.svg"), &results["minutes"]);
     println!(
-        "\nsoak: {minutes} min at {rate}/s, {pushes} code changes pushed ({pushes_refused} refused)\n\
+        "\nsoak: {minutes} min at {rate}/s, {pushes} code changes pushed ({pushes_refused} refused: {}; \
+         Redis write errors {})\n\
          non-2xx answers               {}   (target 0)\n\
          RSS minute 5 / last (MiB)     {:.1} / {:.1}  ({:+.1}%, target within 5%)\n\
          worst minute p99 / first      {:.2}x ({})  (target <= 2)\n\
          trail verifies                {verified}\n\
          written: {}/soak.json, soak.svg",
+        push_counts["refused_by_status"],
+        push_counts["redis_write_errors"],
         results["non_2xx"],
         results["rss_mib_minute_5"].as_f64().unwrap_or(f64::NAN),
         results["rss_mib_last"].as_f64().unwrap_or(f64::NAN),
@@ -214,22 +217,62 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
     results
 }
 
-/// Provider pushes tripgate has answered: (all, those not answered 2xx).
-fn pushes_received(admin: &str) -> (f64, f64) {
-    let mut counts = (0.0, 0.0);
-    for line in metrics_text(admin).lines().filter(|l| {
-        l.starts_with("tripgate_http_requests_total{") && l.contains(r#"route="/v1/status-events""#)
-    }) {
-        let n: f64 = line
-            .rsplit_once(' ')
-            .and_then(|(_, n)| n.parse().ok())
-            .unwrap_or(0.0);
-        counts.0 += n;
-        if !line.contains(r#"status="2"#) {
-            counts.1 += n;
+/// Provider pushes tripgate has answered so far, and what says why one
+/// was refused.
+#[derive(Default)]
+struct Pushes {
+    all: f64,
+    /// Pushes not answered 2xx, by HTTP status.
+    refused: std::collections::BTreeMap<String, f64>,
+    /// Failed Redis writes (`tripgate_redis_errors_total{operation="write"}`):
+    /// a push is refused, fail-closed, when its write does not land.
+    redis_write_errors: f64,
+}
+
+impl Pushes {
+    fn read(admin: &str) -> Self {
+        let metrics = metrics_text(admin);
+        let mut pushes = Self::default();
+        for line in metrics.lines().filter(|l| {
+            l.starts_with("tripgate_http_requests_total{")
+                && l.contains(r#"route="/v1/status-events""#)
+        }) {
+            let n: f64 = line
+                .rsplit_once(' ')
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(0.0);
+            pushes.all += n;
+            let status = line
+                .split_once(r#"status=""#)
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map_or("?", |(status, _)| status);
+            if !status.starts_with('2') {
+                *pushes.refused.entry(status.to_owned()).or_default() += n;
+            }
         }
+        pushes.redis_write_errors =
+            metric(admin, r#"tripgate_redis_errors_total{operation="write"}"#);
+        pushes
     }
-    counts
+
+    /// What happened between `before` and `self`.
+    fn since(&self, before: &Self) -> Value {
+        let refused: serde_json::Map<String, Value> = self
+            .refused
+            .iter()
+            .map(|(status, n)| {
+                let n = n - before.refused.get(status).copied().unwrap_or(0.0);
+                (status.clone(), json!(n))
+            })
+            .filter(|(_, n)| n.as_f64() != Some(0.0))
+            .collect();
+        json!({
+            "pushed": self.all - before.all,
+            "refused": refused.values().filter_map(Value::as_f64).sum::<f64>(),
+            "refused_by_status": refused,
+            "redis_write_errors": self.redis_write_errors - before.redis_write_errors,
+        })
+    }
 }
 
 /// Answers with a 2xx status.
