@@ -37,6 +37,15 @@ pub(crate) fn metrics_text(admin: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The admin listener's `/readyz` answer (Null if it cannot be read).
+pub(crate) fn readiness(admin: &str) -> Value {
+    let output = Command::new("curl")
+        .args(["-s", &format!("{admin}/readyz")])
+        .output()
+        .expect("curl");
+    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
 pub(crate) fn metric(admin: &str, series: &str) -> f64 {
     metrics_text(admin)
         .lines()

@@ -135,14 +135,23 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         let stages_after = stages();
         let [status_slow, audit_slow] =
             [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.010));
+        // What holds memory besides the heap's own use: records logged
+        // but not yet in the SQLite file, and the L1 cache's entries.
+        let unloaded = metric(&service.admin, "tripgate_audit_unloaded");
+        let l1_entries = readiness(&service.admin)["cache"]["l1_entries"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         let mut row = json!({
             "minute": minute,
             "rss_mib": rss_mib(pid),
             "cpu_seconds": cpu_seconds(pid) - cpu_before,
             "percent_over_10ms": {"status": status_slow, "audit": audit_slow},
+            "audit_unloaded": unloaded,
+            "l1_entries": l1_entries,
         });
         let mut line = format!(
-            "minute {minute:>2}: RSS {:.0} MiB, over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%",
+            "minute {minute:>2}: RSS {:.0} MiB (unloaded records {unloaded:.0}, L1 {l1_entries:.0}), \
+             over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%",
             rss_mib(pid)
         );
         for (hook, report) in &runs {
@@ -268,7 +277,8 @@ impl Pushes {
             .collect();
         json!({
             "pushed": self.all - before.all,
-            "refused": refused.values().filter_map(Value::as_f64).sum::<f64>(),
+            // Folded from 0.0: an empty float sum is -0.0.
+            "refused": refused.values().filter_map(Value::as_f64).fold(0.0, |a, n| a + n),
             "refused_by_status": refused,
             "redis_write_errors": self.redis_write_errors - before.redis_write_errors,
         })
