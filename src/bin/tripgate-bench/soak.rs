@@ -111,7 +111,18 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
     for minute in 1..=minutes {
         let cpu_before = cpu_seconds(pid);
         let stages_before = stages();
-        let runs: Vec<(&str, Value)> = std::thread::scope(|scope| {
+        // The most records logged but not yet loaded, polled while the
+        // minute's load runs (after it the loader catches up at once).
+        let running = std::sync::atomic::AtomicBool::new(true);
+        let (runs, most_unloaded): (Vec<(&str, Value)>, f64) = std::thread::scope(|scope| {
+            let poller = scope.spawn(|| {
+                let mut most = 0.0f64;
+                while running.load(std::sync::atomic::Ordering::Relaxed) {
+                    most = most.max(metric(&service.admin, "tripgate_audit_unloaded"));
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+                most
+            });
             let handles: Vec<_> = MIX
                 .iter()
                 .map(|(hook, share, connections, bodies)| {
@@ -128,7 +139,9 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+            let runs = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            running.store(false, std::sync::atomic::Ordering::Relaxed);
+            (runs, poller.join().unwrap())
         });
         // Where slow decisions waited: for the status lookups, or for the
         // trail's commit.
@@ -137,7 +150,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
             [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.010));
         // What holds memory besides the heap's own use: records logged
         // but not yet in the SQLite file, and the L1 cache's entries.
-        let unloaded = metric(&service.admin, "tripgate_audit_unloaded");
+        let unloaded = most_unloaded;
         let l1_entries = readiness(&service.admin)["cache"]["l1_entries"]
             .as_f64()
             .unwrap_or(f64::NAN);
@@ -146,11 +159,11 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
             "rss_mib": rss_mib(pid),
             "cpu_seconds": cpu_seconds(pid) - cpu_before,
             "percent_over_10ms": {"status": status_slow, "audit": audit_slow},
-            "audit_unloaded": unloaded,
+            "audit_unloaded_most": unloaded,
             "l1_entries": l1_entries,
         });
         let mut line = format!(
-            "minute {minute:>2}: RSS {:.0} MiB (unloaded records {unloaded:.0}, L1 {l1_entries:.0}), \
+            "minute {minute:>2}: RSS {:.0} MiB (unloaded records at most {unloaded:.0}, L1 {l1_entries:.0}), \
              over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%",
             rss_mib(pid)
         );
