@@ -47,7 +47,12 @@ pub(crate) fn readiness(admin: &str) -> Value {
 }
 
 pub(crate) fn metric(admin: &str, series: &str) -> f64 {
-    metrics_text(admin)
+    metric_in(&metrics_text(admin), series)
+}
+
+/// One series' value in Prometheus text already read (0 if absent).
+pub(crate) fn metric_in(metrics: &str, series: &str) -> f64 {
+    metrics
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0.0)

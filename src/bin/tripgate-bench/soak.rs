@@ -150,7 +150,6 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
             [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.010));
         // What holds memory besides the heap's own use: records logged
         // but not yet in the SQLite file, and the L1 cache's entries.
-        let unloaded = most_unloaded;
         let l1_entries = readiness(&service.admin)["cache"]["l1_entries"]
             .as_f64()
             .unwrap_or(f64::NAN);
@@ -159,11 +158,11 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
             "rss_mib": rss_mib(pid),
             "cpu_seconds": cpu_seconds(pid) - cpu_before,
             "percent_over_10ms": {"status": status_slow, "audit": audit_slow},
-            "audit_unloaded_most": unloaded,
+            "audit_unloaded_most": most_unloaded,
             "l1_entries": l1_entries,
         });
         let mut line = format!(
-            "minute {minute:>2}: RSS {:.0} MiB (unloaded records at most {unloaded:.0}, L1 {l1_entries:.0}), \
+            "minute {minute:>2}: RSS {:.0} MiB (unloaded records at most {most_unloaded:.0}, L1 {l1_entries:.0}), \
              over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%",
             rss_mib(pid)
         );
@@ -189,9 +188,8 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         eprintln!("{line}");
         rows.push(row);
     }
-    let push_counts = Pushes::read(&service.admin).since(&pushes_before);
-    let pushes = push_counts["pushed"].as_f64().unwrap_or(0.0);
-    let pushes_refused = push_counts["refused"].as_f64().unwrap_or(0.0);
+    let pushed = Pushes::read(&service.admin).since(&pushes_before);
+    let (pushes, pushes_refused) = (pushed.all, pushed.refused_total());
 
     eprintln!("stopping tripgate cleanly and verifying the trail");
     service.process.stop_cleanly();
@@ -213,8 +211,8 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
 
     let mut results = verdicts(rows, pushes, verified, &verify_out, rate, transitions);
     results["code_changes_refused"] = json!(pushes_refused);
-    results["code_changes_refused_by_status"] = push_counts["refused_by_status"].clone();
-    results["redis_write_errors"] = push_counts["redis_write_errors"].clone();
+    results["code_changes_refused_by_status"] = json!(pushed.refused);
+    results["redis_write_errors"] = json!(pushed.redis_write_errors);
     write_results(out_dir, "soak.json", &results);
     minutes_plot(&out_dir.join("soak.svg"), &results["minutes"]);
     println!(
@@ -225,8 +223,8 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
          worst minute p99 / first      {:.2}x ({})  (target <= 2)\n\
          trail verifies                {verified}\n\
          written: {}/soak.json, soak.svg",
-        push_counts["refused_by_status"],
-        push_counts["redis_write_errors"],
+        json!(pushed.refused),
+        pushed.redis_write_errors,
         results["non_2xx"],
         results["rss_mib_minute_5"].as_f64().unwrap_or(f64::NAN),
         results["rss_mib_last"].as_f64().unwrap_or(f64::NAN),
@@ -272,29 +270,35 @@ impl Pushes {
                 *pushes.refused.entry(status.to_owned()).or_default() += n;
             }
         }
-        pushes.redis_write_errors =
-            metric(admin, r#"tripgate_redis_errors_total{operation="write"}"#);
+        pushes.redis_write_errors = metric_in(
+            &metrics,
+            r#"tripgate_redis_errors_total{operation="write"}"#,
+        );
         pushes
     }
 
-    /// What happened between `before` and `self`.
-    fn since(&self, before: &Self) -> Value {
-        let refused: serde_json::Map<String, Value> = self
-            .refused
-            .iter()
-            .map(|(status, n)| {
-                let n = n - before.refused.get(status).copied().unwrap_or(0.0);
-                (status.clone(), json!(n))
-            })
-            .filter(|(_, n)| n.as_f64() != Some(0.0))
-            .collect();
-        json!({
-            "pushed": self.all - before.all,
-            // Folded from 0.0: an empty float sum is -0.0.
-            "refused": refused.values().filter_map(Value::as_f64).fold(0.0, |a, n| a + n),
-            "refused_by_status": refused,
-            "redis_write_errors": self.redis_write_errors - before.redis_write_errors,
-        })
+    /// What happened between `before` and `self` (statuses with no new
+    /// refusals left out).
+    fn since(&self, before: &Self) -> Self {
+        Self {
+            all: self.all - before.all,
+            refused: self
+                .refused
+                .iter()
+                .map(|(status, n)| {
+                    let n = n - before.refused.get(status).copied().unwrap_or(0.0);
+                    (status.clone(), n)
+                })
+                .filter(|(_, n)| *n != 0.0)
+                .collect(),
+            redis_write_errors: self.redis_write_errors - before.redis_write_errors,
+        }
+    }
+
+    /// Pushes refused, whatever their status.
+    fn refused_total(&self) -> f64 {
+        // Folded from 0.0: an empty float sum is -0.0.
+        self.refused.values().fold(0.0, |a, n| a + n)
     }
 }
 
