@@ -125,8 +125,41 @@ enum PolicyCommand {
     Check { file: PathBuf },
 }
 
+/// Keeps the heap in the kernel's 4 KiB pages: no transparent huge pages
+/// for this process.
+///
+/// mimalloc asks for huge pages on the arenas it reserves (`MADV_HUGEPAGE`).
+/// A kernel that honours that (`transparent_hugepage` set to `always` or
+/// `madvise`) backs a 2 MiB stretch of the arena the heap touches with a
+/// whole huge page, and its `khugepaged` thread, once its scan reaches the
+/// arena, merges the stretches the heap has left sparse by freeing back
+/// into huge pages (by default around as little as one resident 4 KiB
+/// page). Resident memory then grows with nothing live in it, well after
+/// start-up, and a page fault may wait while the kernel compacts memory
+/// into a free huge page. The heap is a few hundred MiB at most; fewer TLB
+/// entries for it are not worth either.
+fn keep_heap_in_small_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: a process-wide flag; no memory is passed.
+        let refused = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0;
+        if refused {
+            eprintln!(
+                "tripgate: transparent huge pages stay enabled: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // Before the runtime's threads touch the heap.
+    keep_heap_in_small_pages();
+    run()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve => serve().await,
