@@ -273,9 +273,15 @@ fn main() {
     };
     let stages_before = stages();
     let rate_lookups_before = lookup_counts();
-    let (trip_latency, trip_p99_runs) = median_of(repeats, p99_ms, || {
-        post_bodies(&hook, &trips, &at_fixed_rate(&duration, "64", &rate))
-    });
+    let trip_runs: Vec<Value> = (0..repeats.max(1))
+        .map(|_| post_bodies(&hook, &trips, &at_fixed_rate(&duration, "64", &rate)))
+        .collect();
+    // The tail's target holds for every run, not for the median one.
+    let trip_p99_9_runs: Vec<f64> = trip_runs
+        .iter()
+        .map(|run| percentile_ms(run, "p99.9"))
+        .collect();
+    let (trip_latency, trip_p99_runs) = median_of_runs(trip_runs, p99_ms);
     // CPU per decision is steadier than throughput on a shared machine.
     let cpu_us_per_decision = 1e6 * (cpu_seconds(service.process.0.id()) - cpu_before)
         / (trip_decisions(&service.admin) - checks_before).max(1.0);
@@ -315,7 +321,7 @@ fn main() {
     let cost_ratio = durable_cpu_us / healthz_server_us.max(f64::MIN_POSITIVE);
     let results = json!({
         "machine": {"cores": cores, "load_generator": "oha, same machine"},
-        "repeats": {"count": repeats, "trip_peak_rps": trip_peak_runs, "trip_p99_ms": trip_p99_runs, "memory_sink_peak_rps": memory_peak_runs},
+        "repeats": {"count": repeats, "trip_peak_rps": trip_peak_runs, "trip_p99_ms": trip_p99_runs, "trip_p99_9_ms": trip_p99_9_runs, "memory_sink_peak_rps": memory_peak_runs},
         "healthz_rps": rps(&healthz),
         "peak_connections": {"tried": PEAK_CONNECTIONS, "healthz": connections(&healthz), "trip": connections(&trip_peak), "memory_sink": connections(&memory_peak)},
         "trip_peak_rps": rps(&trip_peak),
@@ -421,10 +427,14 @@ fn main() {
         ),
         (
             "trip p99.9 @5000/s (ms)",
-            format!("{:.3}", percentile_ms(&trip_latency, "p99.9")),
             format!(
-                "{} <= 5",
-                check(percentile_ms(&trip_latency, "p99.9") <= 5.0)
+                "{:.3} ({})",
+                percentile_ms(&trip_latency, "p99.9"),
+                spread(&trip_p99_9_runs, 1)
+            ),
+            format!(
+                "{} <= 5 in every run",
+                check(trip_p99_9_runs.iter().all(|ms| *ms <= 5.0))
             ),
         ),
         (
