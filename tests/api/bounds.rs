@@ -232,41 +232,22 @@ async fn a_rate_that_is_not_positive_stops_start_up_naming_the_key() {
 /// kernel fills 2 MiB pages around a heap left sparse after frees, and
 /// resident memory grows with nothing live in it.
 #[cfg(target_os = "linux")]
-#[test]
-fn the_service_runs_without_transparent_huge_pages() {
+#[tokio::test]
+async fn the_service_runs_without_transparent_huge_pages() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"))
-        .arg("serve")
-        .env("TRIPGATE_CONFIG_DIR", config_dir())
-        .env_remove("TRIPGATE_ENV")
-        .env("TRIPGATE__SERVER__LISTEN", "127.0.0.1:0")
-        .env("TRIPGATE__SERVER__ADMIN_LISTEN", "127.0.0.1:0")
-        .env("TRIPGATE__AUDIT__SQLITE_PATH", dir.path().join("a.sqlite3"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let status_path = format!("/proc/{}/status", child.id());
-    let started = Instant::now();
-    // The flag is set as the process starts; give it until then.
-    let thp = loop {
-        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
-        let thp = status
-            .lines()
-            .find_map(|l| l.strip_prefix("THP_enabled:"))
-            .map(|v| v.trim().to_owned());
-        if thp.as_deref() == Some("0") || started.elapsed() > Duration::from_secs(10) {
-            break thp;
-        }
-        if child.try_wait().unwrap().is_some() {
-            panic!("tripgate serve exited before its status could be read");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.kill();
-    let _ = child.wait();
+    let env = [(
+        "TRIPGATE__AUDIT__SQLITE_PATH",
+        dir.path().join("a.sqlite3").display().to_string(),
+    )];
+    let service = crate::helpers::ServiceProcess::start(&env, dir.path().join("log")).await;
+    let status_path = format!("/proc/{}/status", service.child.id());
+    let status = std::fs::read_to_string(&status_path).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(str::trim);
     assert_eq!(
-        thp.as_deref(),
+        thp,
         Some("0"),
         "tripgate serve runs with transparent huge pages enabled (THP_enabled in {status_path})"
     );
