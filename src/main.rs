@@ -136,8 +136,8 @@ enum PolicyCommand {
 /// into huge pages (by default around as little as one resident 4 KiB
 /// page). Resident memory then grows with nothing live in it, well after
 /// start-up, and a page fault may wait while the kernel compacts memory
-/// into a free huge page. The heap is a few hundred MiB at most; fewer TLB
-/// entries for it are not worth either.
+/// into a free huge page. The heap is a few hundred MiB at most: the TLB
+/// misses huge pages would save on it are not worth either.
 fn keep_heap_in_small_pages() {
     #[cfg(target_os = "linux")]
     {
