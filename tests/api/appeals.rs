@@ -542,8 +542,8 @@ async fn appeal_rules_hold_on_postgres() {
 #[tokio::test]
 async fn replicas_file_and_resolve_an_appeal_once() {
     let postgres = TestPostgres::create().await;
-    let one = secured_on(AuditBackend::Postgres, Some(&postgres), "replica-1").await;
-    let two = secured_on(AuditBackend::Postgres, Some(&postgres), "replica-2").await;
+    let mut one = secured_on(AuditBackend::Postgres, Some(&postgres), "replica-1").await;
+    let mut two = secured_on(AuditBackend::Postgres, Some(&postgres), "replica-2").await;
     one.set_code("D-1", "red", "hangzhou").await;
     let (refused, _) = decide(&one, DISPATCH_A, &trip_in("hangzhou", "D-1", "P-1")).await;
     for round in 0..3 {
@@ -574,6 +574,10 @@ async fn replicas_file_and_resolve_an_appeal_once() {
         .get_json_as(REGULATOR, "/v1/appeals?state=resolved")
         .await;
     assert_eq!(page["appeals"].as_array().unwrap().len(), 3, "{page}");
+    // Each replica's chain may have begun with the last request; stopped,
+    // both are closed by a signed head.
+    one.stop().await;
+    two.stop().await;
     let (code, out) = audit_verify(&["--postgres", &postgres.url], &[]);
     assert_eq!(code, 0, "{out}");
 }

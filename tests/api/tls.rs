@@ -347,7 +347,7 @@ async fn postgresql_over_tls_with_a_password_from_a_file() {
     // With TLS, the CA and the password: decisions are recorded and verify.
     let good_url = url("require");
     let (ca2, pw2) = (ca.clone(), password_file.clone());
-    let app = TestApp::spawn_with(Options {
+    let mut app = TestApp::spawn_with(Options {
         customise: Box::new(move |s| {
             s.audit.backend = tripgate::config::AuditBackend::Postgres;
             s.audit.postgres_url = good_url;
@@ -368,6 +368,10 @@ async fn postgresql_over_tls_with_a_password_from_a_file() {
         Some(1),
         "{page}"
     );
+    // The writer signs a chain's first head just after it answers the
+    // decision; a clean stop closes the chain, so there is a signed head to
+    // verify against whatever the scheduling.
+    app.stop().await;
     let (code, out) = crate::helpers::audit_verify(
         &[
             "--postgres",
