@@ -16,7 +16,10 @@ use tripgate::telemetry;
 
 // A decision allocates and frees a few hundred small objects (parsed
 // request, lookups, record, response); glibc's malloc was about a tenth of
-// the CPU at peak, mimalloc's thread-local free lists much less.
+// the CPU at peak, mimalloc's thread-local free lists much less. With the
+// crate's `override` feature mimalloc is the C allocator too, so SQLite's
+// page caches, sorts and statements come from it: glibc's per-thread arenas
+// kept what SQLite freed, mimalloc gives freed pages back to the system.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
