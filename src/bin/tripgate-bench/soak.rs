@@ -10,8 +10,8 @@
 //! 60%, passenger orders 20%, driver shifts 15% and candidate filters of 50
 //! drivers 5% of `BENCH_SOAK_RATE` (default 2,000 checks/s), for
 //! `BENCH_SOAK_MINUTES` (default 30). After each minute: every hook's
-//! p50/p99/p99.9, answers that were not 2xx, tripgate's resident memory
-//! and CPU. At the end tripgate stops cleanly and `tripgate audit verify`
+//! p50/p99/p99.9, answers that were not 2xx, tripgate's CPU and its
+//! resident memory (the median of readings every 5 s, and their range). At the end tripgate stops cleanly and `tripgate audit verify`
 //! checks the whole trail. Verdicts: zero non-2xx, memory at the last
 //! minute within 5% of minute 5, no minute's p99 over twice the first
 //! minute's (per hook), the trail verifies. Writes `OUT_DIR/soak.json` and
@@ -111,38 +111,44 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
     for minute in 1..=minutes {
         let cpu_before = cpu_seconds(pid);
         let stages_before = stages();
-        // The most records logged but not yet loaded, polled while the
-        // minute's load runs (after it the loader catches up at once).
+        // Polled every 5 s while the minute's load runs: the most records
+        // logged but not yet loaded (after the load the loader catches up
+        // at once), and resident memory, which swings with SQLite's and
+        // the index's working set from one catch-up to the next.
         let running = std::sync::atomic::AtomicBool::new(true);
-        let (runs, most_unloaded): (Vec<(&str, Value)>, f64) = std::thread::scope(|scope| {
-            let poller = scope.spawn(|| {
-                let mut most = 0.0f64;
-                while running.load(std::sync::atomic::Ordering::Relaxed) {
-                    most = most.max(metric(&service.admin, "tripgate_audit_unloaded"));
-                    std::thread::sleep(Duration::from_secs(5));
-                }
-                most
-            });
-            let handles: Vec<_> = MIX
-                .iter()
-                .map(|(hook, share, connections, bodies)| {
-                    let url = format!("{}/v1/checks/{hook}", service.url);
-                    let bodies = work.join(bodies);
-                    let hook_rate = format!("{:.0}", rate * share);
-                    scope.spawn(move || {
-                        let report = post_bodies(
-                            &url,
-                            &bodies,
-                            &at_fixed_rate("60s", connections, &hook_rate),
-                        );
-                        (*hook, report)
+        type Polled = (f64, Vec<f64>);
+        let (runs, (most_unloaded, rss_samples)): (Vec<(&str, Value)>, Polled) =
+            std::thread::scope(|scope| {
+                let poller = scope.spawn(|| {
+                    let mut most = 0.0f64;
+                    let mut rss = Vec::new();
+                    while running.load(std::sync::atomic::Ordering::Relaxed) {
+                        most = most.max(metric(&service.admin, "tripgate_audit_unloaded"));
+                        rss.push(rss_mib(pid));
+                        std::thread::sleep(Duration::from_secs(5));
+                    }
+                    (most, rss)
+                });
+                let handles: Vec<_> = MIX
+                    .iter()
+                    .map(|(hook, share, connections, bodies)| {
+                        let url = format!("{}/v1/checks/{hook}", service.url);
+                        let bodies = work.join(bodies);
+                        let hook_rate = format!("{:.0}", rate * share);
+                        scope.spawn(move || {
+                            let report = post_bodies(
+                                &url,
+                                &bodies,
+                                &at_fixed_rate("60s", connections, &hook_rate),
+                            );
+                            (*hook, report)
+                        })
                     })
-                })
-                .collect();
-            let runs = handles.into_iter().map(|h| h.join().unwrap()).collect();
-            running.store(false, std::sync::atomic::Ordering::Relaxed);
-            (runs, poller.join().unwrap())
-        });
+                    .collect();
+                let runs = handles.into_iter().map(|h| h.join().unwrap()).collect();
+                running.store(false, std::sync::atomic::Ordering::Relaxed);
+                (runs, poller.join().unwrap())
+            });
         // Where slow decisions waited: for the status lookups, or for the
         // trail's commit.
         let stages_after = stages();
@@ -153,18 +159,29 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         let l1_entries = readiness(&service.admin)["cache"]["l1_entries"]
             .as_f64()
             .unwrap_or(f64::NAN);
+        let rss_end = rss_mib(pid);
+        let (rss_low, rss_high) = rss_samples
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+                (lo.min(*v), hi.max(*v))
+            });
+        let rss_median = median(rss_samples);
         let mut row = json!({
             "minute": minute,
-            "rss_mib": rss_mib(pid),
+            // The minute's median of its 5-s samples: what the memory
+            // verdict and the plot read. One reading lands anywhere in
+            // the minute's swing (its range beside it).
+            "rss_mib": rss_median,
+            "rss_mib_range": [rss_low, rss_high],
+            "rss_mib_at_end": rss_end,
             "cpu_seconds": cpu_seconds(pid) - cpu_before,
             "percent_over_10ms": {"status": status_slow, "audit": audit_slow},
             "audit_unloaded_most": most_unloaded,
             "l1_entries": l1_entries,
         });
         let mut line = format!(
-            "minute {minute:>2}: RSS {:.0} MiB (unloaded records at most {most_unloaded:.0}, L1 {l1_entries:.0}), \
-             over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%",
-            rss_mib(pid)
+            "minute {minute:>2}: RSS {rss_median:.0} MiB ({rss_low:.0}-{rss_high:.0}; unloaded records at most {most_unloaded:.0}, L1 {l1_entries:.0}), \
+             over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%"
         );
         for (hook, report) in &runs {
             let non_2xx = requests(report) - two_xx(report);
@@ -219,7 +236,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         "\nsoak: {minutes} min at {rate}/s, {pushes} code changes pushed ({pushes_refused} refused: {}; \
          Redis write errors {})\n\
          non-2xx answers               {}   (target 0)\n\
-         RSS minute 5 / last (MiB)     {:.1} / {:.1}  ({:+.1}%, target within 5%)\n\
+         RSS minute 5 / last (MiB)     {:.1} / {:.1}  ({:+.1}%, target within 5%; each a minute's median)\n\
          worst minute p99 / first      {:.2}x ({})  (target <= 2)\n\
          trail verifies                {verified}\n\
          written: {}/soak.json, soak.svg",
