@@ -114,6 +114,11 @@ impl Gate {
         self.audit.unloaded()
     }
 
+    /// Bytes SQLite holds in this process (see `audit::sqlite_memory_used`).
+    pub fn sqlite_memory_bytes(&self) -> i64 {
+        crate::audit::sqlite_memory_used()
+    }
+
     /// Whether the audit store takes writes now (for readiness).
     pub async fn audit_writable(&self) -> Result<(), String> {
         self.audit.store_writable().await

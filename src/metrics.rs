@@ -47,6 +47,8 @@ pub struct Metrics {
     pub audit_batch_size: Histogram,
     pub audit_backlog: IntGauge,
     pub audit_unloaded: IntGauge,
+    /// SQLite's own count of the memory it holds (read when scraped).
+    pub sqlite_memory: IntGauge,
     pub audit_commit_failures: IntCounter,
     pub policy_version: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
@@ -257,6 +259,14 @@ impl Metrics {
                 IntGauge::new(
                     "tripgate_audit_unloaded",
                     "Records durable in the SQLite store's log, not yet loaded into the audit file.",
+                )
+                .expect("valid metric"),
+            ),
+            sqlite_memory: register(
+                r,
+                IntGauge::new(
+                    "tripgate_sqlite_memory_bytes",
+                    "Memory SQLite holds in this process (page caches, sorts, statements), by its own count.",
                 )
                 .expect("valid metric"),
             ),

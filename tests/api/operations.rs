@@ -197,6 +197,12 @@ async fn metrics_describe_decisions_lookups_provider_and_audit() {
     );
     assert_eq!(metric(&text, "tripgate_audit_batch_size_sum"), 3.0);
     assert_eq!(metric(&text, "tripgate_audit_backlog"), 0.0);
+    // The SQLite trail's connections hold page caches and statements, by
+    // SQLite's own count.
+    assert!(
+        metric(&text, "tripgate_sqlite_memory_bytes") > 0.0,
+        "no SQLite memory reported"
+    );
     assert_eq!(
         metric(&text, r#"tripgate_policy_info{version="2026-11-26.1"}"#),
         1.0

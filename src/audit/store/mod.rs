@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use postgres::PostgresStore;
-pub use sqlite::{JournalAccess, SqliteStore};
+pub use sqlite::{memory_used as sqlite_memory_used, JournalAccess, SqliteStore};
 
 use super::chain::{ChainHead, StoredLink};
 use super::query::{Cursor, DecisionFilter, GroupBy, Page, SummaryRow};

@@ -113,21 +113,24 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         let stages_before = stages();
         // Polled every 5 s while the minute's load runs: the most records
         // logged but not yet loaded (after the load the loader catches up
-        // at once), and resident memory, which swings with SQLite's and
-        // the index's working set from one catch-up to the next.
+        // at once), resident memory, and the part of it SQLite holds by
+        // its own count.
         let running = std::sync::atomic::AtomicBool::new(true);
-        type Polled = (f64, Vec<f64>);
-        let (runs, (most_unloaded, rss_samples)): (Vec<(&str, Value)>, Polled) =
+        type Polled = (f64, Vec<f64>, Vec<f64>);
+        let (runs, (most_unloaded, rss_samples, sqlite_samples)): (Vec<(&str, Value)>, Polled) =
             std::thread::scope(|scope| {
                 let poller = scope.spawn(|| {
                     let mut most = 0.0f64;
-                    let mut rss = Vec::new();
+                    let (mut rss, mut sqlite) = (Vec::new(), Vec::new());
                     while running.load(std::sync::atomic::Ordering::Relaxed) {
                         most = most.max(metric(&service.admin, "tripgate_audit_unloaded"));
                         rss.push(rss_mib(pid));
+                        sqlite.push(
+                            metric(&service.admin, "tripgate_sqlite_memory_bytes") / 1048576.0,
+                        );
                         std::thread::sleep(Duration::from_secs(5));
                     }
-                    (most, rss)
+                    (most, rss, sqlite)
                 });
                 let handles: Vec<_> = MIX
                     .iter()
@@ -166,6 +169,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
                 (lo.min(*v), hi.max(*v))
             });
         let rss_median = median(rss_samples);
+        let sqlite_median = median(sqlite_samples);
         let mut row = json!({
             "minute": minute,
             // The minute's median of its 5-s samples: what the memory
@@ -174,13 +178,15 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
             "rss_mib": rss_median,
             "rss_mib_range": [rss_low, rss_high],
             "rss_mib_at_end": rss_end,
+            // Of it, SQLite's own count (median of the same readings).
+            "sqlite_mib": sqlite_median,
             "cpu_seconds": cpu_seconds(pid) - cpu_before,
             "percent_over_10ms": {"status": status_slow, "audit": audit_slow},
             "audit_unloaded_most": most_unloaded,
             "l1_entries": l1_entries,
         });
         let mut line = format!(
-            "minute {minute:>2}: RSS {rss_median:.0} MiB ({rss_low:.0}-{rss_high:.0}; unloaded records at most {most_unloaded:.0}, L1 {l1_entries:.0}), \
+            "minute {minute:>2}: RSS {rss_median:.0} MiB ({rss_low:.0}-{rss_high:.0}; SQLite {sqlite_median:.0}; unloaded records at most {most_unloaded:.0}, L1 {l1_entries:.0}), \
              over 10 ms: status {status_slow:.2}%, audit {audit_slow:.2}%"
         );
         for (hook, report) in &runs {

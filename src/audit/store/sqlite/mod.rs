@@ -60,6 +60,16 @@ pub struct SqliteStore {
 
 /// A mutex's data, even if a thread panicked while holding it: every
 /// structure here stays consistent between statements.
+/// Bytes SQLite holds now, over every connection of the process (page
+/// caches, sorts, statements), by SQLite's own count: the part of resident
+/// memory the trail's working set explains.
+pub fn memory_used() -> i64 {
+    // SAFETY: takes no arguments and only reads SQLite's allocation
+    // counter (under its own mutex); callable before or after any
+    // connection exists.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
 pub(super) fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
