@@ -10,9 +10,10 @@
 //! 60%, passenger orders 20%, driver shifts 15% and candidate filters of 50
 //! drivers 5% of `BENCH_SOAK_RATE` (default 2,000 checks/s), for
 //! `BENCH_SOAK_MINUTES` (default 30). After each minute: every hook's
-//! p50/p99/p99.9, answers that were not 2xx, tripgate's CPU and its
-//! resident memory (the median of readings every 5 s, and their range). At the end tripgate stops cleanly and `tripgate audit verify`
-//! checks the whole trail. Verdicts: zero non-2xx, memory at the last
+//! p50/p99/p99.9, answers that were not 2xx, tripgate's CPU, and its
+//! resident memory and SQLite's count of its own (the medians of readings
+//! every 5 s; the resident memory's range). At the end tripgate stops
+//! cleanly and `tripgate audit verify` checks the whole trail. Verdicts: zero non-2xx, memory at the last
 //! minute within 5% of minute 5, no minute's p99 over twice the first
 //! minute's (per hook), the trail verifies. Writes `OUT_DIR/soak.json` and
 //! `OUT_DIR/soak.svg`.

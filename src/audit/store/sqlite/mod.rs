@@ -58,8 +58,6 @@ pub struct SqliteStore {
     read_only: bool,
 }
 
-/// A mutex's data, even if a thread panicked while holding it: every
-/// structure here stays consistent between statements.
 /// Bytes SQLite holds now, over every connection of the process (page
 /// caches, sorts, statements), by SQLite's own count: the part of resident
 /// memory the trail's working set explains.
@@ -70,6 +68,8 @@ pub fn memory_used() -> i64 {
     unsafe { rusqlite::ffi::sqlite3_memory_used() }
 }
 
+/// A mutex's data, even if a thread panicked while holding it: every
+/// structure here stays consistent between statements.
 pub(super) fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
