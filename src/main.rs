@@ -19,7 +19,8 @@ use tripgate::telemetry;
 // the CPU at peak, mimalloc's thread-local free lists much less. With the
 // crate's `override` feature mimalloc is the C allocator too, so SQLite's
 // page caches, sorts and statements come from it: glibc's per-thread arenas
-// kept what SQLite freed, mimalloc gives freed pages back to the system.
+// kept what SQLite freed, mimalloc gives freed pages back to the system
+// (about a second later: v3's default purge delay).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
