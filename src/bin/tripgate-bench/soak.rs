@@ -13,10 +13,10 @@
 //! p50/p99/p99.9, answers that were not 2xx, tripgate's CPU, and its
 //! resident memory and SQLite's count of its own (the medians of readings
 //! every 5 s; the resident memory's range). At the end tripgate stops
-//! cleanly and `tripgate audit verify` checks the whole trail. Verdicts: zero non-2xx, memory at the last
-//! minute within 5% of minute 5, no minute's p99 over twice the first
-//! minute's (per hook), the trail verifies. Writes `OUT_DIR/soak.json` and
-//! `OUT_DIR/soak.svg`.
+//! cleanly and `tripgate audit verify` checks the whole trail. Verdicts:
+//! zero non-2xx, memory at the last minute within 5% of minute 5, no
+//! minute's p99 over twice the first minute's (per hook), the trail
+//! verifies. Writes `OUT_DIR/soak.json` and `OUT_DIR/soak.svg`.
 
 use super::*;
 
@@ -127,7 +127,8 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
                         most = most.max(metric(&service.admin, "tripgate_audit_unloaded"));
                         rss.push(rss_mib(pid));
                         sqlite.push(
-                            metric(&service.admin, "tripgate_sqlite_memory_bytes") / 1048576.0,
+                            metric(&service.admin, "tripgate_sqlite_memory_bytes")
+                                / (1 << 20) as f64,
                         );
                         std::thread::sleep(Duration::from_secs(5));
                     }
