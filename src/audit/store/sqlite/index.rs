@@ -111,7 +111,7 @@ const MERGE_CHUNK_ENTRIES: i64 = 250_000;
 /// The index connection's page cache, KiB (see `Indexer::open`). SQLite
 /// also sizes a statement's in-memory sort by it: a merge chunk's sort
 /// beyond it goes on in a temporary file.
-const INDEX_CACHE_KIB: i64 = 16 * 1024;
+pub(super) const INDEX_CACHE_KIB: i64 = 16 * 1024;
 
 /// Only the subject refs of a record's detail (the rest is skipped unread).
 #[derive(serde::Deserialize)]
@@ -307,35 +307,37 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
     // (key, row) of subjects and of trips.
     let mut subjects: Vec<(i64, i64)> = Vec::new();
     let mut trips: Vec<(i64, i64)> = Vec::new();
+    let mut statement = main.prepare_cached(
+        "SELECT rowid, trip_id, detail FROM audit_decisions \
+             WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
+    )?;
     while indexed < INDEX_STEP_RECORDS {
-        let rows: Vec<(i64, String, String)> = {
-            let mut statement = main.prepare_cached(
-                "SELECT rowid, trip_id, detail FROM audit_decisions \
-                     WHERE rowid > ?1 ORDER BY rowid LIMIT 5000",
-            )?;
-            let rows = statement
-                .query_map([high_water], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows
-        };
-        let Some(last) = rows.last().map(|r| r.0) else {
-            break;
-        };
-        for (row, trip_id, detail) in &rows {
+        // Each row's text is read where SQLite holds it, not copied out.
+        let mut rows = statement.query([high_water])?;
+        let mut read = 0;
+        while let Some(r) = rows.next()? {
+            let row: i64 = r.get(0)?;
+            let trip_id = r.get_ref(1)?.as_str().map_err(text_error(1))?;
             if !trip_id.is_empty() {
-                trips.push((lookup_key(trip_id), *row));
+                trips.push((lookup_key(trip_id), row));
             }
             // A record whose detail does not parse is reported by
             // `audit verify`; it simply is not found by subject.
+            let detail = r.get_ref(2)?.as_str().map_err(text_error(2))?;
             if let Ok(detail) = serde_json::from_str::<DetailRefs>(detail) {
                 for party in &detail.parties {
-                    subjects.push((lookup_key(&party.subject_ref), *row));
+                    subjects.push((lookup_key(&party.subject_ref), row));
                 }
             }
+            high_water = row;
+            read += 1;
         }
-        high_water = last;
-        indexed += rows.len();
+        if read == 0 {
+            break;
+        }
+        indexed += read;
     }
+    drop(statement);
     if indexed == 0 {
         return Ok(0);
     }
@@ -365,6 +367,13 @@ fn index_step(main: &Connection, index: &mut Connection) -> Result<usize, StoreE
     )?;
     tx.commit()?;
     Ok(indexed)
+}
+
+/// A column that should hold text and does not, as rusqlite reports it.
+fn text_error(column: usize) -> impl FnOnce(rusqlite::types::FromSqlError) -> rusqlite::Error {
+    move |e| {
+        rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, Box::new(e))
+    }
 }
 
 /// The row id of the oldest record kept (purges delete a prefix of the
