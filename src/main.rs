@@ -159,6 +159,10 @@ fn keep_heap_in_small_pages() {
 fn main() -> ExitCode {
     // Before the runtime's threads touch the heap.
     keep_heap_in_small_pages();
+    // Before anything opens an SQLite file.
+    if let Err(error) = tripgate::audit::reserve_sqlite_page_pool() {
+        eprintln!("tripgate: SQLite's page caches stay on the heap: {error}");
+    }
     run()
 }
 

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub audit_unloaded: IntGauge,
     /// SQLite's own count of the memory it holds (read when scraped).
     pub sqlite_memory: IntGauge,
+    /// Memory reserved for SQLite's page caches as tripgate started.
+    pub sqlite_page_pool: IntGauge,
     pub audit_commit_failures: IntCounter,
     pub policy_version: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
@@ -267,6 +269,14 @@ impl Metrics {
                 IntGauge::new(
                     "tripgate_sqlite_memory_bytes",
                     "Memory SQLite holds in this process (page caches, sorts, statements), by its own count.",
+                )
+                .expect("valid metric"),
+            ),
+            sqlite_page_pool: register(
+                r,
+                IntGauge::new(
+                    "tripgate_sqlite_page_pool_bytes",
+                    "Memory reserved for SQLite's page caches when tripgate serve started (0: none, caches use the heap).",
                 )
                 .expect("valid metric"),
             ),

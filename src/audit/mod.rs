@@ -44,7 +44,7 @@ pub use signing::{
 };
 pub use store::appeals::{AppealCounts, AppealCursor, AppealFilter, AppealRow};
 pub use store::{
-    postgres_requires_tls, sqlite_memory_used, AuditStore, JournalAccess, LinkPosition,
-    PostgresAccess, StoreConfig, StoreError,
+    postgres_requires_tls, reserve_sqlite_page_pool, sqlite_memory_used, sqlite_page_pool_bytes,
+    AuditStore, JournalAccess, LinkPosition, PostgresAccess, StoreConfig, StoreError,
 };
 pub use writer::{AuditWriter, WriteError, WriterLimits};

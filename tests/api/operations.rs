@@ -312,6 +312,56 @@ async fn local_start_up_warns_loudly_that_authentication_is_off() {
     );
 }
 
+/// `tripgate serve` gives SQLite's page caches a pool of their own before
+/// anything opens a file, and reports it; SQLite's count takes the pool's
+/// pages in use. (A test's in-process app has no pool: `main` reserves it.)
+#[tokio::test]
+async fn serve_reserves_a_page_pool_for_sqlite_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = format!("127.0.0.1:{}", crate::helpers::free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"))
+        .arg("serve")
+        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
+        .env(
+            "TRIPGATE__SERVER__LISTEN",
+            format!("127.0.0.1:{}", crate::helpers::free_port()),
+        )
+        .env("TRIPGATE__SERVER__ADMIN_LISTEN", &admin)
+        .env("TRIPGATE__AUDIT__SQLITE_PATH", dir.path().join("a.sqlite3"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let text = loop {
+        if let Ok(response) = client.get(format!("http://{admin}/metrics")).send().await {
+            break response.text().await.unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "tripgate serve did not answer on {admin}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // Every cache the store keeps: 16 MiB (writer) + 16 MiB (lookup
+    // index) + 5 x 2 MiB (read connections), in 4 KiB pages with SQLite's
+    // header on each.
+    let pool = metric(&text, "tripgate_sqlite_page_pool_bytes");
+    assert!(
+        pool >= (42u64 << 20) as f64 && pool < (48u64 << 20) as f64,
+        "page pool of {pool} bytes"
+    );
+    assert!(metric(&text, "tripgate_sqlite_memory_bytes") > 0.0);
+
+    let mut app = TestApp::spawn().await;
+    let (_, text) = app.get_admin("/metrics").await;
+    assert_eq!(metric(&text, "tripgate_sqlite_page_pool_bytes"), 0.0);
+    app.stop().await;
+}
+
 /// A production configuration directory whose secrets live in files in
 /// `dir`; `tweak` edits the secrets before they are written.
 fn production_config(dir: &std::path::Path, tweak: impl Fn(&mut Vec<(&'static str, String)>)) {

@@ -20,7 +20,10 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 pub use postgres::PostgresStore;
-pub use sqlite::{memory_used as sqlite_memory_used, JournalAccess, SqliteStore};
+pub use sqlite::{
+    memory_used as sqlite_memory_used, page_pool_bytes as sqlite_page_pool_bytes,
+    reserve_page_pool as reserve_sqlite_page_pool, JournalAccess, SqliteStore,
+};
 
 use super::chain::{ChainHead, StoredLink};
 use super::query::{Cursor, DecisionFilter, GroupBy, Page, SummaryRow};

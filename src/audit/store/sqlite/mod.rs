@@ -59,13 +59,103 @@ pub struct SqliteStore {
 }
 
 /// Bytes SQLite holds now, over every connection of the process (page
-/// caches, sorts, statements), by SQLite's own count: the part of resident
-/// memory the trail's working set explains.
+/// caches, sorts, statements), by SQLite's own count, the reserved page
+/// pool's slots in use included: the part of resident memory the trail's
+/// working set explains.
 pub fn memory_used() -> i64 {
-    // SAFETY: takes no arguments and only reads SQLite's allocation
-    // counter (under its own mutex); callable before or after any
-    // connection exists.
-    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+    let (mut slots, mut highest) = (0i64, 0i64);
+    // SAFETY: reads SQLite's allocation counters (under its own mutex) into
+    // two locals; callable before or after any connection exists.
+    let (heap, pool) = unsafe {
+        let heap = rusqlite::ffi::sqlite3_memory_used();
+        rusqlite::ffi::sqlite3_status64(
+            rusqlite::ffi::SQLITE_STATUS_PAGECACHE_USED,
+            &mut slots,
+            &mut highest,
+            0,
+        );
+        (heap, slots)
+    };
+    heap + pool * PAGE_POOL.get().map_or(0, |p| p.slot_bytes as i64)
+}
+
+/// The page-cache pool reserved by `reserve_page_pool`, if one was.
+static PAGE_POOL: std::sync::OnceLock<PagePool> = std::sync::OnceLock::new();
+
+struct PagePool {
+    slot_bytes: usize,
+    slots: usize,
+}
+
+/// Bytes reserved for SQLite's page caches by `reserve_page_pool` (0 if
+/// none was).
+pub fn page_pool_bytes() -> usize {
+    PAGE_POOL.get().map_or(0, |p| p.slot_bytes * p.slots)
+}
+
+/// Page-cache slots for every cache the store's connections keep: the
+/// write connection's, the lookup index's, and SQLite's default 2 MiB for
+/// each read connection (the pool's and the indexer's).
+const PAGE_POOL_KIB: usize =
+    WRITER_CACHE_KIB as usize + index::INDEX_CACHE_KIB as usize + (READ_POOL + 1) * 2 * 1024;
+
+/// The page size of every file SQLite opens here (SQLite's default).
+const PAGE_BYTES: usize = 4096;
+
+/// Gives SQLite's page caches a fixed pool of memory, reserved once, so
+/// that the caches' memory stays resident instead of going back to the
+/// allocator and the system each time a cache is emptied.
+///
+/// The caches are emptied often: a connection discards its whole cache
+/// when it finds the file changed since its last transaction, and the
+/// lookup index's and the indexer's read connection's are found empty at
+/// the start of each catch-up (every 15 s). From the heap, each refill was
+/// tens of MiB allocated and freed again, which resident memory followed
+/// (see docs/PERFORMANCE.md). Pages beyond the pool come from the heap as
+/// before.
+///
+/// SQLite takes this only before it is first used in the process
+/// (`sqlite3_config`): call it first thing, from one thread. Anything else
+/// is an error that leaves SQLite as it was.
+pub fn reserve_page_pool() -> Result<(), String> {
+    let mut header: std::ffi::c_int = 0;
+    // SAFETY: `SQLITE_CONFIG_PCACHE_HDRSZ` writes one int through the
+    // pointer, which is to a live local.
+    let asked = unsafe {
+        rusqlite::ffi::sqlite3_config(
+            rusqlite::ffi::SQLITE_CONFIG_PCACHE_HDRSZ,
+            &mut header as *mut std::ffi::c_int,
+        )
+    };
+    if asked != rusqlite::ffi::SQLITE_OK {
+        return Err(format!(
+            "SQLite refused to report its page header size (code {asked}): it was already in use"
+        ));
+    }
+    let slot_bytes = (PAGE_BYTES + header as usize).next_multiple_of(8);
+    let slots = PAGE_POOL_KIB * 1024 / PAGE_BYTES;
+    // 8-byte aligned, as SQLite requires; zeroed pages stay unbacked until
+    // a cache first uses them. SQLite keeps the pointer for the life of
+    // the process, so the memory is never freed.
+    let pool: &'static mut [u64] = Box::leak(vec![0u64; slot_bytes * slots / 8].into_boxed_slice());
+    // SAFETY: `pool` is valid for `slot_bytes * slots` bytes and lives
+    // forever; the arguments are the (void*, int, int) that
+    // `SQLITE_CONFIG_PAGECACHE` takes.
+    let configured = unsafe {
+        rusqlite::ffi::sqlite3_config(
+            rusqlite::ffi::SQLITE_CONFIG_PAGECACHE,
+            pool.as_mut_ptr() as *mut std::ffi::c_void,
+            slot_bytes as std::ffi::c_int,
+            slots as std::ffi::c_int,
+        )
+    };
+    if configured != rusqlite::ffi::SQLITE_OK {
+        return Err(format!(
+            "SQLite refused a page-cache pool (code {configured}): it was already in use"
+        ));
+    }
+    let _ = PAGE_POOL.set(PagePool { slot_bytes, slots });
+    Ok(())
 }
 
 /// A mutex's data, even if a thread panicked while holding it: every
