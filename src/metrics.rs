@@ -284,7 +284,7 @@ impl Metrics {
                 r,
                 IntCounter::new(
                     "tripgate_audit_commit_failures_total",
-                    "Audit commits that failed (their decisions got 503).",
+                    "Audit commits that failed (their decisions got 503), and signed heads that could not be stored.",
                 )
                 .expect("valid metric"),
             ),

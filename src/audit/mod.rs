@@ -6,6 +6,7 @@
 //! - `chain`: linking records into per-instance hash chains, and verifying them.
 //! - `signing`: Ed25519-signed chain heads and checkpoints (public-key checks).
 //! - `writer`: group commit; many decisions share one transaction; signs heads.
+//! - `heads`: stores the signed heads off the writer's thread.
 //! - `resume`: where a chain continues after a restart or a failed commit.
 //! - `store`: SQLite (embedded) and PostgreSQL (shared) behind one interface.
 //! - `query`: filters, cursors and summaries of the regulator's API.
@@ -13,6 +14,7 @@
 
 mod chain;
 mod export;
+mod heads;
 mod keys;
 mod query;
 mod reader;

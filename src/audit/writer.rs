@@ -14,7 +14,7 @@
 //! `head_interval` has passed since the last signature, on a tick of that
 //! interval when records came since, and as a `closed` head when it stops
 //! cleanly. A signed head is stored only after the records it covers are
-//! durable.
+//! durable, and by `heads`, off this thread: commits never wait for it.
 //!
 //! The writer is a blocking loop on a thread of its own, not a task: a
 //! commit is a write and an fsync, and doing them right where the batch was
@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::chain::{seal, ChainHead};
+use super::heads::HeadPublisher;
 use super::resume::{self, Continuation};
 use super::signing::{HeadKind, HeadSigner, PublicKeys};
 use super::{AuditKeys, AuditRecord, AuditStore, StoreError};
@@ -118,14 +119,16 @@ impl AuditWriter {
         let continuation = resume::at_start(&store, &instance_id, &trusted).await?;
         let (queue, receiver) = mpsc::channel(queue_capacity.max(1));
         spawn_ticker(queue.downgrade(), head_interval);
+        let runtime = tokio::runtime::Handle::current();
         let committer = Committer {
+            heads: HeadPublisher::start(store.clone(), Arc::clone(&metrics), &runtime),
             store: store.clone(),
             signer,
             instance_id: instance_id.clone(),
             max_batch: max_batch.max(1),
             head_interval,
             metrics,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
         };
         // A thread of its own rather than the blocking pool: a runtime waits
         // for its blocking tasks when it shuts down, and a writer still
@@ -214,6 +217,8 @@ fn spawn_ticker(queue: mpsc::WeakSender<Work>, interval: Duration) {
 /// What the writer thread needs besides its queue.
 struct Committer {
     store: AuditStore,
+    /// Stores the heads this thread signs.
+    heads: HeadPublisher,
     signer: HeadSigner,
     instance_id: String,
     max_batch: usize,
@@ -302,7 +307,7 @@ impl Committer {
             }
             self.sign_if_due(&mut state, self.head_interval);
         }
-        self.sign(&mut state, HeadKind::Closed);
+        self.close(&mut state);
         tracing::info!("audit writer stopped after committing every queued record");
     }
 
@@ -318,18 +323,31 @@ impl Committer {
         }
     }
 
+    /// Signs the durable head and hands it over to be stored.
     fn sign(&self, state: &mut ChainState, kind: HeadKind) {
         let head = &state.durable.head;
         if head.seq == 0 {
             return;
         }
-        let signed = self.signer.sign(&state.durable.chain, head, kind);
-        match self.runtime.block_on(self.store.put_head(&signed)) {
-            Ok(()) => state.signed = Some((head.clone(), Instant::now())),
-            Err(error) => {
-                self.metrics.audit_commit_failures.inc();
-                tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %state.durable.chain, seq = head.seq, "could not store the signed audit head; will sign again");
-            }
+        self.heads
+            .publish(self.signer.sign(&state.durable.chain, head, kind));
+        state.signed = Some((head.clone(), Instant::now()));
+    }
+
+    /// Signs the durable head as `closed` and stores it here, after every
+    /// head handed over before: the closed head is the last word.
+    fn close(self, state: &mut ChainState) {
+        self.heads.finish(&self.runtime);
+        let head = &state.durable.head;
+        if head.seq == 0 {
+            return;
+        }
+        let signed = self
+            .signer
+            .sign(&state.durable.chain, head, HeadKind::Closed);
+        if let Err(error) = self.runtime.block_on(self.store.put_head(&signed)) {
+            self.metrics.audit_commit_failures.inc();
+            tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %state.durable.chain, seq = head.seq, "could not store the closed audit head");
         }
     }
 

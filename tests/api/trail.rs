@@ -185,6 +185,58 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     assert_eq!(code, 1, "{out}");
 }
 
+/// Storing a signed head never holds decisions up: with `audit_heads`
+/// locked by another session (a maintenance job, a long transaction),
+/// decisions are answered across several signing intervals, and the newest
+/// head is stored once the table is free again.
+#[tokio::test]
+async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
+    let postgres = TestPostgres::create().await;
+    let url = postgres.url.clone();
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(move |s| {
+            signing_every_second(s);
+            s.audit.backend = AuditBackend::Postgres;
+            s.audit.postgres_url = url;
+        }),
+        ..Default::default()
+    })
+    .await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    let locker = postgres.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE audit_heads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let decisions = async {
+        for _ in 0..12 {
+            app.decide(&trip("D-1", &["P-1"])).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), decisions)
+        .await
+        .expect("decisions waited for a signed head to be stored while audit_heads was locked");
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    let mut newest = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = app.get_json("/v1/audit/heads").await;
+        assert_eq!(status, 200, "{body}");
+        newest = body["heads"][0].clone();
+        if newest["seq"] == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        newest["seq"], 12,
+        "the newest head was not stored: {newest}"
+    );
+    assert_eq!(newest["kind"], "head");
+}
+
 #[tokio::test]
 async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     for (how, says) in TAMPERINGS {
