@@ -81,6 +81,22 @@ fn signing_every_second(s: &mut tripgate::config::Settings) {
     s.audit.instance_id = "trail".into();
 }
 
+/// A service on a PostgreSQL trail of its own, signing every second.
+async fn spawn_on_postgres_signing_every_second() -> (TestPostgres, TestApp) {
+    let postgres = TestPostgres::create().await;
+    let url = postgres.url.clone();
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(move |s| {
+            signing_every_second(s);
+            s.audit.backend = AuditBackend::Postgres;
+            s.audit.postgres_url = url;
+        }),
+        ..Default::default()
+    })
+    .await;
+    (postgres, app)
+}
+
 /// Re-seals the chain from link `from` on after changing that record's
 /// decision to `allow`: every hash recomputed, as anyone can.
 async fn reseal(store: &AuditStore, from: i64) -> Vec<(i64, String, String, AuditRecord)> {
@@ -191,17 +207,7 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
 /// head is stored once the table is free again.
 #[tokio::test]
 async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
-    let postgres = TestPostgres::create().await;
-    let url = postgres.url.clone();
-    let app = TestApp::spawn_with(Options {
-        customise: Box::new(move |s| {
-            signing_every_second(s);
-            s.audit.backend = AuditBackend::Postgres;
-            s.audit.postgres_url = url;
-        }),
-        ..Default::default()
-    })
-    .await;
+    let (postgres, app) = spawn_on_postgres_signing_every_second().await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
     let locker = postgres.client().await;
@@ -240,17 +246,7 @@ async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
 #[tokio::test]
 async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     for (how, says) in TAMPERINGS {
-        let postgres = TestPostgres::create().await;
-        let url = postgres.url.clone();
-        let app = TestApp::spawn_with(Options {
-            customise: Box::new(move |s| {
-                signing_every_second(s);
-                s.audit.backend = AuditBackend::Postgres;
-                s.audit.postgres_url = url;
-            }),
-            ..Default::default()
-        })
-        .await;
+        let (postgres, app) = spawn_on_postgres_signing_every_second().await;
         let dir = tempfile::tempdir().unwrap();
         let (heads, key, _) = decide_and_save_heads(&app, dir.path()).await;
         let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads));
