@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use super::chain::{seal, ChainHead};
 use super::heads::HeadPublisher;
 use super::resume::{self, Continuation};
-use super::signing::{HeadKind, HeadSigner, PublicKeys};
+use super::signing::{HeadKind, HeadSigner, PublicKeys, SignedHead};
 use super::{AuditKeys, AuditRecord, AuditStore, StoreError};
 use crate::metrics::Metrics;
 
@@ -307,7 +307,7 @@ impl Committer {
             }
             self.sign_if_due(&mut state, self.head_interval);
         }
-        self.close(&mut state);
+        self.close(&state);
         tracing::info!("audit writer stopped after committing every queued record");
     }
 
@@ -319,35 +319,35 @@ impl Committer {
             Some((head, at)) => *head != state.durable.head && at.elapsed() >= interval,
         };
         if due {
-            self.sign(state, HeadKind::Head);
+            self.sign(state);
         }
     }
 
-    /// Signs the durable head and hands it over to be stored.
-    fn sign(&self, state: &mut ChainState, kind: HeadKind) {
+    /// The durable head signed as `kind`; none before the first record.
+    fn signed_head(&self, state: &ChainState, kind: HeadKind) -> Option<SignedHead> {
         let head = &state.durable.head;
-        if head.seq == 0 {
-            return;
+        (head.seq > 0).then(|| self.signer.sign(&state.durable.chain, head, kind))
+    }
+
+    /// Signs the durable head and hands it over to be stored.
+    fn sign(&self, state: &mut ChainState) {
+        if let Some(signed) = self.signed_head(state, HeadKind::Head) {
+            self.heads.publish(signed);
+            state.signed = Some((state.durable.head.clone(), Instant::now()));
         }
-        self.heads
-            .publish(self.signer.sign(&state.durable.chain, head, kind));
-        state.signed = Some((head.clone(), Instant::now()));
     }
 
     /// Signs the durable head as `closed` and stores it here, after every
     /// head handed over before: the closed head is the last word.
-    fn close(self, state: &mut ChainState) {
+    fn close(self, state: &ChainState) {
+        let closed = self.signed_head(state, HeadKind::Closed);
         self.heads.finish(&self.runtime);
-        let head = &state.durable.head;
-        if head.seq == 0 {
+        let Some(signed) = closed else {
             return;
-        }
-        let signed = self
-            .signer
-            .sign(&state.durable.chain, head, HeadKind::Closed);
+        };
         if let Err(error) = self.runtime.block_on(self.store.put_head(&signed)) {
             self.metrics.audit_commit_failures.inc();
-            tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %state.durable.chain, seq = head.seq, "could not store the closed audit head");
+            tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %signed.instance_id, seq = signed.seq, "could not store the closed audit head");
         }
     }
 
