@@ -119,12 +119,6 @@ impl Gate {
         crate::audit::sqlite_memory_used()
     }
 
-    /// Bytes reserved for SQLite's page caches (see
-    /// `audit::reserve_sqlite_page_pool`); 0 if none were.
-    pub fn sqlite_page_pool_bytes(&self) -> usize {
-        crate::audit::sqlite_page_pool_bytes()
-    }
-
     /// Whether the audit store takes writes now (for readiness).
     pub async fn audit_writable(&self) -> Result<(), String> {
         self.audit.store_writable().await

@@ -95,6 +95,10 @@ impl Application {
         let policy = Policy::load(&settings.policy.path)?;
         let messages = web::Data::new(crate::messages::Messages::load(&settings.policy.messages)?);
         metrics.set_policy_version(policy.version());
+        // Reserved (or not) by `main` before anything opened SQLite; fixed since.
+        metrics
+            .sqlite_page_pool
+            .set(crate::audit::sqlite_page_pool_bytes() as i64);
         let sources = build_sources(&settings, &parsed, &metrics)?;
         let resolver = sources.health.clone();
         let backend = match settings.audit.backend {

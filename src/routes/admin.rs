@@ -28,9 +28,6 @@ pub async fn metrics(
     metrics.audit_backlog.set(gate.audit_backlog() as i64);
     metrics.audit_unloaded.set(gate.audit_unloaded() as i64);
     metrics.sqlite_memory.set(gate.sqlite_memory_bytes());
-    metrics
-        .sqlite_page_pool
-        .set(gate.sqlite_page_pool_bytes() as i64);
     // Open appeals are every replica's: read from the store, and kept as
     // last read if it cannot answer now.
     if let Err(error) = appeals.refresh_metrics().await {
