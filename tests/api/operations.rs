@@ -319,34 +319,24 @@ async fn local_start_up_warns_loudly_that_authentication_is_off() {
 async fn serve_reserves_a_page_pool_for_sqlite_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let admin = format!("127.0.0.1:{}", crate::helpers::free_port());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tripgate"))
-        .arg("serve")
-        .env("TRIPGATE_CONFIG_DIR", crate::helpers::config_dir())
-        .env(
-            "TRIPGATE__SERVER__LISTEN",
-            format!("127.0.0.1:{}", crate::helpers::free_port()),
-        )
-        .env("TRIPGATE__SERVER__ADMIN_LISTEN", &admin)
-        .env("TRIPGATE__AUDIT__SQLITE_PATH", dir.path().join("a.sqlite3"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+    // Killed when dropped, also when an assertion fails.
+    let _service = crate::helpers::ServiceProcess::start(
+        &[
+            ("TRIPGATE__SERVER__ADMIN_LISTEN", admin.clone()),
+            (
+                "TRIPGATE__AUDIT__SQLITE_PATH",
+                dir.path().join("a.sqlite3").display().to_string(),
+            ),
+        ],
+        dir.path().join("serve.log"),
+    )
+    .await;
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    let client = reqwest::Client::new();
-    let started = std::time::Instant::now();
-    let text = loop {
-        if let Ok(response) = client.get(format!("http://{admin}/metrics")).send().await {
-            break response.text().await.ok();
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    // Stopped before any assertion, so a failure leaves no server behind.
-    let _ = child.kill();
-    let _ = child.wait();
-    let text = text.unwrap_or_else(|| panic!("tripgate serve did not answer on {admin}"));
     // Every cache the store keeps: 16 MiB (writer) + 16 MiB (lookup
     // index) + 5 x 2 MiB (read connections), in 4 KiB pages with SQLite's
     // header on each.
