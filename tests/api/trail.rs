@@ -54,16 +54,7 @@ async fn decide_and_save_heads(app: &TestApp, dir: &Path) -> (PathBuf, PathBuf, 
         let body = app.decide(&trip("D-1", &[p])).await;
         ids.push(body["decision_id"].as_str().unwrap().to_owned());
     }
-    let mut heads = Value::Null;
-    for _ in 0..100 {
-        let (status, body) = app.get_json("/v1/audit/heads").await;
-        assert_eq!(status, 200, "{body}");
-        if body["heads"][0]["seq"] == 6 {
-            heads = body;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let heads = heads_once_signed_to(app, 6).await;
     assert_eq!(
         heads["heads"][0]["seq"], 6,
         "the head was not signed: {heads}"
@@ -79,6 +70,22 @@ async fn decide_and_save_heads(app: &TestApp, dir: &Path) -> (PathBuf, PathBuf, 
 fn signing_every_second(s: &mut tripgate::config::Settings) {
     s.audit.head_interval_secs = 1;
     s.audit.instance_id = "trail".into();
+}
+
+/// `GET /v1/audit/heads` once the first chain's signed head reaches `seq`
+/// (asked every 50 ms, 100 times); the last answer if it never does.
+async fn heads_once_signed_to(app: &TestApp, seq: i64) -> Value {
+    let mut heads = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = app.get_json("/v1/audit/heads").await;
+        assert_eq!(status, 200, "{body}");
+        heads = body;
+        if heads["heads"][0]["seq"] == seq {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    heads
 }
 
 /// A service on a PostgreSQL trail of its own, signing every second.
@@ -226,16 +233,7 @@ async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
         .expect("decisions waited for a signed head to be stored while audit_heads was locked");
     locker.batch_execute("ROLLBACK").await.unwrap();
 
-    let mut newest = Value::Null;
-    for _ in 0..100 {
-        let (status, body) = app.get_json("/v1/audit/heads").await;
-        assert_eq!(status, 200, "{body}");
-        newest = body["heads"][0].clone();
-        if newest["seq"] == 12 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let newest = heads_once_signed_to(&app, 12).await["heads"][0].clone();
     assert_eq!(
         newest["seq"], 12,
         "the newest head was not stored: {newest}"
