@@ -88,8 +88,11 @@ async fn heads_once_signed_to(app: &TestApp, seq: i64) -> Value {
     heads
 }
 
-/// A service on a PostgreSQL trail of its own, signing every second.
-async fn spawn_on_postgres_signing_every_second() -> (TestPostgres, TestApp) {
+/// A service on a PostgreSQL trail of its own, signing every second, with
+/// `also` applied to its settings.
+async fn spawn_on_postgres_signing_every_second(
+    also: impl FnOnce(&mut tripgate::config::Settings) + 'static,
+) -> (TestPostgres, TestApp) {
     let postgres = TestPostgres::create().await;
     let url = postgres.url.clone();
     let app = TestApp::spawn_with(Options {
@@ -97,6 +100,7 @@ async fn spawn_on_postgres_signing_every_second() -> (TestPostgres, TestApp) {
             signing_every_second(s);
             s.audit.backend = AuditBackend::Postgres;
             s.audit.postgres_url = url;
+            also(s);
         }),
         ..Default::default()
     })
@@ -214,7 +218,7 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
 /// head is stored once the table is free again.
 #[tokio::test]
 async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
-    let (postgres, app) = spawn_on_postgres_signing_every_second().await;
+    let (postgres, app) = spawn_on_postgres_signing_every_second(|_| {}).await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
     let locker = postgres.client().await;
@@ -241,10 +245,46 @@ async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
     assert_eq!(newest["kind"], "head");
 }
 
+/// A clean stop does not wait out a lock held on `audit_heads`: storing the
+/// last signed heads gives up after its timeout (logged and counted), so
+/// the stop ends long before the shutdown grace runs out, with every
+/// decision stored. Before the timeout, the stop waited for the whole grace.
+#[tokio::test]
+async fn postgres_a_clean_stop_does_not_wait_out_a_lock_on_the_signed_heads() {
+    let (postgres, mut app) =
+        spawn_on_postgres_signing_every_second(|s| s.server.shutdown_grace_secs = 120).await;
+    app.set_code("D-1", "green", "hangzhou").await;
+    app.set_code("P-1", "green", "hangzhou").await;
+    for _ in 0..3 {
+        app.decide(&trip("D-1", &["P-1"])).await;
+    }
+    let locker = postgres.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE audit_heads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    assert!(
+        took < Duration::from_secs(60),
+        "the clean stop waited {took:?} on the lock held on audit_heads (grace 120 s)"
+    );
+    let stored: i64 = locker
+        .query_one("SELECT COUNT(*) FROM audit_decisions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3, "every answered decision is stored");
+}
+
 #[tokio::test]
 async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     for (how, says) in TAMPERINGS {
-        let (postgres, app) = spawn_on_postgres_signing_every_second().await;
+        let (postgres, app) = spawn_on_postgres_signing_every_second(|_| {}).await;
         let dir = tempfile::tempdir().unwrap();
         let (heads, key, _) = decide_and_save_heads(&app, dir.path()).await;
         let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads));

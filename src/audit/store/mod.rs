@@ -52,6 +52,11 @@ pub enum StoreError {
     },
     #[error("audit store: {0}")]
     Invalid(String),
+    #[error("audit store: {what} took longer than {after:?}")]
+    TimedOut {
+        what: &'static str,
+        after: std::time::Duration,
+    },
 }
 
 /// Columns of one `audit_decisions` row, in `SELECT_COLUMNS` order.

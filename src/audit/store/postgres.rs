@@ -33,6 +33,8 @@ use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 const SCHEMA_LOCK: i64 = 0x7472_6970_6761_7465; // "tripgate"
 /// The lock appeals are filed and resolved under (see `with_appeal_lock`).
 const APPEAL_LOCK: i64 = SCHEMA_LOCK + 1;
+/// The longest storing a signed head may wait for a lock or the server.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -419,10 +421,22 @@ impl PostgresStore {
             .collect())
     }
 
+    /// Stores a signed head, giving up after `HEAD_TIMEOUT` spent waiting
+    /// for a lock or the server (and, should the server not answer at all,
+    /// after twice that): a lock held on `audit_heads` (a maintenance job, a
+    /// forgotten transaction) must not hold a connection, or a clean stop,
+    /// for as long as it lasts. The caller tries again or, at a stop,
+    /// reports the head as not stored.
     pub async fn put_head(&self, head: &SignedHead) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
+        let store = async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            tx.batch_execute(&format!(
+                "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}",
+                ms = HEAD_TIMEOUT.as_millis()
+            ))
+            .await?;
+            tx.execute(
                 UPSERT_HEAD,
                 &[
                     &head.instance_id,
@@ -435,7 +449,16 @@ impl PostgresStore {
                 ],
             )
             .await?;
-        Ok(())
+            tx.commit().await?;
+            Ok(())
+        };
+        let after = 2 * HEAD_TIMEOUT;
+        tokio::time::timeout(after, store)
+            .await
+            .unwrap_or(Err(StoreError::TimedOut {
+                what: "storing a signed head",
+                after,
+            }))
     }
 
     /// The hash of link `seq` of a chain, if it is stored.
