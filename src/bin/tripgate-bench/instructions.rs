@@ -92,6 +92,10 @@ pub(crate) fn instructions(out_dir: &Path) -> Value {
                 "--tool=callgrind",
                 &format!("--callgrind-out-file={}/callgrind.out", work.display()),
                 "--dump-line=no",
+                // Each kind's dump names its functions in full, so
+                // `callgrind_annotate` reads it alone (compressed names
+                // would refer to an earlier dump).
+                "--compress-strings=no",
             ])
             .arg(&binary)
             .arg("serve")

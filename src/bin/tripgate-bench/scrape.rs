@@ -58,11 +58,12 @@ pub(crate) fn metric_in(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The cumulative bucket counts of one stage of
-/// `tripgate_decision_stage_seconds` in `metrics` (Prometheus text), as
-/// (upper bound in seconds, count).
-pub(crate) fn stage_buckets(metrics: &str, stage: &str) -> Vec<(f64, f64)> {
-    let prefix = format!("tripgate_decision_stage_seconds_bucket{{stage=\"{stage}\",le=\"");
+/// The cumulative bucket counts of one histogram series in `metrics`
+/// (Prometheus text), as (upper bound in seconds, count); `series` is the
+/// bucket line up to its `le` label, e.g.
+/// `tripgate_decision_stage_seconds_bucket{stage="audit",`.
+pub(crate) fn buckets(metrics: &str, series: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{series}le=\"");
     metrics
         .lines()
         .filter_map(|l| l.strip_prefix(prefix.as_str()))
@@ -78,9 +79,26 @@ pub(crate) fn stage_buckets(metrics: &str, stage: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The share of decisions between two bucket snapshots whose `stage` took
+/// One stage of `tripgate_decision_stage_seconds` (see `buckets`).
+pub(crate) fn stage_buckets(metrics: &str, stage: &str) -> Vec<(f64, f64)> {
+    buckets(
+        metrics,
+        &format!("tripgate_decision_stage_seconds_bucket{{stage=\"{stage}\","),
+    )
+}
+
+/// Trip checks in `tripgate_http_request_duration_seconds`: a request's
+/// time inside tripgate, from its parsed head to its answer (see `buckets`).
+pub(crate) fn trip_http_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    buckets(
+        metrics,
+        "tripgate_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/checks/trip\",",
+    )
+}
+
+/// The share of observations between two bucket snapshots that took
 /// longer than `seconds` (a bucket bound).
-pub(crate) fn stage_share_over(before: &[(f64, f64)], after: &[(f64, f64)], seconds: f64) -> f64 {
+pub(crate) fn share_over(before: &[(f64, f64)], after: &[(f64, f64)], seconds: f64) -> f64 {
     let delta = |le: f64| {
         let at = |v: &[(f64, f64)]| v.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
         at(after) - at(before)

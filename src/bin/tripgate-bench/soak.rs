@@ -158,7 +158,7 @@ pub(crate) fn soak(out_dir: &Path) -> Value {
         // trail's commit.
         let stages_after = stages();
         let [status_slow, audit_slow] =
-            [0, 1].map(|i| 100.0 * stage_share_over(&stages_before[i], &stages_after[i], 0.010));
+            [0, 1].map(|i| 100.0 * share_over(&stages_before[i], &stages_after[i], 0.010));
         // What holds memory besides the heap's own use: records logged
         // but not yet in the SQLite file, and the L1 cache's entries.
         let l1_entries = readiness(&service.admin)["cache"]["l1_entries"]
