@@ -280,6 +280,10 @@ fn main() {
     let (trip_runs, inside_over_5ms_runs): (Vec<Value>, Vec<f64>) = (0..repeats.max(1))
         .map(|_| {
             let before = trip_http_buckets(&metrics_text(&service.admin));
+            assert!(
+                !before.is_empty(),
+                "tripgate's /metrics has no tripgate_http_request_duration_seconds for trip checks"
+            );
             let run = post_bodies(&hook, &trips, &at_fixed_rate(&duration, "64", &rate));
             let after = trip_http_buckets(&metrics_text(&service.admin));
             (run, 100.0 * share_over(&before, &after, 0.005))
