@@ -15,8 +15,9 @@
 //! - A head that could not be stored is tried again (every `RETRY`, or at
 //!   once when a newer one arrives), so a store that recovers gets the
 //!   newest signature without waiting for the chain to move.
-//! - `finish` returns once nothing handed over is in flight: the writer
-//!   stores its `closed` head after it, and no older head can land on top.
+//! - The writer's `closed` head, handed over by `finish`, is the last one
+//!   stored: it replaces any head still waiting (it covers them), and one in
+//!   flight is stored before it, so no older head can land on top.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -64,9 +65,13 @@ impl HeadPublisher {
         self.shared.wake.notify_one();
     }
 
-    /// Stores what was handed over (one try for a head that keeps failing)
-    /// and stops; blocks the calling thread, which must not be a runtime's.
-    pub(super) fn finish(self, runtime: &Handle) {
+    /// Stores `closed` (the writer's last word, if its chain has a head)
+    /// after every head handed over before it, one try once stopping, and
+    /// stops; blocks the calling thread, which must not be a runtime's.
+    pub(super) fn finish(self, closed: Option<SignedHead>, runtime: &Handle) {
+        if let Some(closed) = closed {
+            *self.shared.next() = Some(closed);
+        }
         self.shared.finishing.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
         if let Err(error) = runtime.block_on(self.task) {
@@ -90,11 +95,14 @@ async fn run(shared: Arc<Shared>, store: AuditStore, metrics: Arc<Metrics>) {
             continue;
         };
         metrics.audit_commit_failures.inc();
-        tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %head.instance_id, seq = head.seq, "could not store the signed audit head; will try again");
+        let error = crate::telemetry::error_chain(&error);
         if finishing {
-            // The writer stores its closed head next, which covers this one.
+            // The closed head (only it is taken once stopping): the stop
+            // reports it and goes on.
+            tracing::error!(%error, chain = %head.instance_id, seq = head.seq, "could not store the closed audit head");
             return;
         }
+        tracing::error!(%error, chain = %head.instance_id, seq = head.seq, "could not store the signed audit head; will try again");
         shared.next().get_or_insert(head);
         tokio::select! {
             () = tokio::time::sleep(RETRY) => {}

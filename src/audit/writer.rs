@@ -337,18 +337,11 @@ impl Committer {
         }
     }
 
-    /// Signs the durable head as `closed` and stores it here, after every
-    /// head handed over before: the closed head is the last word.
+    /// Signs the durable head as `closed` and waits until it is stored,
+    /// after every head handed over before: the closed head is the last word.
     fn close(self, state: &ChainState) {
         let closed = self.signed_head(state, HeadKind::Closed);
-        self.heads.finish(&self.runtime);
-        let Some(signed) = closed else {
-            return;
-        };
-        if let Err(error) = self.runtime.block_on(self.store.put_head(&signed)) {
-            self.metrics.audit_commit_failures.inc();
-            tracing::error!(error = %crate::telemetry::error_chain(&error), chain = %signed.instance_id, seq = signed.seq, "could not store the closed audit head");
-        }
+        self.heads.finish(closed, &self.runtime);
     }
 
     /// Seals the batch after `start` and commits it; returns the new head.
