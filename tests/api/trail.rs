@@ -212,6 +212,17 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     assert_eq!(code, 1, "{out}");
 }
 
+/// Another session holding `audit_heads` locked (a maintenance job, a long
+/// transaction) until `ROLLBACK` is sent on the client returned.
+async fn lock_signed_heads(postgres: &TestPostgres) -> tokio_postgres::Client {
+    let locker = postgres.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE audit_heads IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    locker
+}
+
 /// Storing a signed head never holds decisions up: with `audit_heads`
 /// locked by another session (a maintenance job, a long transaction),
 /// decisions are answered across several signing intervals, and the newest
@@ -221,11 +232,7 @@ async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
     let (postgres, app) = spawn_on_postgres_signing_every_second(|_| {}).await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
-    let locker = postgres.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE audit_heads IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_signed_heads(&postgres).await;
     let decisions = async {
         for _ in 0..12 {
             app.decide(&trip("D-1", &["P-1"])).await;
@@ -258,11 +265,7 @@ async fn postgres_a_clean_stop_does_not_wait_out_a_lock_on_the_signed_heads() {
     for _ in 0..3 {
         app.decide(&trip("D-1", &["P-1"])).await;
     }
-    let locker = postgres.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE audit_heads IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_signed_heads(&postgres).await;
 
     let started = std::time::Instant::now();
     app.stop().await;
