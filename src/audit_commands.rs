@@ -140,6 +140,7 @@ fn store_of_flags(flags: &StoreFlags) -> Option<crate::audit::StoreConfig> {
             access: crate::audit::PostgresAccess {
                 ca_file: flags.postgres_ca_file.clone(),
                 password_file: flags.postgres_password_file.clone(),
+                ..Default::default()
             },
         })
 }

@@ -371,6 +371,9 @@ pub struct AuditSettings {
     pub salvage_journal: bool,
     pub postgres_url: String,
     pub postgres_pool_size: usize,
+    /// How long the audit writer's statements may wait for a lock or the
+    /// server before the decisions they carry are refused (503).
+    pub postgres_write_timeout_ms: u64,
     /// PEM CA that signed PostgreSQL's certificate (else the system's).
     #[serde(default)]
     pub postgres_ca_file: Option<PathBuf>,
@@ -590,6 +593,10 @@ impl Settings {
                 "audit.postgres_pool_size",
                 self.audit.postgres_pool_size as u64,
             ),
+            (
+                "audit.postgres_write_timeout_ms",
+                self.audit.postgres_write_timeout_ms,
+            ),
             ("audit.retention_days", u64::from(self.audit.retention_days)),
             ("audit.purge_interval_secs", self.audit.purge_interval_secs),
             ("audit.max_batch", self.audit.max_batch as u64),
@@ -722,6 +729,7 @@ impl Settings {
                 access: crate::audit::PostgresAccess {
                     ca_file: self.audit.postgres_ca_file.clone(),
                     password_file: self.audit.postgres_password_file.clone(),
+                    write_timeout: Duration::from_millis(self.audit.postgres_write_timeout_ms),
                 },
             },
         }

@@ -284,6 +284,72 @@ async fn postgres_a_clean_stop_does_not_wait_out_a_lock_on_the_signed_heads() {
     assert_eq!(stored, 3, "every answered decision is stored");
 }
 
+/// A lock held on `audit_decisions` (an index built without
+/// `CONCURRENTLY`, a forgotten `LOCK TABLE`) refuses checks within the write
+/// timeout instead of holding every one of them for as long as it lasts:
+/// the batch that waits for the lock, and then finding where the chain
+/// continues. Once the lock is gone checks are answered again, the refused
+/// decisions left no record, and the chain goes on without a gap.
+#[tokio::test]
+async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_timeout() {
+    let (postgres, app) =
+        spawn_on_postgres_signing_every_second(|s| s.audit.postgres_write_timeout_ms = 500).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key, mut answered) = decide_and_save_heads(&app, dir.path()).await;
+    let locker = postgres.client().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE audit_decisions IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    for attempt in ["the batch's insert", "finding where the chain continues"] {
+        let started = std::time::Instant::now();
+        let response = tokio::time::timeout(
+            Duration::from_secs(20),
+            app.check_trip(&trip("D-1", &["P-1"])),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{attempt}: a check waited 20 s on the lock held on audit_decisions")
+        });
+        let took = started.elapsed();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, 503, "{attempt}: {body}");
+        assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE", "{attempt}");
+        assert!(
+            !body.to_string().contains("lock") && !body.to_string().contains("audit_decisions"),
+            "a 5xx body carries no internals: {body}"
+        );
+        // 500 ms on the server, 1 s at most on this side, and the check.
+        assert!(
+            took < Duration::from_secs(3),
+            "{attempt}: refused only after {took:?} (write timeout 500 ms)"
+        );
+    }
+    locker.batch_execute("ROLLBACK").await.unwrap();
+
+    let body = app.decide(&trip("D-1", &["P-2"])).await;
+    answered.push(body["decision_id"].as_str().unwrap().to_owned());
+    let stored: Vec<String> = locker
+        .query("SELECT decision_id FROM audit_decisions ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        stored, answered,
+        "exactly the answered decisions are stored"
+    );
+    let heads = heads_once_signed_to(&app, 7).await;
+    let heads_file = dir.path().join("heads-after.json");
+    std::fs::write(&heads_file, heads.to_string()).unwrap();
+    let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads_file));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("intact: 7 records in 1 chains"), "{out}");
+}
+
 #[tokio::test]
 async fn postgres_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     for (how, says) in TAMPERINGS {

@@ -18,6 +18,7 @@ mod sqlite;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use postgres::PostgresStore;
 pub use sqlite::{
@@ -53,10 +54,7 @@ pub enum StoreError {
     #[error("audit store: {0}")]
     Invalid(String),
     #[error("audit store: {what} took longer than {after:?}")]
-    TimedOut {
-        what: &'static str,
-        after: std::time::Duration,
-    },
+    TimedOut { what: &'static str, after: Duration },
 }
 
 /// Columns of one `audit_decisions` row, in `SELECT_COLUMNS` order.
@@ -213,12 +211,27 @@ pub enum StoreConfig {
 }
 
 /// How to reach PostgreSQL beyond its URL.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PostgresAccess {
     /// PEM CA to verify the server with (else the system's roots).
     pub ca_file: Option<PathBuf>,
     /// A file holding the password (else the URL's, if any).
     pub password_file: Option<PathBuf>,
+    /// How long the writer's statements (a batch of decisions, a signed
+    /// head, the lookups that find where its chain continues) may wait for
+    /// a lock or the server before they give up; twice that if the server
+    /// does not answer at all (`audit.postgres_write_timeout_ms`).
+    pub write_timeout: Duration,
+}
+
+impl Default for PostgresAccess {
+    fn default() -> Self {
+        Self {
+            ca_file: None,
+            password_file: None,
+            write_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -33,12 +33,14 @@ use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 const SCHEMA_LOCK: i64 = 0x7472_6970_6761_7465; // "tripgate"
 /// The lock appeals are filed and resolved under (see `with_appeal_lock`).
 const APPEAL_LOCK: i64 = SCHEMA_LOCK + 1;
-/// The longest storing a signed head may wait for a lock or the server.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
-
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// The server-side bound of the writer's statements (see the module's
+    /// documentation).
+    write_timeout: Duration,
+    /// Opens a transaction with that bound.
+    begin_bounded: String,
 }
 
 /// Subjects and trips are indexed in the audit tables themselves.
@@ -172,13 +174,64 @@ impl PostgresStore {
         } else {
             config.create_pool(Some(Runtime::Tokio1), tokio_postgres::NoTls)?
         };
-        let store = Self { pool };
+        let ms = access.write_timeout.as_millis().max(1);
+        let store = Self {
+            pool,
+            write_timeout: access.write_timeout,
+            begin_bounded: format!(
+                "BEGIN; SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
+            ),
+        };
         store.migrate().await?;
         Ok(store)
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// The bound on this side of a piece of the writer's work.
+    fn write_bound(&self) -> Duration {
+        2 * self.write_timeout
+    }
+
+    /// What the writer's work on `client` came to within `write_bound`; a
+    /// connection given up on is closed rather than pooled.
+    fn settle<T>(
+        &self,
+        client: deadpool_postgres::Object,
+        outcome: Result<Result<T, StoreError>, tokio::time::error::Elapsed>,
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        outcome.unwrap_or_else(|_| {
+            drop(deadpool_postgres::Object::take(client));
+            Err(StoreError::TimedOut {
+                what,
+                after: self.write_bound(),
+            })
+        })
+    }
+
+    /// One row of `sql`, read in a transaction bounded like the writer's.
+    async fn query_bounded(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: &'static str,
+    ) -> Result<Option<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        let read = async {
+            let row = async {
+                client.batch_execute(&self.begin_bounded).await?;
+                client.query_opt(sql, params).await
+            }
+            .await;
+            // Read only: the transaction ends either way.
+            client.batch_execute("ROLLBACK").await?;
+            Ok(row?)
+        };
+        let outcome = tokio::time::timeout(self.write_bound(), read).await;
+        self.settle(client, outcome, what)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -231,9 +284,6 @@ impl PostgresStore {
         let hashes = column(|r| r.hash.clone());
         let formats: Vec<i64> = rows.iter().map(|r| r.format).collect();
 
-        let client = self.client().await?;
-        let insert = client.prepare_cached(INSERT_DECISIONS).await?;
-        let subjects = client.prepare_cached(INSERT_SUBJECTS).await?;
         let params: [&(dyn ToSql + Sync); 16] = [
             &decision_ids,
             &instance_ids,
@@ -258,37 +308,46 @@ impl PostgresStore {
             .collect();
         let appeal_refs: Vec<Vec<&(dyn ToSql + Sync)>> =
             appeal_params.iter().map(|p| refs(p)).collect();
-        // Prepared first: a statement given as text would be prepared
-        // inside its future, and its execution sent after COMMIT.
-        let mut appeal_statements = Vec::with_capacity(appeal_changes.len());
-        for change in &appeal_changes {
-            appeal_statements.push(client.prepare_cached(change.sql()).await?);
-        }
-        // One round trip: the statements are queued on the connection in
-        // this order before any answer is awaited (tokio-postgres sends a
-        // request when its future is first polled, and `try_join` polls
-        // them in order). A failed statement aborts the transaction and
-        // its COMMIT rolls back; the first error is the batch's.
-        let appeals = futures_util::future::try_join_all(
-            appeal_statements
-                .iter()
-                .zip(&appeal_refs)
-                .map(|(statement, params)| client.execute(statement, params)),
-        );
-        let written = futures_util::future::try_join4(
-            client.batch_execute("BEGIN"),
-            client.execute(&insert, &params),
-            client.execute(&subjects, &[&subject_keys, &subject_decisions]),
-            futures_util::future::try_join(appeals, client.batch_execute("COMMIT")),
-        )
-        .await;
-        if let Err(error) = written {
-            // Whatever was not sent or not answered: never hand a
-            // connection back inside a transaction.
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(error.into());
-        }
-        Ok(())
+
+        let client = self.client().await?;
+        let write = async {
+            let insert = client.prepare_cached(INSERT_DECISIONS).await?;
+            let subjects = client.prepare_cached(INSERT_SUBJECTS).await?;
+            // Prepared first: a statement given as text would be prepared
+            // inside its future, and its execution sent after COMMIT.
+            let mut appeal_statements = Vec::with_capacity(appeal_changes.len());
+            for change in &appeal_changes {
+                appeal_statements.push(client.prepare_cached(change.sql()).await?);
+            }
+            // One round trip: the statements are queued on the connection
+            // in this order before any answer is awaited (tokio-postgres
+            // sends a request when its future is first polled, and
+            // `try_join` polls them in order). A failed statement aborts
+            // the transaction and its COMMIT rolls back; the first error is
+            // the batch's.
+            let appeals = futures_util::future::try_join_all(
+                appeal_statements
+                    .iter()
+                    .zip(&appeal_refs)
+                    .map(|(statement, params)| client.execute(statement, params)),
+            );
+            let written = futures_util::future::try_join4(
+                client.batch_execute(&self.begin_bounded),
+                client.execute(&insert, &params),
+                client.execute(&subjects, &[&subject_keys, &subject_decisions]),
+                futures_util::future::try_join(appeals, client.batch_execute("COMMIT")),
+            )
+            .await;
+            if let Err(error) = written {
+                // Whatever was not sent or not answered: never hand a
+                // connection back inside a transaction.
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(error.into());
+            }
+            Ok(())
+        };
+        let outcome = tokio::time::timeout(self.write_bound(), write).await;
+        self.settle(client, outcome, "committing a batch of decisions")
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -297,22 +356,23 @@ impl PostgresStore {
     }
 
     pub async fn chain_head(&self, instance_id: &str) -> Result<Option<ChainHead>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        const WHAT: &str = "reading a chain's head";
+        let row = match self
+            .query_bounded(
                 "SELECT seq, hash FROM audit_decisions WHERE instance_id = $1 ORDER BY seq DESC LIMIT 1",
                 &[&instance_id],
+                WHAT,
             )
-            .await?;
-        let row = match row {
+            .await?
+        {
             Some(row) => Some(row),
             None => {
-                client
-                    .query_opt(
-                        "SELECT seq, hash FROM audit_checkpoints WHERE instance_id = $1",
-                        &[&instance_id],
-                    )
-                    .await?
+                self.query_bounded(
+                    "SELECT seq, hash FROM audit_checkpoints WHERE instance_id = $1",
+                    &[&instance_id],
+                    WHAT,
+                )
+                .await?
             }
         };
         Ok(row.map(|r| ChainHead {
@@ -421,53 +481,48 @@ impl PostgresStore {
             .collect())
     }
 
-    /// Stores a signed head, giving up after `HEAD_TIMEOUT` spent waiting
-    /// for a lock or the server (and, should the server not answer at all,
-    /// after twice that): a lock held on `audit_heads` (a maintenance job, a
-    /// forgotten transaction) must not hold a connection, or a clean stop,
-    /// for as long as it lasts. The caller tries again or, at a stop,
-    /// reports the head as not stored.
+    /// Stores a signed head, bounded like a batch (see the module's
+    /// documentation): a lock held on `audit_heads` must not hold a
+    /// connection, or a clean stop, for as long as it lasts. The caller
+    /// tries again or, at a stop, reports the head as not stored.
     pub async fn put_head(&self, head: &SignedHead) -> Result<(), StoreError> {
+        let client = self.client().await?;
         let store = async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            tx.batch_execute(&format!(
-                "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}",
-                ms = HEAD_TIMEOUT.as_millis()
-            ))
-            .await?;
-            tx.execute(
-                UPSERT_HEAD,
-                &[
-                    &head.instance_id,
-                    &head.seq,
-                    &head.hash,
-                    &head.signed_at_us,
-                    &head.key_id,
-                    &head.signature,
-                    &head.kind.as_str(),
-                ],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(())
+            let written = async {
+                client.batch_execute(&self.begin_bounded).await?;
+                client
+                    .execute(
+                        UPSERT_HEAD,
+                        &[
+                            &head.instance_id,
+                            &head.seq,
+                            &head.hash,
+                            &head.signed_at_us,
+                            &head.key_id,
+                            &head.signature,
+                            &head.kind.as_str(),
+                        ],
+                    )
+                    .await?;
+                client.batch_execute("COMMIT").await
+            }
+            .await;
+            if written.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            Ok(written?)
         };
-        let after = 2 * HEAD_TIMEOUT;
-        tokio::time::timeout(after, store)
-            .await
-            .unwrap_or(Err(StoreError::TimedOut {
-                what: "storing a signed head",
-                after,
-            }))
+        let outcome = tokio::time::timeout(self.write_bound(), store).await;
+        self.settle(client, outcome, "storing a signed head")
     }
 
     /// The hash of link `seq` of a chain, if it is stored.
     pub async fn link_at(&self, instance_id: &str, seq: i64) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
+        let row = self
+            .query_bounded(
                 "SELECT hash FROM audit_decisions WHERE instance_id = $1 AND seq = $2",
                 &[&instance_id, &seq],
+                "reading a link of a chain",
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
