@@ -537,8 +537,8 @@ fn main() {
             String::new(),
         ),
         (
-            "RSS after 1M distinct (MiB)",
-            format!("{rss_after:.0} (before {rss_before:.0})"),
+            "RSS after 1M distinct passengers (MiB)",
+            format!("{rss_after:.0} ({rss_before:.0} before them, after the peaks)"),
             String::new(),
         ),
     ];
