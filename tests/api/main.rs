@@ -19,6 +19,7 @@ mod idempotency;
 mod notify;
 mod openapi;
 mod operations;
+mod proxy;
 mod replicas;
 mod resilience;
 mod scheme;

@@ -2,7 +2,11 @@
 //! quietly cutting it (dropping its newest records, a whole chain, a prefix
 //! behind a forged checkpoint, re-sealing records) is found by
 //! `tripgate audit verify --public-key FILE --heads FILE`, on SQLite and on
-//! PostgreSQL, with no audit secret and no configuration at hand.
+//! PostgreSQL, with no audit secret and no configuration at hand. And what
+//! keeps it whole while PostgreSQL misbehaves: a lock held on an audit
+//! table, or a server that stops answering, refuses decisions within the
+//! write timeout (never an unrecorded one given) or delays no decision at
+//! all (signed heads), and the chain goes on without a gap.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,6 +21,7 @@ use crate::helpers::{
     example_public_keys, example_signer, spawn_simulator, trip, Options, ServiceProcess, TestApp,
     TestPostgres,
 };
+use crate::proxy::FreezableProxy;
 
 /// Runs `tripgate audit verify` the way a regulator would: no configuration
 /// directory, no audit secret; (exit code, output).
@@ -348,6 +353,99 @@ async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_
     let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads_file));
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("intact: 7 records in 1 chains"), "{out}");
+}
+
+/// A PostgreSQL server that stops answering (a partition, a hung host)
+/// refuses checks within twice the write timeout, on this side's own bound.
+/// The connection given up on is closed, not pooled, so checks are answered
+/// again once the server is back, and the trail verifies with every
+/// answered decision in it (the refused batch, which the healed connection
+/// may still deliver, is the chain's next link or nothing).
+#[tokio::test]
+async fn postgres_a_server_that_stops_answering_refuses_checks_within_twice_the_write_timeout() {
+    let postgres = TestPostgres::create().await;
+    let config: tokio_postgres::Config = postgres.url.parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let proxy = FreezableProxy::start(format!("{host}:{port}")).await;
+    let url = format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or("postgres"),
+        proxy.address,
+        postgres.name
+    );
+    let app = TestApp::spawn_with(Options {
+        customise: Box::new(move |s| {
+            signing_every_second(s);
+            s.audit.backend = AuditBackend::Postgres;
+            s.audit.postgres_url = url;
+            s.audit.postgres_write_timeout_ms = 500;
+        }),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, key, mut answered) = decide_and_save_heads(&app, dir.path()).await;
+
+    proxy.freeze();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.check_trip(&trip("D-1", &["P-1"])),
+    )
+    .await
+    .expect("a check waited 20 s on a PostgreSQL server that stopped answering");
+    let took = started.elapsed();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "AUDIT_UNAVAILABLE");
+    // 1 s on this side (twice the write timeout), and the check.
+    assert!(
+        took < Duration::from_secs(3),
+        "refused only after {took:?} (write timeout 500 ms)"
+    );
+    proxy.thaw();
+
+    let mut recovered = None;
+    for _ in 0..50 {
+        let response = app.check_trip(&trip("D-1", &["P-2"])).await;
+        if response.status() == 200 {
+            recovered = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let recovered = recovered.expect("checks were not answered again once the server was back");
+    answered.push(recovered["decision_id"].as_str().unwrap().to_owned());
+    let stored: Vec<String> = postgres
+        .client()
+        .await
+        .query("SELECT decision_id FROM audit_decisions ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in &answered {
+        assert!(stored.contains(id), "answered decision {id} is not stored");
+    }
+    assert!(
+        stored.len() <= answered.len() + 1,
+        "only the refused batch may be stored beside the answered ones: {stored:?}"
+    );
+    let heads = heads_once_signed_to(&app, stored.len() as i64).await;
+    let heads_file = dir.path().join("heads-after.json");
+    std::fs::write(&heads_file, heads.to_string()).unwrap();
+    let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads_file));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("intact: {} records in 1 chains", stored.len())),
+        "{out}"
+    );
 }
 
 #[tokio::test]
