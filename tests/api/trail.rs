@@ -289,6 +289,37 @@ async fn postgres_a_clean_stop_does_not_wait_out_a_lock_on_the_signed_heads() {
     assert_eq!(stored, 3, "every answered decision is stored");
 }
 
+/// The decision ids stored on PostgreSQL, in chain order.
+async fn stored_decision_ids(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query("SELECT decision_id FROM audit_decisions ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Once the head of link `records` is signed, the regulator's verify finds
+/// that many records intact in one chain, with the heads saved then.
+async fn assert_intact_on_postgres(
+    app: &TestApp,
+    postgres: &TestPostgres,
+    key: &Path,
+    dir: &Path,
+    records: usize,
+) {
+    let heads = heads_once_signed_to(app, records as i64).await;
+    let heads_file = dir.join("heads-after.json");
+    std::fs::write(&heads_file, heads.to_string()).unwrap();
+    let (code, out) = regulator_verify(&["--postgres", &postgres.url], key, Some(&heads_file));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("intact: {records} records in 1 chains")),
+        "{out}"
+    );
+}
+
 /// A lock held on `audit_decisions` (an index built without
 /// `CONCURRENTLY`, a forgotten `LOCK TABLE`) refuses checks within the write
 /// timeout instead of holding every one of them for as long as it lasts:
@@ -336,23 +367,12 @@ async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_
 
     let body = app.decide(&trip("D-1", &["P-2"])).await;
     answered.push(body["decision_id"].as_str().unwrap().to_owned());
-    let stored: Vec<String> = locker
-        .query("SELECT decision_id FROM audit_decisions ORDER BY seq", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored = stored_decision_ids(&locker).await;
     assert_eq!(
         stored, answered,
         "exactly the answered decisions are stored"
     );
-    let heads = heads_once_signed_to(&app, 7).await;
-    let heads_file = dir.path().join("heads-after.json");
-    std::fs::write(&heads_file, heads.to_string()).unwrap();
-    let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads_file));
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("intact: 7 records in 1 chains"), "{out}");
+    assert_intact_on_postgres(&app, &postgres, &key, dir.path(), 7).await;
 }
 
 /// A PostgreSQL server that stops answering (a partition, a hung host)
@@ -421,15 +441,7 @@ async fn postgres_a_server_that_stops_answering_refuses_checks_within_twice_the_
     }
     let recovered = recovered.expect("checks were not answered again once the server was back");
     answered.push(recovered["decision_id"].as_str().unwrap().to_owned());
-    let stored: Vec<String> = postgres
-        .client()
-        .await
-        .query("SELECT decision_id FROM audit_decisions ORDER BY seq", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let stored = stored_decision_ids(&postgres.client().await).await;
     for id in &answered {
         assert!(stored.contains(id), "answered decision {id} is not stored");
     }
@@ -437,15 +449,7 @@ async fn postgres_a_server_that_stops_answering_refuses_checks_within_twice_the_
         stored.len() <= answered.len() + 1,
         "only the refused batch may be stored beside the answered ones: {stored:?}"
     );
-    let heads = heads_once_signed_to(&app, stored.len() as i64).await;
-    let heads_file = dir.path().join("heads-after.json");
-    std::fs::write(&heads_file, heads.to_string()).unwrap();
-    let (code, out) = regulator_verify(&["--postgres", &postgres.url], &key, Some(&heads_file));
-    assert_eq!(code, 0, "{out}");
-    assert!(
-        out.contains(&format!("intact: {} records in 1 chains", stored.len())),
-        "{out}"
-    );
+    assert_intact_on_postgres(&app, &postgres, &key, dir.path(), stored.len()).await;
 }
 
 #[tokio::test]
