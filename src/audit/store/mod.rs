@@ -224,6 +224,8 @@ pub struct PostgresAccess {
     pub write_timeout: Duration,
 }
 
+/// `config/base.toml`'s: what `tripgate audit` commands reach PostgreSQL
+/// with when their flags say nothing else.
 impl Default for PostgresAccess {
     fn default() -> Self {
         Self {
