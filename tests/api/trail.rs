@@ -363,6 +363,11 @@ async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_
             "{attempt}: refused only after {took:?} (write timeout 500 ms)"
         );
     }
+    let (status, ready) = app.get_admin_json("/readyz").await;
+    assert_eq!(
+        status, 200,
+        "the server answers; a lock every replica shares is no reason to stop routing: {ready}"
+    );
     locker.batch_execute("ROLLBACK").await.unwrap();
 
     let body = app.decide(&trip("D-1", &["P-2"])).await;
