@@ -52,6 +52,8 @@ pub struct Metrics {
     /// Memory reserved for SQLite's page caches as tripgate started.
     pub sqlite_page_pool: IntGauge,
     pub audit_commit_failures: IntCounter,
+    /// Records of failed commits that the store turned out to hold.
+    pub audit_refused_records_stored: IntCounter,
     pub policy_version: IntGaugeVec,
     pub policy_reloads: IntCounterVec,
     pub auth_rejections: IntCounterVec,
@@ -285,6 +287,14 @@ impl Metrics {
                 IntCounter::new(
                     "tripgate_audit_commit_failures_total",
                     "Audit commits that failed (their decisions got 503), and signed heads that could not be stored.",
+                )
+                .expect("valid metric"),
+            ),
+            audit_refused_records_stored: register(
+                r,
+                IntCounter::new(
+                    "tripgate_audit_refused_records_stored_total",
+                    "Records of a failed audit commit (their decisions got 503) that the store held after all: the commit landed after its answer was lost or late.",
                 )
                 .expect("valid metric"),
             ),

@@ -261,11 +261,15 @@ impl Committer {
                 continue;
             }
             let start = if state.uncertain {
-                self.runtime.block_on(resume::after_failure(
+                let resumed = self.runtime.block_on(resume::after_failure(
                     &self.store,
                     &self.instance_id,
                     &state.durable,
-                ))
+                ));
+                if let Ok(resumed) = &resumed {
+                    self.report_refused_but_stored(&state.durable, resumed);
+                }
+                resumed
             } else {
                 Ok(state.durable.clone())
             };
@@ -309,6 +313,26 @@ impl Committer {
         }
         self.close(&state);
         tracing::info!("audit writer stopped after committing every queued record");
+    }
+
+    /// After a failed commit, the store may hold its records after all (a
+    /// commit that landed once its answer was lost or late): their
+    /// decisions were refused, not given, and an operator asked about one
+    /// needs to know that from the log, since the trail cannot say it.
+    fn report_refused_but_stored(&self, durable: &Continuation, resumed: &Continuation) {
+        if resumed.chain != durable.chain || resumed.head.seq <= durable.head.seq {
+            return;
+        }
+        let records = resumed.head.seq - durable.head.seq;
+        self.metrics
+            .audit_refused_records_stored
+            .inc_by(records as u64);
+        tracing::warn!(
+            chain = %durable.chain,
+            first_seq = durable.head.seq + 1,
+            last_seq = resumed.head.seq,
+            "records of a failed audit commit were stored after all; their decisions were refused (503), not given"
+        );
     }
 
     /// Signs the durable head if it moved and `interval` has passed since

@@ -385,7 +385,8 @@ async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_
 /// The connection given up on is closed, not pooled, so checks are answered
 /// again once the server is back, and the trail verifies with every
 /// answered decision in it (the refused batch, which the healed connection
-/// may still deliver, is the chain's next link or nothing).
+/// may still deliver, is the chain's next link or nothing; if it is, the
+/// operator is told so).
 #[tokio::test]
 async fn postgres_a_server_that_stops_answering_refuses_checks_within_twice_the_write_timeout() {
     let postgres = TestPostgres::create().await;
@@ -453,6 +454,19 @@ async fn postgres_a_server_that_stops_answering_refuses_checks_within_twice_the_
     assert!(
         stored.len() <= answered.len() + 1,
         "only the refused batch may be stored beside the answered ones: {stored:?}"
+    );
+    // If it was, the operator is told: its decision was refused, not given.
+    let late = stored.len() - answered.len();
+    let (_, metrics) = app.get_admin("/metrics").await;
+    let counted = format!("tripgate_audit_refused_records_stored_total {late}");
+    assert!(
+        metrics.lines().any(|l| l == counted),
+        "expected {counted:?}: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("refused_records"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_intact_on_postgres(&app, &postgres, &key, dir.path(), stored.len()).await;
 }
