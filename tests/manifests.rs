@@ -335,6 +335,7 @@ fn the_shipped_alerts_query_metrics_tripgate_exports() {
     }
     for needed in [
         "AuditCommitFailures",
+        "RefusedRecordsStored",
         "AuditBacklog",
         "UpstreamCircuitOpen",
         "ErrorRate",
