@@ -631,6 +631,14 @@ impl Settings {
                 problem: "must be a non-empty word without spaces or braces".into(),
             });
         }
+        // PostgreSQL's lock_timeout and statement_timeout take at most
+        // i32::MAX milliseconds; a larger value would fail every batch.
+        if self.audit.postgres_write_timeout_ms > i32::MAX as u64 {
+            return Err(ConfigError::Invalid {
+                key: "audit.postgres_write_timeout_ms",
+                problem: format!("must be at most {} (PostgreSQL's limit)", i32::MAX),
+            });
+        }
         if self.audit.backend == AuditBackend::Postgres {
             self.audit
                 .postgres_url

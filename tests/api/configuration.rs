@@ -49,6 +49,16 @@ fn a_wrong_setting_stops_start_up_naming_the_key() {
             "/nonexistent/policy.toml",
         ),
         ("TRIPGATE__LOG__FORMAT", "xml", "log.format"),
+        (
+            "TRIPGATE__AUDIT__POSTGRES_WRITE_TIMEOUT_MS",
+            "0",
+            "audit.postgres_write_timeout_ms",
+        ),
+        (
+            "TRIPGATE__AUDIT__POSTGRES_WRITE_TIMEOUT_MS",
+            "2147483648",
+            "audit.postgres_write_timeout_ms",
+        ),
         ("TRIPGATE_ENV", "staging", "TRIPGATE_ENV"),
     ];
     for (key, value, named) in cases {
