@@ -414,6 +414,8 @@ pub fn codes(decision: &Value) -> Vec<String> {
 pub struct TestPostgres {
     admin_url: String,
     pub name: String,
+    /// The server's `host:port`, as written in `url`.
+    pub address: String,
     pub url: String,
 }
 
@@ -433,18 +435,22 @@ impl TestPostgres {
             .expect("create the test database");
         let mut config: tokio_postgres::Config = admin_url.parse().expect("admin URL");
         config.dbname(&name);
-        let url = format!(
-            "postgres://{}@{}:{}/{name}",
-            config.get_user().unwrap_or("postgres"),
+        let address = format!(
+            "{}:{}",
             match config.get_hosts().first() {
                 Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
                 _ => "127.0.0.1".to_owned(),
             },
             config.get_ports().first().copied().unwrap_or(5432)
         );
+        let url = format!(
+            "postgres://{}@{address}/{name}",
+            config.get_user().unwrap_or("postgres")
+        );
         Self {
             admin_url,
             name,
+            address,
             url,
         }
     }

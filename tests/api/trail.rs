@@ -217,12 +217,14 @@ async fn sqlite_a_regulator_finds_every_quiet_cut_with_the_public_key_alone() {
     assert_eq!(code, 1, "{out}");
 }
 
-/// Another session holding `audit_heads` locked (a maintenance job, a long
+/// Another session holding `table` locked (a maintenance job, a long
 /// transaction) until `ROLLBACK` is sent on the client returned.
-async fn lock_signed_heads(postgres: &TestPostgres) -> tokio_postgres::Client {
+async fn lock_table(postgres: &TestPostgres, table: &str) -> tokio_postgres::Client {
     let locker = postgres.client().await;
     locker
-        .batch_execute("BEGIN; LOCK TABLE audit_heads IN ACCESS EXCLUSIVE MODE")
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+        ))
         .await
         .unwrap();
     locker
@@ -237,7 +239,7 @@ async fn postgres_decisions_do_not_wait_for_their_signed_head_to_be_stored() {
     let (postgres, app) = spawn_on_postgres_signing_every_second(|_| {}).await;
     app.set_code("D-1", "green", "hangzhou").await;
     app.set_code("P-1", "green", "hangzhou").await;
-    let locker = lock_signed_heads(&postgres).await;
+    let locker = lock_table(&postgres, "audit_heads").await;
     let decisions = async {
         for _ in 0..12 {
             app.decide(&trip("D-1", &["P-1"])).await;
@@ -270,7 +272,7 @@ async fn postgres_a_clean_stop_does_not_wait_out_a_lock_on_the_signed_heads() {
     for _ in 0..3 {
         app.decide(&trip("D-1", &["P-1"])).await;
     }
-    let locker = lock_signed_heads(&postgres).await;
+    let locker = lock_table(&postgres, "audit_heads").await;
 
     let started = std::time::Instant::now();
     app.stop().await;
@@ -332,11 +334,7 @@ async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_
         spawn_on_postgres_signing_every_second(|s| s.audit.postgres_write_timeout_ms = 500).await;
     let dir = tempfile::tempdir().unwrap();
     let (_, key, mut answered) = decide_and_save_heads(&app, dir.path()).await;
-    let locker = postgres.client().await;
-    locker
-        .batch_execute("BEGIN; LOCK TABLE audit_decisions IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let locker = lock_table(&postgres, "audit_decisions").await;
 
     for attempt in ["the batch's insert", "finding where the chain continues"] {
         let started = std::time::Instant::now();
@@ -390,19 +388,8 @@ async fn postgres_a_lock_on_the_decisions_table_refuses_checks_within_the_write_
 #[tokio::test]
 async fn postgres_a_server_that_stops_answering_refuses_checks_within_twice_the_write_timeout() {
     let postgres = TestPostgres::create().await;
-    let config: tokio_postgres::Config = postgres.url.parse().unwrap();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let proxy = FreezableProxy::start(format!("{host}:{port}")).await;
-    let url = format!(
-        "postgres://{}@{}/{}",
-        config.get_user().unwrap_or("postgres"),
-        proxy.address,
-        postgres.name
-    );
+    let proxy = FreezableProxy::start(postgres.address.clone()).await;
+    let url = postgres.url.replace(&postgres.address, &proxy.address);
     let app = TestApp::spawn_with(Options {
         customise: Box::new(move |s| {
             signing_every_second(s);

@@ -33,6 +33,7 @@ use crate::audit::signing::{HeadKind, HeadSigner, SignedHead};
 const SCHEMA_LOCK: i64 = 0x7472_6970_6761_7465; // "tripgate"
 /// The lock appeals are filed and resolved under (see `with_appeal_lock`).
 const APPEAL_LOCK: i64 = SCHEMA_LOCK + 1;
+
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
